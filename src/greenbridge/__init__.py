@@ -1,0 +1,29 @@
+"""greenbridge: sync and async code calling each other on one event loop, with greenlets.
+
+Public names only; see the documentation for the design.
+"""
+
+from ._bridge import (
+    MissingBridge,
+    async_,
+    await_,
+    close_private_loop,
+    ensure_portal,
+    has_portal,
+    install_portal_factory,
+    spawn,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "MissingBridge",
+    "__version__",
+    "async_",
+    "await_",
+    "close_private_loop",
+    "ensure_portal",
+    "has_portal",
+    "install_portal_factory",
+    "spawn",
+]

@@ -1,0 +1,666 @@
+"""The bridge: ``async_``, ``await_``, ``spawn`` and portals.
+
+How it works, in one paragraph: a *worker* greenlet runs the sync code.  When
+that code calls :func:`await_`, the awaitable's ``__await__`` iterator is
+stepped *inside the worker*; only when it yields a trap (an asyncio Future, a
+bare ``None``, a trio trap) do we switch to the *driver* greenlet.  The driver
+is a small generator-based coroutine (:func:`_drive`) that yields the trap to
+the real event loop and switches back into the worker with whatever the loop
+sent (or threw).  So an awaitable that completes without suspending costs no
+greenlet switch at all, and the same driver works for every loop family that
+runs coroutines (asyncio, uvloop, trio).
+
+Worker greenlets are expensive to create (a fresh C stack slice and frame
+chain) and cheap to switch into, so finished workers park in a small
+per-thread pool and are reused.  A parked worker keeps no reference to its
+last call, its Context or its result.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import functools
+import inspect
+import sys
+import threading
+import types
+import weakref
+from collections.abc import Awaitable, Callable, Coroutine, Generator
+from typing import TYPE_CHECKING, Any, TypeVar, cast, overload
+
+from greenlet import GreenletExit, getcurrent, greenlet
+
+if sys.version_info >= (3, 10) or TYPE_CHECKING:
+    from typing import ParamSpec
+
+__all__ = [
+    "MissingBridge",
+    "async_",
+    "await_",
+    "spawn",
+    "ensure_portal",
+    "install_portal_factory",
+    "has_portal",
+    "close_private_loop",
+]
+
+T = TypeVar("T")
+if sys.version_info >= (3, 10) or TYPE_CHECKING:
+    P = ParamSpec("P")
+else:  # pragma: no cover - 3.9: annotations are strings, P is never evaluated
+    P = TypeVar("P")
+
+_CO_ITERABLE_COROUTINE = inspect.CO_ITERABLE_COROUTINE
+
+#: Largest number of parked worker greenlets kept per thread.
+POOL_SIZE = 64
+
+
+class MissingBridge(RuntimeError):
+    """:func:`await_` was called where nothing can drive the awaitable.
+
+    Raised when an event loop is running in this thread but the calling sync
+    code does not run under greenbridge (it was not started by
+    :func:`async_` / :func:`spawn`, and its task has no portal).  The message
+    names the ways to fix it.
+    """
+
+
+class _Finished:
+    """Sentinel a worker switches to its driver with when its call ended."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "<greenbridge finished>"
+
+
+_FINISHED: Any = _Finished()  # the call returned (its value is in worker.value)
+_FAILED: Any = _Finished()  # the call raised (the exception is in worker.value)
+
+
+class _Worker(greenlet):
+    """A pooled greenlet that runs one sync call at a time.
+
+    ``parent`` is always the driver of the current call: it is set by
+    :func:`_drive` before every switch into the worker, so the worker finds
+    its driver explicitly and never by walking an unknown parent chain.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(_worker_main)
+        # The outcome of the current call, taken (and cleared) by the driver.
+        self.value: Any = None
+        # Where a stepper leaves the result or exception of its awaitable.
+        self.box: list[Any] = [None]
+        # The stepper (see _stepper) for await_ calls, and spares for nested ones.
+        self.stepper = _new_stepper(self.box)
+        self.steppers: list[types.GeneratorType[Any, Any, None]] = []
+
+
+_RETURNED: Any = object()
+_RAISED: Any = object()
+
+
+@types.coroutine
+def _stepper(box: list[Any]) -> Generator[Any, Any, None]:
+    """Step awaitables for :func:`await_`, without ever raising StopIteration.
+
+    ``send(awaitable)`` starts one; every trap it yields comes out of the
+    ``send``/``throw`` call, and what the caller sends or throws goes back
+    in.  When it ends, the result (or exception) is put in ``box[0]`` and
+    ``_RETURNED`` (or ``_RAISED``) is yielded.  ``yield from`` collects the
+    return value in C; catching StopIteration in Python, across greenlet
+    switches, costs several times more.  A stepper lives as long as its
+    worker and is reused for each call.
+    """
+    awaitable = yield
+    while True:
+        try:
+            box[0] = yield from awaitable
+            end = _RETURNED
+        except BaseException as exc:  # noqa: BLE001 - handed to await_
+            box[0] = exc
+            del exc
+            end = _RAISED
+        # Park outside the except block: a generator suspended inside one
+        # would keep the exception (and every frame of its traceback) alive.
+        awaitable = None
+        awaitable = yield end
+
+
+def _new_stepper(box: list[Any]) -> types.GeneratorType[Any, Any, None]:
+    stepper = cast("types.GeneratorType[Any, Any, None]", _stepper(box))
+    stepper.send(None)
+    return stepper
+
+
+class _ThreadState(threading.local):
+    def __init__(self) -> None:
+        self.pool: list[_Worker] = []
+        self.private_loop: asyncio.AbstractEventLoop | None = None
+        self.holder: object = None
+
+
+_state = _ThreadState()
+
+
+def _worker_main(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """Body of every worker greenlet: run a call, report, park, repeat.
+
+    The outcome is left in ``me.value`` and announced by switching to the
+    driver with ``_FINISHED`` or ``_FAILED``; the driver takes it and clears
+    it, so a parked worker's frame holds no reference to the last call.
+    """
+    me = cast(_Worker, getcurrent())
+    pool = _state.pool  # a greenlet never leaves its thread, nor does its pool
+    while True:
+        try:
+            me.value = fn(*args, **kwargs)
+            end = _FINISHED
+        except GreenletExit:
+            # greenlet is killing this worker (it was garbage collected while
+            # suspended): let it die instead of parking it again.
+            raise
+        except BaseException as exc:  # noqa: BLE001 - handed to the driver
+            me.value = exc
+            end = _FAILED
+            del exc
+        # Drop every reference to the finished call before parking.
+        fn = args = kwargs = None  # type: ignore[assignment]
+        if len(pool) >= POOL_SIZE:
+            # Pool full: end this greenlet; its return value reaches the driver.
+            return end
+        pool.append(me)
+        fn, args, kwargs = me.parent.switch(end)  # type: ignore[union-attr]
+
+
+def _launch(
+    fn: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    context: contextvars.Context | None,
+) -> Any:
+    """Start ``fn(*args, **kwargs)`` in a worker; run it until it ends or yields a trap.
+
+    Returns the call's result, raises its exception, or returns a
+    :class:`_Pending` to be awaited when the call yielded a trap.  A call
+    that never suspends thus costs no generator and no trap handling.
+    """
+    pool = _state.pool
+    worker = pool.pop() if pool else _Worker()
+    here = getcurrent()
+    if worker.parent is not here:
+        worker.parent = here
+    # Share the caller's Context (not a copy): a ContextVar set by the sync
+    # code is seen by the awaiting coroutine, as for a plain function call.
+    worker.gr_context = here.gr_context if context is None else context
+    msg = worker.switch(fn, args, kwargs)
+    if msg is _FINISHED:
+        worker.gr_context = None
+        value = worker.value
+        worker.value = None
+        return value
+    return _Pending(worker, msg)
+
+
+def _outcome(worker: _Worker, msg: Any) -> Any:
+    """If ``msg`` says the worker's call ended, its result; else ``_Pending``."""
+    if msg is _FINISHED:
+        worker.gr_context = None
+        value = worker.value
+        worker.value = None
+        return value
+    if msg is _FAILED:
+        worker.gr_context = None
+        exc = worker.value
+        worker.value = None
+        try:
+            raise exc
+        finally:
+            del exc
+    return _Pending
+
+
+class _Pending:
+    """A call that yielded a trap: awaiting this drives it to its end."""
+
+    __slots__ = ("worker", "msg")
+
+    def __init__(self, worker: _Worker, msg: Any) -> None:
+        self.worker = worker
+        self.msg = msg
+
+    def __await__(self) -> Generator[Any, Any, Any]:
+        worker = self.worker
+        msg = self.msg
+        self.msg = None
+        result = _outcome(worker, msg)  # the first step may have failed
+        if result is not _Pending:
+            return result
+        switch = worker.switch
+        while True:
+            try:
+                sent = yield msg
+            except GeneratorExit:
+                _unwind(worker)
+                raise
+            except BaseException as exc:  # noqa: BLE001 - forwarded to the sync code
+                here = getcurrent()
+                if worker.parent is not here:
+                    worker.parent = here
+                msg = worker.throw(exc)
+                del exc
+            else:
+                # Normally the same greenlet resumes us every time; it differs
+                # when, e.g., an eager task's first step ran in another greenlet.
+                here = getcurrent()
+                if worker.parent is not here:
+                    worker.parent = here
+                msg = switch(sent)
+            if msg is _FINISHED or msg is _FAILED:
+                return _outcome(worker, msg)
+
+
+def _unwind(worker: _Worker) -> None:
+    """The driving coroutine was closed early: unwind the sync code.
+
+    ``GeneratorExit`` is raised at the sync code's pending :func:`await_`, so
+    its ``finally`` blocks and context managers run, and the awaitable it
+    was waiting on is closed too.
+    """
+    try:
+        worker.parent = getcurrent()
+        msg = worker.throw(GeneratorExit)
+    except greenlet.error:  # closed from another thread (e.g. by the GC)
+        return
+    worker.value = None
+    if msg is not _FINISHED and msg is not _FAILED:
+        raise RuntimeError(
+            "greenbridge: sync code ignored GeneratorExit and kept awaiting "
+            "while its coroutine was being closed"
+        )
+    worker.gr_context = None
+
+
+# ---------------------------------------------------------------------------
+# async_
+
+
+@overload
+def async_(
+    fn: Callable[P, T], *, with_context: bool = True
+) -> Callable[P, Coroutine[Any, Any, T]]: ...
+
+
+@overload
+def async_(
+    fn: None = None, *, with_context: bool = True
+) -> Callable[[Callable[P, T]], Callable[P, Coroutine[Any, Any, T]]]: ...
+
+
+def async_(fn: Callable[P, T] | None = None, *, with_context: bool = True) -> Any:
+    """Turn a sync function into a coroutine function that runs it in a greenlet.
+
+    Use it as a call (``await async_(fn)(*args)``) or a decorator (``@async_`` or
+    ``@async_()``).  The result is a real coroutine function with ``fn``'s
+    name, docstring and signature.  Inside ``fn`` (and anything it calls),
+    :func:`await_` suspends only this call, never the event loop.
+
+    Args:
+        fn: the sync function.
+        with_context: if true (the default), ``fn`` runs in its caller's
+            :class:`contextvars.Context` itself, so values it sets are seen by
+            the caller afterwards, as with a plain call.  If false, it runs in
+            a copy taken when the coroutine starts.
+
+    Raises:
+        TypeError: ``fn`` is not callable, or is already a coroutine function.
+    """
+    if fn is None:
+
+        def decorate(f: Callable[P, T]) -> Callable[P, Coroutine[Any, Any, T]]:
+            return async_(f, with_context=with_context)
+
+        return decorate
+    if not callable(fn):
+        raise TypeError(f"async_() expects a sync callable, got {type(fn).__name__!r}")
+    if inspect.iscoroutinefunction(fn):
+        raise TypeError(
+            f"async_() expects a sync function, but {_name(fn)} is already a coroutine "
+            "function: await it directly"
+        )
+
+    if with_context:
+
+        @functools.wraps(fn)
+        async def run_shared(*args: P.args, **kwargs: P.kwargs) -> T:
+            result = _launch(fn, args, kwargs, None)
+            if type(result) is _Pending:
+                result = await result
+            return cast(T, result)
+
+        return run_shared
+
+    @functools.wraps(fn)
+    async def run_copied(*args: P.args, **kwargs: P.kwargs) -> T:
+        result = _launch(fn, args, kwargs, contextvars.copy_context())
+        if type(result) is _Pending:
+            result = await result
+        return cast(T, result)
+
+    return run_copied
+
+
+def _name(fn: object) -> str:
+    return getattr(fn, "__qualname__", None) or repr(fn)
+
+
+# ---------------------------------------------------------------------------
+# spawn
+
+
+async def _call(fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]) -> T:
+    result = _launch(fn, args, kwargs, None)
+    if type(result) is _Pending:
+        result = await result
+    return cast(T, result)
+
+
+def spawn(fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> asyncio.Task[T]:
+    """Start ``fn(*args, **kwargs)`` as a concurrent asyncio Task and return it.
+
+    ``fn`` runs in a greenlet, in the task's own Context (a copy of the
+    caller's, as for :func:`asyncio.create_task`), and may call
+    :func:`await_`.  Works from coroutines and from bridged sync code alike.
+
+    Raises:
+        TypeError: ``fn`` is not a sync callable.
+        RuntimeError: no asyncio event loop is running in this thread.
+    """
+    if not callable(fn) or inspect.iscoroutinefunction(fn):
+        raise TypeError(
+            "spawn() expects a sync callable; for a coroutine function use asyncio.create_task()"
+        )
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        raise RuntimeError(
+            "spawn() needs a running asyncio event loop in this thread; "
+            "call it from async code or from sync code run by async_()/spawn() "
+            "(under trio, use nursery.start_soon(async_(fn), ...))"
+        ) from None
+    return loop.create_task(_call(fn, args, kwargs))
+
+
+# ---------------------------------------------------------------------------
+# await_
+
+
+@overload
+def await_(awaitable: Callable[P, Awaitable[T]]) -> Callable[P, T]: ...
+
+
+@overload
+def await_(awaitable: Awaitable[T]) -> T: ...
+
+
+def await_(awaitable: Any) -> Any:
+    """Wait for an awaitable from sync code and return its result.
+
+    Accepts coroutines, Futures, Tasks and any object with ``__await__``;
+    raises the awaitable's exception with its traceback.  Where it may run:
+
+    * in sync code started by :func:`async_` or :func:`spawn`, or called
+      from a task that has a portal (:func:`ensure_portal`,
+      :func:`install_portal_factory`): only this call is suspended, the
+      event loop keeps running;
+    * in a thread with no running event loop: the awaitable runs to the end
+      on this thread's private loop (see :func:`close_private_loop`);
+    * anywhere else :class:`MissingBridge` is raised (and a coroutine passed
+      in is closed, so no "never awaited" warning follows).
+
+    Given an async function instead of an awaitable, ``await_`` acts as a
+    decorator and returns a sync function with the same signature.
+    """
+    current = getcurrent()
+    if type(current) is _Worker:
+        cls = type(awaitable)
+        if cls is types.CoroutineType:
+            return _step(awaitable, current)
+        if isinstance(awaitable, asyncio.Future) and awaitable.done():
+            return awaitable.result()  # done: no need to step anything
+        it = _iterator(awaitable)
+        if it is None:
+            return _not_awaitable(awaitable)
+        return _step(it, current)
+    if not inspect.isawaitable(awaitable):
+        return _not_awaitable(awaitable)
+    if getattr(current, "__sqlalchemy_greenlet_provider__", False):
+        # Inside SQLAlchemy's greenlet_spawn(): hand the awaitable to its driver.
+        return current.parent.switch(awaitable)  # type: ignore[union-attr]
+    return _await_outside(awaitable)
+
+
+def _spare_stepper(worker: _Worker) -> types.GeneratorType[Any, Any, None]:
+    for stepper in worker.steppers:
+        if not stepper.gi_running:
+            return stepper
+    stepper = _new_stepper(worker.box)
+    worker.steppers.append(stepper)
+    return stepper
+
+
+def _iterator(awaitable: Any) -> Any:
+    """What ``await awaitable`` would iterate over (None: not awaitable)."""
+    cls = type(awaitable)
+    if cls is types.GeneratorType and awaitable.gi_code.co_flags & _CO_ITERABLE_COROUTINE:
+        return awaitable
+    try:
+        await_method = cls.__await__
+    except AttributeError:
+        return None
+    it = await_method(awaitable)
+    if not hasattr(it, "__next__"):
+        raise TypeError(f"__await__() returned non-iterator of type {type(it).__name__!r}")
+    return it
+
+
+def _not_awaitable(obj: Any) -> Any:
+    if callable(obj):
+        return _sync_wrapper(obj)
+    raise TypeError(f"object {type(obj).__name__} can't be used in 'await' expression")
+
+
+def _step(it: Any, worker: _Worker) -> Any:
+    """Step ``it`` in this greenlet; switch to the driver only to pass a trap on."""
+    stepper = worker.stepper
+    if stepper.gi_running:  # it belongs to an enclosing await_ (portals nest)
+        stepper = _spare_stepper(worker)
+    msg = stepper.send(it)
+    del it
+    if msg is not _RETURNED:
+        switch = worker.parent.switch  # type: ignore[union-attr]
+        while msg is not _RETURNED:
+            if msg is _RAISED:
+                box = worker.box
+                exc = box[0]
+                box[0] = None
+                try:
+                    raise exc
+                finally:
+                    del exc
+            try:
+                sent = switch(msg)
+            except BaseException as exc:  # noqa: BLE001 - thrown in by the loop
+                msg = stepper.throw(exc)
+                del exc
+            else:
+                msg = stepper.send(sent)
+    box = worker.box
+    value = box[0]
+    box[0] = None
+    return value
+
+
+def _sync_wrapper(fn: Callable[P, Awaitable[T]]) -> Callable[P, T]:
+    @functools.wraps(fn)
+    def call(*args: P.args, **kwargs: P.kwargs) -> T:
+        return await_(fn(*args, **kwargs))
+
+    return call
+
+
+def _running_loop() -> object | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        pass
+    trio = sys.modules.get("trio")
+    if trio is not None:
+        try:
+            return cast(object, trio.lowlevel.current_trio_token())
+        except RuntimeError:
+            pass
+    return None
+
+
+_MISSING_MESSAGE = (
+    "await_() was called from sync code that is not running under greenbridge, "
+    "while an event loop is running in this thread. Fix it by calling the sync "
+    "function through greenbridge: `await greenbridge.async_(fn)(...)` or "
+    "`greenbridge.spawn(fn, ...)`; or give the calling task a portal with "
+    "`await greenbridge.ensure_portal()` (or every task of the loop with "
+    "`greenbridge.install_portal_factory()`). await_() cannot run in a loop "
+    "callback."
+)
+
+
+def _await_outside(awaitable: Any) -> Any:
+    if _running_loop() is not None:
+        if inspect.iscoroutine(awaitable):
+            awaitable.close()
+        raise MissingBridge(_MISSING_MESSAGE)
+    loop = _private_loop()
+    # Run through a portal, so sync code the awaitable calls can await_ too.
+    return loop.run_until_complete(_portal(awaitable))
+
+
+# ---------------------------------------------------------------------------
+# the private per-thread loop
+
+
+def _private_loop() -> asyncio.AbstractEventLoop:
+    loop = _state.private_loop
+    if loop is None or loop.is_closed():
+        loop = asyncio.new_event_loop()
+        install_portal_factory(loop)
+        _state.private_loop = loop
+        # The holder lives in this thread's local state; when the thread ends
+        # (for the main thread: at interpreter exit) it dies and closes the loop.
+        holder = _Holder()
+        _state.holder = holder
+        weakref.finalize(holder, _close_quietly, loop)
+    return loop
+
+
+class _Holder:
+    __slots__ = ("__weakref__",)
+
+
+def _close_quietly(loop: asyncio.AbstractEventLoop) -> None:
+    if not loop.is_closed() and not loop.is_running():
+        loop.close()
+
+
+def close_private_loop() -> None:
+    """Close this thread's private event loop, if it has one.
+
+    With no event loop running in a thread, :func:`await_` runs awaitables on
+    a private loop of that thread.  The loop persists between calls, so
+    objects bound to it (connections, locks, futures) stay usable.  It is
+    closed when the thread ends (for the main thread: at interpreter exit) or
+    when you call this function; the next :func:`await_` then creates a new
+    one.  Pending async generators are finalized first.
+    """
+    loop = _state.private_loop
+    _state.private_loop = None
+    if loop is None or loop.is_closed():
+        return
+    if loop.is_running():
+        raise RuntimeError("close_private_loop() called while the private loop is running")
+    try:
+        loop.run_until_complete(loop.shutdown_asyncgens())
+    finally:
+        loop.close()
+
+
+# ---------------------------------------------------------------------------
+# portals
+
+
+async def _portal(awaitable: Awaitable[T]) -> T:
+    """Await ``awaitable`` inside a worker, so sync code it calls can await_."""
+    return cast(T, await _call(_await_in_current_worker, (awaitable,), {}))
+
+
+def _await_in_current_worker(awaitable: Any) -> Any:
+    return await_(awaitable)
+
+
+def has_portal() -> bool:
+    """Return true if :func:`await_` can suspend the code calling this, right here."""
+    return type(getcurrent()) is _Worker
+
+
+def install_portal_factory(loop: asyncio.AbstractEventLoop | None = None) -> None:
+    """Give every task created on ``loop`` from now on a portal.
+
+    Installs a task factory (chained with one already set) whose tasks run
+    their coroutine through greenbridge, so plain sync functions called from
+    those coroutines can use :func:`await_`.  Each time such a task suspends
+    it pays two greenlet switches.  ``task.get_coro()`` returns the wrapping
+    coroutine.  Idempotent.  ``loop`` defaults to the running loop.
+    """
+    if loop is None:
+        loop = asyncio.get_running_loop()
+    previous = loop.get_task_factory()
+    if getattr(previous, "__greenbridge_portal__", False):
+        return
+
+    def factory(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> asyncio.Future[Any]:
+        wrapped = _portal(coro)
+        if previous is None:
+            return asyncio.Task(wrapped, loop=loop, **kwargs)
+        return previous(loop, wrapped, **kwargs)
+
+    factory.__greenbridge_portal__ = True  # type: ignore[attr-defined]
+    loop.set_task_factory(factory)
+
+
+class _EnsurePortal:
+    """Awaitable returned by :func:`ensure_portal`."""
+
+    __slots__ = ()
+
+    def __await__(self) -> Generator[Any, Any, None]:
+        if type(getcurrent()) is _Worker:
+            return
+        yield from _rebind_current_task()
+
+
+def ensure_portal() -> Awaitable[None]:
+    """Give the current task a portal: ``await greenbridge.ensure_portal()``.
+
+    Afterwards, sync functions called directly from this task's coroutine can
+    use :func:`await_`.  A no-op in a task that already has one (for example
+    under :func:`install_portal_factory`, or inside :func:`async_`).
+    """
+    return _EnsurePortal()
+
+
+def _rebind_current_task() -> Generator[Any, Any, None]:
+    from ._portal import rebind_current_task
+
+    return rebind_current_task(_portal)
