@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import sys
+import types
 from collections.abc import Awaitable, Callable, Generator
 from typing import Any
 
@@ -48,12 +49,66 @@ def rebind_current_task(make_portal: Callable[[Any], Awaitable[Any]]) -> Generat
         except RuntimeError:
             ttask = None
         if ttask is not None:
-            ttask.coro = make_portal(ttask.coro)
+            ttask.coro = _primed(make_portal, ttask.coro)
             yield from trio.lowlevel.cancel_shielded_checkpoint().__await__()
             return
     from ._bridge import MissingBridge
 
     raise MissingBridge("ensure_portal() must be awaited inside an asyncio or trio task")
+
+
+def _primed(make_portal: Callable[[Any], Awaitable[Any]], coro: Any) -> Any:
+    """A portal wrapper that is already started, for trio.
+
+    trio resumes a task by sending it a non-None value (an outcome), which a
+    just-started coroutine cannot take.  This wrapper has run to its first
+    ``yield``, so that value lands there; it then passes the value on as the
+    first thing sent to the original coroutine, inside the portal.
+    """
+    wrapper = _primed_body(make_portal, coro)
+    wrapper.send(None)
+    return wrapper
+
+
+@types.coroutine
+def _primed_body(
+    make_portal: Callable[[Any], Awaitable[Any]], coro: Any
+) -> Generator[Any, Any, Any]:
+    first = yield
+    return (yield from make_portal(_FirstSend(coro, first)).__await__())
+
+
+class _FirstSend:
+    """Iterate ``coro`` like ``await`` would, but send ``first`` instead of the initial None."""
+
+    __slots__ = ("coro", "first")
+
+    def __init__(self, coro: Any, first: Any) -> None:
+        self.coro = coro
+        self.first = first
+
+    def __await__(self) -> _FirstSend:
+        return self
+
+    def __iter__(self) -> _FirstSend:
+        return self
+
+    def __next__(self) -> Any:
+        return self.send(None)
+
+    def send(self, value: Any) -> Any:
+        first = self.first
+        if first is not None:
+            self.first = None
+            value = first
+        return self.coro.send(value)
+
+    def throw(self, *args: Any) -> Any:
+        self.first = None
+        return self.coro.throw(*args)
+
+    def close(self) -> None:
+        self.coro.close()
 
 
 def _set_asyncio_coro(task: asyncio.Task[Any], old: Any, new: Any) -> None:
