@@ -13,11 +13,13 @@ from ._bridge import (
     install_portal_factory,
     spawn,
 )
+from ._offload import OffloadPool, offload, offload_async
 
 __version__ = "0.1.0"
 
 __all__ = [
     "MissingBridge",
+    "OffloadPool",
     "__version__",
     "async_",
     "await_",
@@ -25,5 +27,7 @@ __all__ = [
     "ensure_portal",
     "has_portal",
     "install_portal_factory",
+    "offload",
+    "offload_async",
     "spawn",
 ]
