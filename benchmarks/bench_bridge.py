@@ -12,7 +12,9 @@ import argparse
 import asyncio
 import sys
 import time
-from collections.abc import Awaitable, Callable
+import types
+from collections.abc import Awaitable, Callable, Generator
+from typing import Any
 
 from greenlet import getcurrent, greenlet
 
@@ -120,6 +122,34 @@ def rows(loop: asyncio.AbstractEventLoop) -> list[tuple[str, float, str, float, 
             await asyncio.sleep(0)
 
     native = abest_ns(loop, native_sleep0, sleeps)
+
+    # The floor for any greenlet bridge: a minimal driver that forwards the
+    # trap of asyncio.sleep(0) with two bare greenlet switches and nothing
+    # else (no pool, no context, no error handling).  Shown for reference.
+    @types.coroutine
+    def bare_driver(k: int) -> Generator[Any, Any, None]:
+        def body() -> None:
+            driver = getcurrent().parent
+            for _ in range(k):
+                steps = asyncio.sleep(0).__await__()
+                trap = steps.send(None)
+                driver.switch(trap)
+                for _ in steps:  # finishes without raising StopIteration here
+                    pass
+
+        worker = greenlet(body)
+        trap = worker.switch()
+        while not worker.dead:
+            sent = yield trap
+            trap = worker.switch(sent)
+
+    async def floor_sleep0(k: int) -> None:
+        await bare_driver(k)
+
+    floor = abest_ns(loop, floor_sleep0, sleeps)
+    out.append(
+        ("floor: 2 bare switches/sleep(0)", floor, "await asyncio.sleep(0)", native, float("nan"))
+    )
     out.append(
         (
             "await_(asyncio.sleep(0))",
