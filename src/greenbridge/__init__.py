@@ -13,20 +13,27 @@ from ._bridge import (
     install_portal_factory,
     spawn,
 )
+from ._patcher import monkey_patch, patch_blocking
+from ._detector import BlockingDetector, BlockingReport, detect_blocking
 from ._offload import OffloadPool, offload, offload_async
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "BlockingDetector",
+    "BlockingReport",
     "MissingBridge",
     "OffloadPool",
     "__version__",
     "async_",
     "await_",
     "close_private_loop",
+    "detect_blocking",
     "ensure_portal",
     "has_portal",
     "install_portal_factory",
+    "monkey_patch",
+    "patch_blocking",
     "offload",
     "offload_async",
     "spawn",

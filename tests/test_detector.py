@@ -1,0 +1,291 @@
+"""The blocking-call detector names the sync frame that stalled the loop.
+
+Each test blocks the loop for real (the stdlib ``time.sleep``, a CPU loop, a
+blocking ``socket.recv``) from sync code run by ``greenbridge.async_``, and
+checks the report: the innermost frame, the duration, the logging record.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+import greenbridge
+from greenbridge import BlockingReport, detect_blocking
+
+from .conftest import Backend
+
+BLOCK = 0.3
+THRESHOLD = 0.1
+
+
+def sleeper() -> None:
+    time.sleep(BLOCK)  # the line the detector must name
+
+
+def spinner() -> int:
+    n = 0
+    end = time.perf_counter() + BLOCK
+    while time.perf_counter() < end:  # a CPU loop
+        n += 1
+    return n
+
+
+def receiver() -> bytes:
+    a, b = socket.socketpair()
+    with a, b:
+        timer = threading.Timer(BLOCK, b.send, (b"x",))
+        timer.start()
+        try:
+            return a.recv(1)  # a real blocking socket that escaped patching
+        finally:
+            timer.join()
+
+
+def watched(
+    backend: Backend, fn: Callable[[], Any], threshold: float = THRESHOLD
+) -> list[BlockingReport]:
+    """Run ``fn`` under async_ with a detector on; return the reports."""
+    reports: list[BlockingReport] = []
+
+    async def main() -> None:
+        with detect_blocking(threshold, reports.append):
+            await backend.sleep(0.05)  # let the heartbeat start
+            await greenbridge.async_(fn)()
+            await backend.sleep(0.05)  # let the late heartbeat report
+
+    backend.run(main)
+    return reports
+
+
+def line_of(fn: Callable[..., Any], marker: str) -> int:
+    import inspect
+
+    lines, start = inspect.getsourcelines(fn)
+    for offset, text in enumerate(lines):
+        if marker in text:
+            return start + offset
+    raise AssertionError(marker)
+
+
+@pytest.mark.parametrize(
+    ("fn", "marker"),
+    [(sleeper, "time.sleep(BLOCK)"), (spinner, "n += 1"), (receiver, "a.recv(1)")],
+    ids=["time.sleep", "cpu-loop", "socket.recv"],
+)
+def test_names_the_blocking_frame(backend: Backend, fn: Callable[[], Any], marker: str) -> None:
+    reports = watched(backend, fn)
+    assert len(reports) == 1, [r.format() for r in reports]
+    report = reports[0]
+    top = report.frame
+    assert top is not None
+    assert top.name == fn.__name__
+    assert top.filename == __file__
+    if fn is spinner:
+        # A CPU loop is caught somewhere inside its loop.
+        assert line_of(fn, "end = ") < top.lineno <= line_of(fn, marker)
+    else:
+        assert top.lineno == line_of(fn, marker)
+        assert top.line == marker.strip() or marker in (top.line or "")
+    # The duration is a lower bound, accurate to within the heartbeat interval.
+    assert BLOCK - 0.1 <= report.duration <= BLOCK + 1.0
+    assert report.threshold == THRESHOLD
+    # No loop machinery or greenbridge internals in the stack.
+    assert all("asyncio" not in f.filename and "_bridge.py" not in f.filename for f in report.stack)
+    if backend.is_asyncio:
+        assert report.task is not None and "Task" in report.task
+
+
+def test_coroutine_blocking_directly(aio: Backend) -> None:
+    reports: list[BlockingReport] = []
+
+    async def bad_coroutine() -> None:
+        time.sleep(BLOCK)  # blocks in a coroutine, no greenlet involved
+
+    async def main() -> None:
+        with detect_blocking(THRESHOLD, reports.append):
+            await aio.sleep(0.05)
+            await bad_coroutine()
+            await aio.sleep(0.05)
+
+    aio.run(main)
+    assert [r.frame.name for r in reports if r.frame] == ["bad_coroutine"]
+    assert [f.name for f in reports[0].stack][-2:] == ["main", "bad_coroutine"]
+
+
+def test_once_per_distinct_stack_and_logging(
+    aio: Backend, caplog: pytest.LogCaptureFixture
+) -> None:
+    reports: list[BlockingReport] = []
+
+    def first_caller() -> None:
+        sleeper()
+
+    def second_caller() -> None:
+        sleeper()
+
+    async def main() -> None:
+        with detect_blocking(THRESHOLD, reports.append) as detector:
+            for fn in (first_caller, first_caller, second_caller, first_caller):
+                await aio.sleep(0.05)
+                await greenbridge.async_(fn)()
+            await aio.sleep(0.05)
+        assert detector.reports == reports
+        assert not detector.active
+
+    with caplog.at_level(logging.WARNING, logger="greenbridge.detector"):
+        aio.run(main)
+    assert [[f.name for f in r.stack] for r in reports] == [
+        ["first_caller", "sleeper"],
+        ["second_caller", "sleeper"],
+    ]
+    records = [r for r in caplog.records if r.name == "greenbridge.detector"]
+    assert len(records) == 2
+    assert "event loop blocked for" in records[0].getMessage()
+    assert "time.sleep(BLOCK)" in records[0].getMessage()
+
+
+def test_quiet_when_nothing_blocks(backend: Backend) -> None:
+    reports: list[BlockingReport] = []
+
+    def cooperative() -> None:
+        for _ in range(50):
+            greenbridge.await_(backend.sleep(0.01))
+            time.sleep(0.002)  # short steps are fine
+
+    async def main() -> None:
+        with detect_blocking(0.05, reports.append):
+            await greenbridge.async_(cooperative)()
+
+    backend.run(main)
+    assert reports == []
+
+
+def test_stop_ends_reporting(aio: Backend) -> None:
+    reports: list[BlockingReport] = []
+
+    async def main() -> None:
+        detector = detect_blocking(THRESHOLD, reports.append)
+        await aio.sleep(0.05)
+        detector.stop()
+        detector.stop()  # idempotent
+        await greenbridge.async_(sleeper)()
+        await aio.sleep(0.05)
+
+    aio.run(main)
+    assert reports == []
+
+
+def test_callback_errors_are_logged_not_fatal(
+    aio: Backend, caplog: pytest.LogCaptureFixture
+) -> None:
+    def bad_callback(report: BlockingReport) -> None:
+        raise ValueError("boom")
+
+    async def main() -> int:
+        with detect_blocking(THRESHOLD, bad_callback) as detector:
+            await aio.sleep(0.05)
+            await greenbridge.async_(sleeper)()
+            await aio.sleep(0.05)
+            await greenbridge.async_(spinner)()
+            await aio.sleep(0.05)
+            return len(detector.reports)
+
+    with caplog.at_level(logging.WARNING, logger="greenbridge.detector"):
+        assert aio.run(main) == 2
+    assert any("callback failed" in r.getMessage() for r in caplog.records)
+
+
+def test_watches_a_loop_in_another_thread() -> None:
+    import asyncio
+
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever)
+    thread.start()
+    try:
+        reports: list[BlockingReport] = []
+        with detect_blocking(THRESHOLD, reports.append, loop=loop):
+            time.sleep(0.1)
+            asyncio.run_coroutine_threadsafe(greenbridge.async_(sleeper)(), loop).result()
+            time.sleep(0.1)
+        assert [r.frame.name for r in reports if r.frame] == ["sleeper"]
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join()
+        loop.close()
+
+
+def test_misuse() -> None:
+    with pytest.raises(RuntimeError, match="needs an event loop.*pass loop="):
+        detect_blocking()
+    with pytest.raises(ValueError, match="threshold must be > 0"):
+        detect_blocking(0)
+
+
+def run_script(path: Any, code: str, env_value: str) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, GREENBRIDGE_DETECT_BLOCKING=env_value)
+    path.write_text(textwrap.dedent(code))
+    return subprocess.run(
+        [sys.executable, str(path)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+ENV_SCRIPT = """
+    import asyncio, logging, sys, time
+    import greenbridge
+
+    logging.basicConfig()
+
+    def legacy_call():
+        time.sleep(0.3)
+
+    async def main():
+        await asyncio.sleep(0.05)
+        await greenbridge.async_(legacy_call)()
+        await asyncio.sleep(0.05)
+
+    if sys.argv[1:] == ["uvloop"]:
+        import uvloop
+        uvloop.new_event_loop().run_until_complete(main())
+    else:
+        asyncio.run(main())
+"""
+
+
+def test_environment_variable(aio: Backend, tmp_path: Any) -> None:
+    code = ENV_SCRIPT
+    if aio.name == "uvloop":
+        pytest.importorskip("uvloop")
+        code = code.replace('if sys.argv[1:] == ["uvloop"]:', "if True:")
+    result = run_script(tmp_path / "script.py", code, "0.1")
+    assert result.returncode == 0, result.stderr
+    assert "WARNING:greenbridge.detector:event loop blocked for" in result.stderr
+    assert "in legacy_call\n    time.sleep(0.3)" in result.stderr
+    # Off: nothing is reported, and nothing is patched.
+    off = (
+        textwrap.dedent(code)
+        + "\nassert not hasattr(asyncio.BaseEventLoop.run_forever, '__wrapped__')\n"
+    )
+    quiet = run_script(tmp_path / "quiet.py", off, "0")
+    assert quiet.returncode == 0, quiet.stderr
+    assert "greenbridge.detector" not in quiet.stderr
+
+
+def test_environment_variable_invalid(tmp_path: Any) -> None:
+    result = run_script(tmp_path / "bad.py", "import greenbridge", "fast")
+    assert result.returncode != 0
+    assert "GREENBRIDGE_DETECT_BLOCKING='fast': expected a number of seconds" in result.stderr
