@@ -13,7 +13,6 @@ from ._bridge import (
     install_portal_factory,
     spawn,
 )
-from ._patcher import monkey_patch, patch_blocking
 from ._detector import BlockingDetector, BlockingReport, detect_blocking
 from ._offload import OffloadPool, offload, offload_async
 
@@ -32,8 +31,6 @@ __all__ = [
     "ensure_portal",
     "has_portal",
     "install_portal_factory",
-    "monkey_patch",
-    "patch_blocking",
     "offload",
     "offload_async",
     "spawn",
