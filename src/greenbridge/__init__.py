@@ -15,6 +15,7 @@ from ._bridge import (
 )
 from ._detector import BlockingDetector, BlockingReport, detect_blocking
 from ._offload import OffloadPool, offload, offload_async
+from ._patcher import monkey_patch, patch_blocking
 
 __version__ = "0.1.0"
 
@@ -31,6 +32,8 @@ __all__ = [
     "ensure_portal",
     "has_portal",
     "install_portal_factory",
+    "monkey_patch",
+    "patch_blocking",
     "offload",
     "offload_async",
     "spawn",

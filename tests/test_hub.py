@@ -1,0 +1,222 @@
+"""The hub: waiting on file descriptors and sleeping, on asyncio, uvloop and trio."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import socket
+import time
+
+import pytest
+
+import greenbridge
+from greenbridge import _hub
+from tests.conftest import Backend
+
+
+def _registered_fds(loop: asyncio.AbstractEventLoop) -> set[int]:
+    selector = getattr(loop, "_selector", None)
+    if selector is None:
+        return set()
+    return set(selector.get_map())
+
+
+def test_wait_readable_suspends_only_the_caller(backend: Backend) -> None:
+    a, b = socket.socketpair()
+    order: list[str] = []
+
+    def waiter() -> bool:
+        ready = _hub.wait_readable(a.fileno())
+        order.append("woken")
+        return ready
+
+    async def main() -> bool:
+        async def writer() -> None:
+            await backend.sleep(0.05)
+            order.append("write")
+            b.send(b"x")
+
+        results = []
+
+        async def run_waiter() -> None:
+            results.append(await greenbridge.async_(waiter)())
+
+        if backend.is_asyncio:
+            await asyncio.gather(run_waiter(), writer())
+        else:
+            import trio
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(run_waiter)
+                nursery.start_soon(writer)
+        return results[0]
+
+    with a, b:
+        assert backend.run(main) is True
+    assert order == ["write", "woken"]
+
+
+def test_timeout_returns_false_and_unregisters(backend: Backend) -> None:
+    a, b = socket.socketpair()
+
+    async def main() -> tuple[bool, bool, float]:
+        t0 = time.monotonic()
+        r = await greenbridge.async_(_hub.wait_readable)(a.fileno(), 0.05)
+        elapsed = time.monotonic() - t0
+        w = await greenbridge.async_(_hub.wait_writable)(a.fileno(), 0.05)
+        if backend.is_asyncio:
+            assert a.fileno() not in _registered_fds(asyncio.get_running_loop())
+        return r, w, elapsed
+
+    with a, b:
+        r, w, elapsed = backend.run(main)
+    assert r is False
+    assert w is True
+    assert elapsed >= 0.04
+
+
+def test_cancellation_unregisters(aio: Backend) -> None:
+    a, b = socket.socketpair()
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        task = greenbridge.spawn(_hub.wait_readable, a.fileno())
+        await asyncio.sleep(0.01)
+        if aio.name == "asyncio":
+            assert a.fileno() in _registered_fds(loop)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert a.fileno() not in _registered_fds(loop)
+        assert not _hub._registry(loop).readers
+
+    with a, b:
+        aio.run(main)
+
+
+def test_two_waiters_on_one_fd_both_wake(aio: Backend) -> None:
+    a, b = socket.socketpair()
+
+    async def main() -> list[bool]:
+        tasks = [greenbridge.spawn(_hub.wait_readable, a.fileno(), 5) for _ in range(2)]
+        await asyncio.sleep(0.01)
+        b.send(b"x")
+        results = await asyncio.gather(*tasks)
+        assert not _hub._registry(asyncio.get_running_loop()).readers
+        return results
+
+    with a, b:
+        assert aio.run(main) == [True, True]
+
+
+def test_notify_closing_wakes_waiters_with_ebadf(aio: Backend) -> None:
+    a, b = socket.socketpair()
+
+    async def main() -> None:
+        task = greenbridge.spawn(_hub.wait_readable, a.fileno())
+        await asyncio.sleep(0.01)
+        _hub.notify_closing(a.fileno())
+        with pytest.raises(OSError) as info:
+            await task
+        assert info.value.errno == errno.EBADF
+        assert a.fileno() not in _registered_fds(asyncio.get_running_loop())
+
+    with a, b:
+        aio.run(main)
+
+
+def test_without_a_loop_the_hub_really_blocks() -> None:
+    a, b = socket.socketpair()
+    with a, b:
+        t0 = time.monotonic()
+        assert _hub.wait_readable(a, 0.05) is False
+        assert time.monotonic() - t0 >= 0.04
+        assert _hub.wait_writable(a, 1) is True
+        b.send(b"x")
+        assert _hub.wait_readable(a.fileno(), None) is True
+        t0 = time.monotonic()
+        _hub.sleep(0.05)
+        assert time.monotonic() - t0 >= 0.04
+
+
+def test_running_loop_without_bridge_raises_missing_bridge(backend: Backend) -> None:
+    a, b = socket.socketpair()
+
+    async def main() -> None:
+        with pytest.raises(greenbridge.MissingBridge, match="async_"):
+            _hub.wait_readable(a.fileno())
+        with pytest.raises(greenbridge.MissingBridge):
+            _hub.sleep(0.01)
+
+    with a, b:
+        backend.run(main)
+
+
+def test_sleep_runs_concurrently_and_zero_yields(backend: Backend) -> None:
+    ticks: list[int] = []
+
+    def sleeper() -> int:
+        _hub.sleep(0.2)
+        return 1
+
+    done = []
+
+    def yielder() -> int:
+        before = len(ticks)
+        _hub.sleep(0)
+        _hub.sleep(0)
+        done.append(True)
+        return len(ticks) - before
+
+    async def main() -> tuple[float, int]:
+        async def ticker() -> None:
+            while not done:
+                ticks.append(1)
+                await backend.sleep(0)
+
+        t0 = time.monotonic()
+        results: list[int] = []
+
+        async def one(fn: object) -> None:
+            results.append(await greenbridge.async_(fn)())  # type: ignore[arg-type]
+
+        if backend.is_asyncio:
+            await asyncio.gather(*(one(sleeper) for _ in range(50)))
+            await asyncio.gather(ticker(), one(yielder))
+        else:
+            import trio
+
+            async with trio.open_nursery() as nursery:
+                for _ in range(50):
+                    nursery.start_soon(one, sleeper)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(ticker)
+                nursery.start_soon(one, yielder)
+        return time.monotonic() - t0, results[-1]
+
+    elapsed, advanced = backend.run(main)
+    assert elapsed < 0.6  # 50 sleeps of 0.2 s, concurrently: about 0.2 s
+    assert advanced >= 1  # sleep(0) let the ticker run
+
+
+def test_sleep_rejects_bad_values(aio: Backend) -> None:
+    async def main() -> None:
+        for bad, exc in ((-1, ValueError), (float("nan"), ValueError), ("1", TypeError)):
+            with pytest.raises(exc):
+                await greenbridge.async_(_hub.sleep)(bad)
+
+    aio.run(main)
+
+
+def test_loop_that_cannot_watch_fds_gets_a_clear_error() -> None:
+    class NoReaders(asyncio.SelectorEventLoop):
+        def add_reader(self, *args: object, **kwargs: object) -> None:  # type: ignore[override]
+            raise NotImplementedError
+
+    a, b = socket.socketpair()
+    loop = NoReaders()
+    try:
+        with a, b, pytest.raises(_hub.UnsupportedLoop, match="SelectorEventLoop"):
+            loop.run_until_complete(greenbridge.async_(_hub.wait_readable)(a.fileno()))
+    finally:
+        loop.close()
