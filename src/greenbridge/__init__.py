@@ -13,6 +13,7 @@ from ._bridge import (
     install_portal_factory,
     spawn,
 )
+from ._adapters import SyncContextManager, SyncIterator, sync_cm, sync_iter
 from ._detector import BlockingDetector, BlockingReport, detect_blocking
 from ._offload import OffloadPool, offload, offload_async
 from ._patcher import monkey_patch, patch_blocking
@@ -23,6 +24,8 @@ __all__ = [
     "BlockingDetector",
     "BlockingReport",
     "MissingBridge",
+    "SyncContextManager",
+    "SyncIterator",
     "OffloadPool",
     "__version__",
     "async_",
@@ -37,4 +40,6 @@ __all__ = [
     "offload",
     "offload_async",
     "spawn",
+    "sync_cm",
+    "sync_iter",
 ]
