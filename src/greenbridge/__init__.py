@@ -3,6 +3,7 @@
 Public names only; see the documentation for the design.
 """
 
+from ._adapters import SyncContextManager, SyncIterator, sync_cm, sync_iter
 from ._bridge import (
     MissingBridge,
     async_,
@@ -13,10 +14,10 @@ from ._bridge import (
     install_portal_factory,
     spawn,
 )
-from ._adapters import SyncContextManager, SyncIterator, sync_cm, sync_iter
 from ._detector import BlockingDetector, BlockingReport, detect_blocking
 from ._offload import OffloadPool, offload, offload_async
 from ._patcher import monkey_patch, patch_blocking
+from ._reentrant import ReentrantRun, allow_reentrant_run
 
 __version__ = "0.1.0"
 
@@ -24,10 +25,12 @@ __all__ = [
     "BlockingDetector",
     "BlockingReport",
     "MissingBridge",
+    "ReentrantRun",
     "SyncContextManager",
     "SyncIterator",
     "OffloadPool",
     "__version__",
+    "allow_reentrant_run",
     "async_",
     "await_",
     "close_private_loop",
