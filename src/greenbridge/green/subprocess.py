@@ -1,0 +1,287 @@
+"""Green ``subprocess``: ``Popen`` whose pipes and waits suspend only the calling greenlet.
+
+:class:`Popen` subclasses the stdlib class; after the child starts, its pipe
+ends are switched to non-blocking descriptors behind green file objects, so
+``p.stdout.read()``, ``p.stdin.write()``, ``communicate()`` and ``wait()``
+(with or without timeouts) let the event loop run while they wait:
+
+* ``wait()`` waits on a ``pidfd`` (Linux 5.3+) or polls with ``WNOHANG`` and
+  a backoff from 0.5 ms to 50 ms;
+* ``communicate()`` feeds stdin and drains stdout/stderr in helper tasks; on
+  ``TimeoutExpired`` they keep collecting, and the next ``communicate()``
+  returns everything, as the stdlib promises.
+
+``run``, ``call``, ``check_call``, ``check_output``, ``getstatusoutput`` and
+``getoutput`` are the stdlib's own functions rebound to this module, so they
+create the green :class:`Popen` and keep their exact semantics.  Everything
+else (``PIPE``, ``TimeoutExpired``, ``CalledProcessError``, ...) is the
+stdlib's object.  With no loop running, or in code that cannot suspend,
+everything behaves (and blocks) like the stdlib.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import types
+from collections.abc import Callable
+from time import monotonic as _monotonic
+from typing import TYPE_CHECKING, Any
+
+from .._bridge import _running_loop, await_, spawn
+from .._hub import can_suspend, notify_closing, sleep, wait_readable, wait_writable
+from .._patcher import original
+from . import os as _green_os
+
+if TYPE_CHECKING:
+    import os as _os
+    import subprocess as _sp
+else:
+    _os = original("os")
+    _sp = original("subprocess")
+
+for _name in dir(_sp):
+    if not _name.startswith("__"):
+        globals()[_name] = getattr(_sp, _name)
+del _name
+
+__all__ = list(_sp.__all__)
+
+_CHUNK = 65536
+
+
+def _green_loop() -> asyncio.AbstractEventLoop | None:
+    """The running asyncio loop when the caller can suspend on it (else None)."""
+    if not can_suspend():
+        return None
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
+class _GreenPipe(io.RawIOBase):
+    """A non-blocking pipe end whose reads and writes wait on the event loop."""
+
+    def __init__(self, fd: int, readable: bool) -> None:
+        super().__init__()
+        _os.set_blocking(fd, False)
+        self._fd = fd
+        self._reading = readable
+        self.name = fd
+        self.mode = "rb" if readable else "wb"
+
+    def fileno(self) -> int:
+        if self.closed:
+            raise ValueError("I/O operation on closed file")
+        return self._fd
+
+    def readable(self) -> bool:
+        return self._reading
+
+    def writable(self) -> bool:
+        return not self._reading
+
+    def isatty(self) -> bool:
+        return False
+
+    def readinto(self, buffer: Any) -> int:
+        if self.closed:
+            raise ValueError("I/O operation on closed file")
+        while True:
+            try:
+                return _os.readv(self._fd, [buffer])
+            except BlockingIOError:
+                _green_os._wait_fd(self._fd, True)
+
+    def write(self, data: Any) -> int:
+        if self.closed:
+            raise ValueError("I/O operation on closed file")
+        while True:
+            try:
+                return _os.write(self._fd, data)
+            except BlockingIOError:
+                _green_os._wait_fd(self._fd, False)
+
+    def close(self) -> None:
+        if not self.closed:
+            try:
+                notify_closing(self._fd)
+                _os.close(self._fd)
+            finally:
+                super().close()
+
+
+def _greenify(fileobj: Any, readable: bool) -> Any:
+    """An equivalent file object over a non-blocking duplicate of ``fileobj``'s pipe."""
+    if fileobj is None:
+        return None
+    text = fileobj if isinstance(fileobj, io.TextIOWrapper) else None
+    buffered = text.buffer if text is not None else fileobj
+    raw = _GreenPipe(_os.dup(fileobj.fileno()), readable)
+    fileobj.close()  # our duplicate keeps the pipe open
+    new: Any = raw
+    if not isinstance(buffered, io.FileIO):
+        new = io.BufferedReader(raw) if readable else io.BufferedWriter(raw)
+    if text is not None:
+        new = io.TextIOWrapper(
+            new,
+            encoding=text.encoding,
+            errors=text.errors,
+            line_buffering=text.line_buffering,
+            write_through=text.write_through,
+        )
+    return new
+
+
+def _drain(fileobj: Any, chunks: list[bytes]) -> None:
+    fd = fileobj.fileno()
+    try:
+        while True:
+            try:
+                data = _os.read(fd, _CHUNK)
+            except BlockingIOError:
+                wait_readable(fd)
+                continue
+            if not data:
+                return
+            chunks.append(data)
+    finally:
+        fileobj.close()
+
+
+def _feed(fileobj: Any, data: bytes) -> None:
+    fd = fileobj.fileno()
+    view = memoryview(data)
+    offset = 0
+    try:
+        while offset < len(view):
+            try:
+                offset += _os.write(fd, view[offset : offset + _CHUNK])
+            except BlockingIOError:
+                wait_writable(fd)
+            except BrokenPipeError:
+                return  # the child does not read all its input: ignored, as the stdlib
+    finally:
+        with contextlib.suppress(BrokenPipeError):
+            fileobj.close()
+
+
+def _decode(data: bytes, fileobj: Any) -> str:
+    text = data.decode(fileobj.encoding, fileobj.errors)
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+class Popen(_sp.Popen):  # type: ignore[type-arg]
+    """``subprocess.Popen`` whose pipes, ``wait()`` and ``communicate()`` are green."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._gb_comm: tuple[list[asyncio.Task[None]], list[bytes], list[bytes]] | None = None
+        super().__init__(*args, **kwargs)
+        self.stdin = _greenify(self.stdin, False)
+        self.stdout = _greenify(self.stdout, True)
+        self.stderr = _greenify(self.stderr, True)
+
+    def _wait(self, timeout: float | None) -> int:
+        if self.returncode is not None:
+            return self.returncode
+        if not (can_suspend() and _running_loop() is not None):
+            return super()._wait(timeout)  # type: ignore[no-any-return, misc]
+        deadline = None if timeout is None else _monotonic() + timeout
+        pidfd = _green_os._open_pidfd(self.pid, 0)
+        delay = 0.0005
+        try:
+            while not self._reap_nohang():
+                remaining = None if deadline is None else deadline - _monotonic()
+                if remaining is not None and remaining <= 0:
+                    raise _sp.TimeoutExpired(self.args, timeout)  # type: ignore[arg-type]
+                if pidfd is not None:
+                    wait_readable(pidfd, remaining)
+                else:
+                    step = delay if remaining is None else min(delay, remaining)
+                    sleep(step)
+                    delay = min(delay * 2, 0.05)
+        finally:
+            if pidfd is not None:
+                _os.close(pidfd)
+        returncode: int = self.returncode  # type: ignore[assignment]
+        return returncode
+
+    def _reap_nohang(self) -> bool:
+        """Collect the child's exit status if it has ended; True once it is known."""
+        lock: Any = self._waitpid_lock  # type: ignore[attr-defined]
+        if self.returncode is None and lock.acquire(False):
+            try:
+                if self.returncode is None:
+                    pid, status = self._try_wait(_os.WNOHANG)  # type: ignore[attr-defined]
+                    if pid == self.pid:
+                        self._handle_exitstatus(status)  # type: ignore[attr-defined]
+            finally:
+                lock.release()
+        return self.returncode is not None
+
+    def _communicate(self, input: Any, endtime: float | None, orig_timeout: float | None) -> Any:
+        if self._gb_comm is None and _green_loop() is None:
+            return super()._communicate(input, endtime, orig_timeout)  # type: ignore[misc]
+        if self._gb_comm is None:
+            if self.stdin and not self._communication_started:  # type: ignore[attr-defined]
+                with contextlib.suppress(BrokenPipeError):
+                    self.stdin.flush()
+                if not input:
+                    with contextlib.suppress(BrokenPipeError):
+                        self.stdin.close()
+            tasks: list[asyncio.Task[None]] = []
+            out: list[bytes] = []
+            err: list[bytes] = []
+            if self.stdin and input:
+                data = input
+                if self.text_mode:  # type: ignore[attr-defined]
+                    stdin: Any = self.stdin
+                    data = input.encode(stdin.encoding, stdin.errors)
+                tasks.append(spawn(_feed, self.stdin, data))
+            if self.stdout:
+                tasks.append(spawn(_drain, self.stdout, out))
+            if self.stderr:
+                tasks.append(spawn(_drain, self.stderr, err))
+            self._gb_comm = (tasks, out, err)
+        tasks, out, err = self._gb_comm
+        pending = [t for t in tasks if not t.done()]
+        if pending:
+            timeout = None if endtime is None else max(0.0, endtime - _monotonic())
+            await_(asyncio.wait(pending, timeout=timeout))
+        if not all(t.done() for t in tasks):
+            raise _sp.TimeoutExpired(
+                self.args,
+                orig_timeout,  # type: ignore[arg-type]
+                output=b"".join(out) if out else None,
+                stderr=b"".join(err) if err else None,
+            )
+        for task in tasks:
+            task.result()  # re-raise an unexpected error of a helper
+        stdout: Any = None if self.stdout is None else b"".join(out)
+        stderr: Any = None if self.stderr is None else b"".join(err)
+        if self.text_mode:  # type: ignore[attr-defined]
+            if stdout is not None:
+                stdout = _decode(stdout, self.stdout)
+            if stderr is not None:
+                stderr = _decode(stderr, self.stderr)
+        return stdout, stderr
+
+
+def _rebind(fn: Callable[..., Any]) -> Any:
+    """The stdlib function ``fn`` running with this module's globals (our Popen)."""
+    new = types.FunctionType(fn.__code__, globals(), fn.__name__, fn.__defaults__, fn.__closure__)
+    new.__kwdefaults__ = fn.__kwdefaults__
+    new.__doc__ = fn.__doc__
+    new.__qualname__ = fn.__qualname__
+    new.__module__ = __name__
+    return new
+
+
+run: Callable[..., _sp.CompletedProcess[Any]] = _rebind(_sp.run)
+call: Callable[..., int] = _rebind(_sp.call)
+check_call: Callable[..., int] = _rebind(_sp.check_call)
+check_output: Callable[..., Any] = _rebind(_sp.check_output)
+getstatusoutput: Callable[..., tuple[int, str]] = _rebind(_sp.getstatusoutput)
+getoutput: Callable[..., str] = _rebind(_sp.getoutput)
