@@ -53,13 +53,14 @@ PROTECTED = frozenset(
 
 
 def _discover() -> tuple[str, ...]:
-    """Names of the stdlib modules ``greenbridge/green/`` replaces."""
+    """Names of the modules in ``greenbridge/green/`` (helpers without a stdlib twin are
+    dropped later, when their original fails to import)."""
     spec = importlib.util.find_spec(_GREEN_PACKAGE)
     assert spec is not None and spec.submodule_search_locations is not None
     names = [
         info.name
         for info in pkgutil.iter_modules(list(spec.submodule_search_locations))
-        if not info.name.startswith("_")
+        if not info.name.startswith("__")
     ]
     return tuple(sorted(names))
 

@@ -100,8 +100,8 @@ _WRITE_MASK = getattr(_select, "POLLOUT", 4)
 if hasattr(_select, "poll"):
     _real_poll = _select.poll
 
-    class _Poll:
-        """A green ``select.poll()`` object."""
+    class poll:  # noqa: N801 - a class, so it does not bind as a method (selectors stores it)
+        """``select.poll()``: a polling object whose ``poll()`` is cooperative."""
 
         def __init__(self) -> None:
             self._poll = _real_poll()
@@ -148,10 +148,6 @@ if hasattr(_select, "poll"):
                         return result  # type: ignore[no-any-return]
             finally:
                 self._polling = False
-
-    def poll() -> _Poll:
-        """``select.poll()``: a polling object whose ``poll()`` is cooperative."""
-        return _Poll()
 
 
 if hasattr(_select, "epoll"):

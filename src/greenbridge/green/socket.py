@@ -1,0 +1,470 @@
+"""Green ``socket``: everything the stdlib ``socket`` module exports, made cooperative.
+
+The :class:`socket` class subclasses the stdlib's.  Its file descriptor is
+always non-blocking at the OS level; the timeout you set (``settimeout``,
+``setblocking``, ``getdefaulttimeout()``) is kept by the object and emulated:
+each blocking method tries the operation first and, only when it would block,
+waits through :mod:`greenbridge._hub` (so under greenbridge only the calling
+greenlet is suspended, and with no event loop running the thread blocks as
+usual).  A socket with a timeout raises ``socket.timeout`` ("timed out") after
+that long; a non-blocking socket raises ``BlockingIOError`` at once.
+
+Functions that create sockets (``create_connection``, ``create_server``,
+``socketpair``, ``fromfd``, ``socket.accept``, ``socket.dup``) are the stdlib's
+own code bound to this module, so they return green sockets with the stdlib's
+exact semantics.  Name resolution (``getaddrinfo``, ``gethostbyname(_ex)``,
+``gethostbyaddr``, ``getnameinfo``, ``getfqdn``, and host names given to
+``connect``/``sendto``) runs in greenbridge's offload threads under a loop, so
+it never blocks the loop.
+
+A caveat the stdlib does not have: the descriptor itself is in non-blocking
+mode, so a process or a C library that receives ``sock.fileno()`` sees it
+non-blocking.
+"""
+
+from __future__ import annotations
+
+import errno as _errno
+import sys as _sys
+import time as _time
+import types as _types
+from typing import TYPE_CHECKING, Any
+
+from .. import _hub
+from .._offload import offload as _offload
+from .._patcher import original
+from . import selectors  # noqa: F401 - the stdlib socket code we rebind uses it
+
+if TYPE_CHECKING:
+    import socket as _std
+else:
+    _std = original("socket")
+
+_c = _std._socket  # type: ignore[attr-defined]  # the C module
+
+for _name in dir(_std):
+    if not _name.startswith("__") and _name not in ("selectors",):
+        globals()[_name] = getattr(_std, _name)
+del _name
+
+__all__ = list(_std.__all__)
+__doc__ = _std.__doc__ or __doc__
+
+_CSocket = _c.socket
+_monotonic = _time.monotonic
+_timeout_error = _std.timeout
+_where = _hub._where
+_wait_readable = _hub.wait_readable
+_wait_writable = _hub.wait_writable
+
+_c_recv = _CSocket.recv
+_c_recv_into = _CSocket.recv_into
+_c_recvfrom = _CSocket.recvfrom
+_c_recvfrom_into = _CSocket.recvfrom_into
+_c_send = _CSocket.send
+_c_sendto = _CSocket.sendto
+_c_accept = _CSocket._accept
+_c_connect = _CSocket.connect
+_c_settimeout = _CSocket.settimeout
+_c_gettimeout = _CSocket.gettimeout
+_c_close = _CSocket.close
+
+
+def _rebind(fn: Any) -> Any:
+    """The stdlib function ``fn`` with this module as its globals."""
+    new = _types.FunctionType(fn.__code__, globals(), fn.__name__, fn.__defaults__, fn.__closure__)
+    new.__kwdefaults__ = fn.__kwdefaults__
+    new.__doc__ = fn.__doc__
+    new.__qualname__ = fn.__qualname__
+    new.__module__ = __name__
+    return new
+
+
+def _timed_out() -> OSError:
+    return _timeout_error("timed out")
+
+
+class socket(_std.socket):  # noqa: N801 - the stdlib's name
+    """A green ``socket.socket``: the stdlib class with cooperative blocking methods."""
+
+    __slots__ = ("_gb_timeout",)
+
+    def __init__(
+        self, family: int = -1, type: int = -1, proto: int = -1, fileno: Any = None
+    ) -> None:
+        super().__init__(family, type, proto, fileno)
+        self._gb_timeout: float | None = _c_gettimeout(self)
+        _c_settimeout(self, 0.0)
+
+    # -- timeouts -----------------------------------------------------------
+
+    def settimeout(self, value: float | None, /) -> None:
+        """Set the timeout of blocking operations: None blocks, 0.0 is non-blocking."""
+        _c_settimeout(self, value)  # the stdlib's argument checks
+        self._gb_timeout = _c_gettimeout(self)
+        _c_settimeout(self, 0.0)
+
+    def gettimeout(self) -> float | None:
+        """Return the timeout in seconds (float), or None for a blocking socket."""
+        return self._gb_timeout
+
+    def setblocking(self, flag: bool, /) -> None:
+        """``setblocking(True)`` is ``settimeout(None)``; ``False`` is ``settimeout(0.0)``."""
+        self.settimeout(None if flag else 0.0)
+
+    def getblocking(self) -> bool:
+        """Return False for a non-blocking socket (timeout 0.0), True otherwise."""
+        return self._gb_timeout != 0.0
+
+    @property
+    def timeout(self) -> float | None:
+        """The timeout (None: blocking), as ``gettimeout()``."""
+        return self._gb_timeout
+
+    # -- waiting ------------------------------------------------------------
+
+    def _retry(self, op: Any, readable: bool, *args: Any) -> Any:
+        """Wait until the fd is ready and retry ``op`` until it does not block."""
+        timeout = self._gb_timeout
+        wait = _wait_readable if readable else _wait_writable
+        if timeout is None:
+            while True:
+                wait(self.fileno())
+                try:
+                    return op(self, *args)
+                except BlockingIOError:
+                    pass
+        deadline = _monotonic() + timeout
+        while True:
+            remaining = deadline - _monotonic()
+            if remaining <= 0 or not wait(self.fileno(), remaining):
+                raise _timed_out()
+            try:
+                return op(self, *args)
+            except BlockingIOError:
+                pass
+
+    # -- receiving ----------------------------------------------------------
+
+    def recv(self, bufsize: int, flags: int = 0, /) -> bytes:
+        """``socket.recv``; waits cooperatively."""
+        try:
+            return _c_recv(self, bufsize, flags)  # type: ignore[no-any-return]
+        except BlockingIOError:
+            if self._gb_timeout == 0.0:
+                raise
+        return self._retry(_c_recv, True, bufsize, flags)  # type: ignore[no-any-return]
+
+    def recv_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> int:
+        """``socket.recv_into``; waits cooperatively."""
+        try:
+            return _c_recv_into(self, buffer, nbytes, flags)  # type: ignore[no-any-return]
+        except BlockingIOError:
+            if self._gb_timeout == 0.0:
+                raise
+        return self._retry(_c_recv_into, True, buffer, nbytes, flags)  # type: ignore[no-any-return]
+
+    def recvfrom(self, bufsize: int, flags: int = 0, /) -> tuple[bytes, Any]:
+        """``socket.recvfrom``; waits cooperatively."""
+        try:
+            return _c_recvfrom(self, bufsize, flags)  # type: ignore[no-any-return]
+        except BlockingIOError:
+            if self._gb_timeout == 0.0:
+                raise
+        return self._retry(_c_recvfrom, True, bufsize, flags)  # type: ignore[no-any-return]
+
+    def recvfrom_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> tuple[int, Any]:
+        """``socket.recvfrom_into``; waits cooperatively."""
+        try:
+            return _c_recvfrom_into(self, buffer, nbytes, flags)  # type: ignore[no-any-return]
+        except BlockingIOError:
+            if self._gb_timeout == 0.0:
+                raise
+        return self._retry(_c_recvfrom_into, True, buffer, nbytes, flags)  # type: ignore[no-any-return]
+
+    if hasattr(_CSocket, "recvmsg"):
+
+        def recvmsg(self, *args: Any) -> Any:
+            """``socket.recvmsg``; waits cooperatively."""
+            try:
+                return _CSocket.recvmsg(self, *args)
+            except BlockingIOError:
+                if self._gb_timeout == 0.0:
+                    raise
+            return self._retry(_CSocket.recvmsg, True, *args)
+
+        def recvmsg_into(self, *args: Any) -> Any:
+            """``socket.recvmsg_into``; waits cooperatively."""
+            try:
+                return _CSocket.recvmsg_into(self, *args)
+            except BlockingIOError:
+                if self._gb_timeout == 0.0:
+                    raise
+            return self._retry(_CSocket.recvmsg_into, True, *args)
+
+    # -- sending ------------------------------------------------------------
+
+    def send(self, data: Any, flags: int = 0, /) -> int:
+        """``socket.send``; waits cooperatively."""
+        try:
+            return _c_send(self, data, flags)  # type: ignore[no-any-return]
+        except BlockingIOError:
+            if self._gb_timeout == 0.0:
+                raise
+        return self._retry(_c_send, False, data, flags)  # type: ignore[no-any-return]
+
+    def sendto(self, data: Any, *args: Any) -> int:
+        """``socket.sendto(data[, flags], address)``; waits (and resolves names) cooperatively."""
+        if args:
+            args = (*args[:-1], self._resolve(args[-1]))
+        try:
+            return _c_sendto(self, data, *args)  # type: ignore[no-any-return]
+        except BlockingIOError:
+            if self._gb_timeout == 0.0:
+                raise
+        return self._retry(_c_sendto, False, data, *args)  # type: ignore[no-any-return]
+
+    if hasattr(_CSocket, "sendmsg"):
+
+        def sendmsg(self, *args: Any) -> int:
+            """``socket.sendmsg``; waits cooperatively."""
+            try:
+                return _CSocket.sendmsg(self, *args)  # type: ignore[no-any-return]
+            except BlockingIOError:
+                if self._gb_timeout == 0.0:
+                    raise
+            return self._retry(_CSocket.sendmsg, False, *args)  # type: ignore[no-any-return]
+
+    if hasattr(_CSocket, "sendmsg_afalg"):
+
+        def sendmsg_afalg(self, *args: Any, **kwargs: Any) -> int:
+            """``socket.sendmsg_afalg``; waits cooperatively."""
+            op = _CSocket.sendmsg_afalg
+            try:
+                return op(self, *args, **kwargs)  # type: ignore[no-any-return]
+            except BlockingIOError:
+                if self._gb_timeout == 0.0:
+                    raise
+            return self._retry(lambda s: op(s, *args, **kwargs), False)  # type: ignore[no-any-return]
+
+    def sendall(self, data: Any, flags: int = 0, /) -> None:
+        """``socket.sendall``: send everything; a timeout bounds the whole call."""
+        try:
+            sent = _c_send(self, data, flags)  # also the stdlib's type checks
+        except BlockingIOError:
+            if self._gb_timeout == 0.0:
+                raise
+            sent = 0
+        with memoryview(data) as view, view.cast("B") as bytes_view:
+            total = len(bytes_view)
+            if sent >= total:
+                return
+            timeout = self._gb_timeout
+            deadline = None if timeout is None else _monotonic() + timeout
+            while sent < total:
+                try:
+                    sent += _c_send(self, bytes_view[sent:], flags)
+                    continue
+                except BlockingIOError:
+                    if timeout == 0.0:
+                        raise
+                if deadline is None:
+                    _wait_writable(self.fileno())
+                else:
+                    remaining = deadline - _monotonic()
+                    if remaining <= 0 or not _wait_writable(self.fileno(), remaining):
+                        raise _timed_out()
+
+    # -- connecting ---------------------------------------------------------
+
+    def _resolve(self, address: Any) -> Any:
+        """Resolve a host name in an IP address without blocking the loop (as C would)."""
+        if (
+            type(address) is not tuple or len(address) < 2 or self.family not in (AF_INET, AF_INET6)  # type: ignore[name-defined]  # noqa: F821
+        ):
+            return address
+        host = address[0]
+        if not isinstance(host, str) or host in ("", "<broadcast>"):
+            return address
+        try:
+            _c.inet_pton(self.family, host)
+            return address
+        except (OSError, ValueError):
+            pass
+        if "%" in host or _where() is None:
+            return address  # a scoped IPv6 literal, or no loop: let C do it as usual
+        infos = getaddrinfo(host, address[1], self.family)
+        return (infos[0][4][0], *address[1:])
+
+    def connect(self, address: Any, /) -> None:
+        """``socket.connect``; waits (and resolves names) cooperatively."""
+        address = self._resolve(address)
+        try:
+            _c_connect(self, address)
+            return
+        except BlockingIOError as exc:
+            if self._gb_timeout == 0.0:
+                raise
+            code = exc.errno
+        except InterruptedError:
+            code = _errno.EINPROGRESS
+        timeout = self._gb_timeout
+        deadline = None if timeout is None else _monotonic() + timeout
+        while True:
+            remaining = None if deadline is None else deadline - _monotonic()
+            if remaining is not None and remaining <= 0:
+                raise _timed_out()
+            if code == _errno.EAGAIN:
+                # AF_UNIX with a full backlog: no readiness to wait for, so retry.
+                _hub.sleep(0.001 if remaining is None else min(0.001, remaining))
+                try:
+                    _c_connect(self, address)
+                    return
+                except BlockingIOError as exc:
+                    code = exc.errno
+                continue
+            if not _wait_writable(self.fileno(), remaining):
+                raise _timed_out()
+            err = self.getsockopt(SOL_SOCKET, SO_ERROR)  # type: ignore[name-defined]  # noqa: F821
+            if err == 0:
+                return
+            if err in (_errno.EINPROGRESS, _errno.EALREADY):
+                continue
+            raise OSError(err, _os_strerror(err))
+
+    def connect_ex(self, address: Any, /) -> int:
+        """``socket.connect_ex``: as connect, but return the error number (0 on success)."""
+        try:
+            self.connect(address)
+        except _timeout_error:
+            return _errno.EWOULDBLOCK
+        except gaierror:  # type: ignore[name-defined]  # noqa: F821
+            raise
+        except OSError as exc:
+            if exc.errno is None:
+                raise
+            return exc.errno
+        return 0
+
+    def _accept(self) -> tuple[int, Any]:
+        """Wait for a connection; return (fd, address) as ``_socket.socket._accept``."""
+        try:
+            return _c_accept(self)  # type: ignore[no-any-return]
+        except BlockingIOError:
+            if self._gb_timeout == 0.0:
+                raise
+        return self._retry(_c_accept, True)  # type: ignore[no-any-return]
+
+    # -- closing ------------------------------------------------------------
+
+    def _real_close(self, _ss: Any = _CSocket) -> None:
+        fd = _ss.fileno(self)
+        if fd >= 0:
+            _hub.notify_closing(fd)
+        _ss.close(self)
+
+    # accept, dup, sendfile: the stdlib's own code, bound to this module, so
+    # they build green sockets and wait with the green selectors.
+    accept = _rebind(_std.socket.accept)
+    if hasattr(_std.socket, "_sendfile_use_sendfile"):
+        _sendfile_use_sendfile = _rebind(_std.socket._sendfile_use_sendfile)
+    _sendfile_use_send = _rebind(_std.socket._sendfile_use_send)  # type: ignore[attr-defined]
+
+
+def _os_strerror(code: int) -> str:
+    import os
+
+    return os.strerror(code)
+
+
+SocketType = _std.SocketType
+
+
+# ---------------------------------------------------------------------------
+# name resolution off the loop
+
+
+def _offloaded(fn: Any, *args: Any) -> Any:
+    if _where() is None:
+        return fn(*args)
+    return _offload(fn, *args)
+
+
+def _is_numeric_host(host: Any) -> bool:
+    if host is None:
+        return True
+    if isinstance(host, bytes):
+        try:
+            host = host.decode("ascii")
+        except UnicodeDecodeError:
+            return False
+    if not isinstance(host, str):
+        return True  # let the C function raise its TypeError
+    for family in (_c.AF_INET, getattr(_c, "AF_INET6", None)):
+        if family is None:
+            continue
+        try:
+            _c.inet_pton(family, host)
+            return True
+        except (OSError, ValueError):
+            pass
+    return False
+
+
+def _c_getaddrinfo(*args: Any, **kwargs: Any) -> Any:
+    if _is_numeric_host(args[0] if args else kwargs.get("host")):
+        return _c.getaddrinfo(*args, **kwargs)  # no DNS: nothing to wait for
+    return _offloaded(lambda: _c.getaddrinfo(*args, **kwargs))
+
+
+class _CProxy:
+    """``_socket`` for the rebound stdlib getaddrinfo: the resolver goes off the loop."""
+
+    getaddrinfo = staticmethod(_c_getaddrinfo)
+
+
+def _with_c(fn: Any) -> Any:
+    new = _rebind(fn)
+    namespace = dict(globals())
+    namespace["_socket"] = _CProxy
+    return _types.FunctionType(
+        new.__code__, namespace, new.__name__, new.__defaults__, new.__closure__
+    )
+
+
+getaddrinfo = _with_c(_std.getaddrinfo)
+getaddrinfo.__module__ = __name__
+
+
+def gethostbyname(hostname: str, /) -> str:
+    """``socket.gethostbyname``, off the loop."""
+    if _is_numeric_host(hostname):
+        return _c.gethostbyname(hostname)  # type: ignore[no-any-return]
+    return _offloaded(_c.gethostbyname, hostname)  # type: ignore[no-any-return]
+
+
+def gethostbyname_ex(hostname: str, /) -> tuple[str, list[str], list[str]]:
+    """``socket.gethostbyname_ex``, off the loop."""
+    return _offloaded(_c.gethostbyname_ex, hostname)  # type: ignore[no-any-return]
+
+
+def gethostbyaddr(ip_address: str, /) -> tuple[str, list[str], list[str]]:
+    """``socket.gethostbyaddr``, off the loop."""
+    return _offloaded(_c.gethostbyaddr, ip_address)  # type: ignore[no-any-return]
+
+
+def getnameinfo(sockaddr: Any, flags: int, /) -> tuple[str, str]:
+    """``socket.getnameinfo``, off the loop."""
+    return _offloaded(_c.getnameinfo, sockaddr, flags)  # type: ignore[no-any-return]
+
+
+# Socket-creating helpers: the stdlib's code with this module as globals.
+create_connection = _rebind(_std.create_connection)
+create_server = _rebind(_std.create_server)
+has_dualstack_ipv6 = _rebind(_std.has_dualstack_ipv6)
+fromfd = _rebind(_std.fromfd)
+getfqdn = _rebind(_std.getfqdn)
+if _sys.platform != "win32" or hasattr(_std, "socketpair"):
+    socketpair = _rebind(_std.socketpair)
+if hasattr(_std, "fromshare"):  # pragma: no cover - Windows
+    fromshare = _rebind(_std.fromshare)

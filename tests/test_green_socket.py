@@ -1,0 +1,555 @@
+"""Green socket, select, selectors and time: stdlib semantics, concurrency, faults."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import os
+import socket as std_socket
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+import greenbridge
+from greenbridge import _hub
+from greenbridge.green import select as gselect
+from greenbridge.green import selectors as gselectors
+from greenbridge.green import socket as gsocket
+from greenbridge.green import time as gtime
+from tests.conftest import Backend
+
+
+def run_sync(backend: Backend, fn: Callable[[], Any]) -> Any:
+    async def main() -> Any:
+        return await greenbridge.async_(fn)()
+
+    return backend.run(main)
+
+
+def gather_sync(backend: Backend, fns: list[Callable[[], Any]]) -> list[Any]:
+    """Run sync callables concurrently on one loop, with a heartbeat; return results + max gap."""
+
+    async def main() -> list[Any]:
+        results: list[Any] = [None] * len(fns)
+        gaps: list[float] = []
+        stop = []
+
+        async def heartbeat() -> None:
+            last = time.monotonic()
+            while not stop:
+                await backend.sleep(0.005)
+                now = time.monotonic()
+                gaps.append(now - last)
+                last = now
+
+        async def one(i: int) -> None:
+            results[i] = await greenbridge.async_(fns[i])()
+
+        if backend.is_asyncio:
+            hb = asyncio.ensure_future(heartbeat())
+            await asyncio.gather(*(one(i) for i in range(len(fns))))
+            stop.append(True)
+            await hb
+        else:
+            import trio
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(heartbeat)
+                async with trio.open_nursery() as inner:
+                    for i in range(len(fns)):
+                        inner.start_soon(one, i)
+                stop.append(True)
+        return [*results, max(gaps, default=0.0)]
+
+    return backend.run(main)  # type: ignore[no-any-return]
+
+
+def test_module_exports_everything_the_stdlib_does() -> None:
+    for name in std_socket.__all__:
+        assert hasattr(gsocket, name), name
+    assert gsocket.AF_INET is std_socket.AF_INET
+    assert gsocket.timeout is std_socket.timeout
+    assert gsocket.error is OSError
+    assert issubclass(gsocket.socket, std_socket.socket)
+    for name in ("select", "poll", "epoll", "POLLIN", "error"):
+        assert hasattr(gselect, name)
+    assert gselectors.DefaultSelector.__module__ == "greenbridge.green.selectors"
+
+
+def test_timeout_semantics_match_the_stdlib() -> None:
+    for cls in (std_socket.socket, gsocket.socket):
+        s = cls()
+        with s:
+            assert s.gettimeout() is None and s.getblocking() and s.timeout is None
+            s.settimeout(2)
+            assert s.gettimeout() == 2.0 and s.getblocking() and s.timeout == 2.0
+            s.setblocking(False)
+            assert s.gettimeout() == 0.0 and not s.getblocking()
+            s.setblocking(True)
+            assert s.gettimeout() is None
+            with pytest.raises(ValueError):
+                s.settimeout(-1)
+            with pytest.raises(TypeError):
+                s.settimeout("1")  # type: ignore[arg-type]
+    old = std_socket.getdefaulttimeout()
+    std_socket.setdefaulttimeout(3.5)
+    try:
+        with gsocket.socket() as s:
+            assert s.gettimeout() == 3.5
+    finally:
+        std_socket.setdefaulttimeout(old)
+
+
+def test_echo_many_connections_concurrently(backend: Backend) -> None:
+    srv = gsocket.create_server(("127.0.0.1", 0), backlog=128)
+    port = srv.getsockname()[1]
+    n = 30
+
+    def server() -> int:
+        handled = 0
+        conns = []
+        for _ in range(n):
+            conn, _addr = srv.accept()
+            assert isinstance(conn, gsocket.socket)
+            conns.append(conn)
+        # Answer each after a delay, all "at once": only concurrency makes this fast.
+        for conn in conns:
+            data = conn.recv(100)
+            handled += 1
+            conn.sendall(data.upper())
+            conn.close()
+        return handled
+
+    def client(i: int) -> bytes:
+        with gsocket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            gtime.sleep(0.2)
+            s.sendall(b"hello %d" % i)
+            return s.makefile("rb").read()
+
+    t0 = time.monotonic()
+    out = gather_sync(backend, [server] + [lambda i=i: client(i) for i in range(n)])
+    elapsed = time.monotonic() - t0
+    srv.close()
+    assert out[0] == n
+    assert out[1 : n + 1] == [b"HELLO %d" % i for i in range(n)]
+    assert elapsed < 0.6  # 30 clients each sleeping 0.2 s: concurrent, not 6 s
+    assert out[-1] < 0.1  # the heartbeat never stalled
+
+
+def test_recv_timeout_and_nonblocking(backend: Backend) -> None:
+    def body() -> tuple[str, str, float]:
+        a, b = gsocket.socketpair()
+        with a, b:
+            a.settimeout(0.1)
+            t0 = time.monotonic()
+            with pytest.raises(std_socket.timeout) as info:
+                a.recv(1)
+            elapsed = time.monotonic() - t0
+            a.setblocking(False)
+            with pytest.raises(BlockingIOError):
+                a.recv(1)
+            with pytest.raises(BlockingIOError):
+                a.recv_into(bytearray(1))
+            return str(info.value), type(info.value).__name__, elapsed
+
+    msg, name, elapsed = run_sync(backend, body)
+    assert msg == "timed out"
+    assert 0.09 <= elapsed < 2
+
+
+def test_all_recv_and_send_variants(backend: Backend) -> None:
+    def body() -> list[Any]:
+        a, b = gsocket.socketpair(std_socket.AF_UNIX, std_socket.SOCK_DGRAM)
+        out: list[Any] = []
+        with a, b:
+            a.send(b"one")
+            out.append(b.recv(10))
+            a.sendmsg([b"two"])
+            out.append(b.recvmsg(10)[0])
+            buf = bytearray(10)
+            a.send(b"three")
+            out.append(bytes(buf[: b.recv_into(buf)]))
+            a.send(b"four")
+            out.append(b.recvfrom(10)[0])
+            a.send(b"five")
+            n, _ = b.recvfrom_into(buf)
+            out.append(bytes(buf[:n]))
+            a.send(b"six")
+            n, _, _, _ = b.recvmsg_into([buf])
+            out.append(bytes(buf[:n]))
+        u1 = gsocket.socket(gsocket.AF_INET, gsocket.SOCK_DGRAM)
+        u2 = gsocket.socket(gsocket.AF_INET, gsocket.SOCK_DGRAM)
+        with u1, u2:
+            u2.bind(("127.0.0.1", 0))
+            u1.sendto(b"seven", ("localhost", u2.getsockname()[1]))  # a name, resolved green
+            out.append(u2.recvfrom(10)[0])
+        return out
+
+    assert run_sync(backend, body) == [b"one", b"two", b"three", b"four", b"five", b"six", b"seven"]
+
+
+def test_sendall_large_payload_with_slow_reader(backend: Backend) -> None:
+    payload = os.urandom(4 * 1024 * 1024)
+
+    def writer(sock: gsocket.socket) -> None:
+        sock.sendall(payload)
+        sock.shutdown(std_socket.SHUT_WR)
+
+    def body() -> bytes:
+        a, b = gsocket.socketpair()
+        with a, b:
+            greenbridge_spawn(writer, a)
+            chunks = []
+            while True:
+                data = b.recv(65536)
+                if not data:
+                    break
+                chunks.append(data)
+            return b"".join(chunks)
+
+    assert run_sync(backend, body) == payload
+
+
+def greenbridge_spawn(fn: Callable[..., Any], *args: Any) -> None:
+    """Start fn(*args) concurrently, on asyncio or trio."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        import trio
+
+        token = trio.lowlevel.current_trio_token()
+        token.run_sync_soon(lambda: trio.lowlevel.spawn_system_task(greenbridge.async_(fn), *args))
+        return
+    greenbridge.spawn(fn, *args)
+
+
+def test_sendall_timeout_covers_the_whole_call(backend: Backend) -> None:
+    def body() -> tuple[float, str]:
+        a, b = gsocket.socketpair()
+        with a, b:
+            a.settimeout(0.2)
+            t0 = time.monotonic()
+            with pytest.raises(std_socket.timeout) as info:
+                a.sendall(b"x" * (64 * 1024 * 1024))  # nobody reads
+            return time.monotonic() - t0, str(info.value)
+
+    elapsed, msg = run_sync(backend, body)
+    assert msg == "timed out"
+    assert 0.15 <= elapsed < 2
+
+
+def test_sendfile(backend: Backend, tmp_path: Any) -> None:
+    data = os.urandom(300_000)
+    path = tmp_path / "f.bin"
+    path.write_bytes(data)
+
+    def body() -> tuple[int, bytes]:
+        a, b = gsocket.socketpair()
+        received = []
+
+        finished = []
+
+        def reader() -> None:
+            while chunk := b.recv(65536):
+                received.append(chunk)
+            finished.append(True)
+
+        with a, b:
+            greenbridge_spawn(reader)
+            with open(path, "rb") as f:
+                sent = a.sendfile(f, 1000)
+            a.shutdown(std_socket.SHUT_WR)
+            while not finished:
+                gtime.sleep(0.01)
+            return sent, b"".join(received)
+
+    sent, got = run_sync(backend, body)
+    assert sent == len(data) - 1000
+    assert got == data[1000:]
+
+
+def test_connect_refused_and_connect_ex(backend: Backend) -> None:
+    probe = std_socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()  # nothing listens on that port now
+
+    def body() -> tuple[int, int]:
+        s = gsocket.socket()
+        with s, pytest.raises(ConnectionRefusedError):
+            s.connect(("127.0.0.1", port))
+        s2 = gsocket.socket()
+        with s2:
+            code = s2.connect_ex(("127.0.0.1", port))
+        s3 = gsocket.socket()
+        with s3:
+            s3.setblocking(False)
+            code_nb = s3.connect_ex(("127.0.0.1", port))
+        return code, code_nb
+
+    code, code_nb = run_sync(backend, body)
+    assert code == errno.ECONNREFUSED
+    assert code_nb in (errno.EINPROGRESS, errno.ECONNREFUSED)
+
+
+def test_connect_timeout_on_a_full_backlog(aio: Backend) -> None:
+    # A listener that never accepts, with its backlog filled: connect() hangs (SYNs dropped).
+    srv = std_socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(0)
+    port = srv.getsockname()[1]
+    fillers = []
+    for _ in range(8):
+        f = std_socket.socket()
+        f.setblocking(False)
+        f.connect_ex(("127.0.0.1", port))
+        fillers.append(f)
+    time.sleep(0.05)
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+
+        def body() -> tuple[bool, int]:
+            s = gsocket.socket()
+            s.settimeout(0.3)
+            fd = s.fileno()
+            try:
+                s.connect(("127.0.0.1", port))
+            except std_socket.timeout:
+                timed_out = True
+            else:  # pragma: no cover - the kernel accepted after all
+                timed_out = False
+            s.close()
+            return timed_out, fd
+
+        timed_out, fd = await greenbridge.async_(body)()
+        if timed_out:
+            assert fd not in _registered(loop)
+            assert not _hub._registry(loop).writers
+        else:
+            pytest.skip("the kernel did not drop SYNs on a full backlog here")
+
+    try:
+        aio.run(main)
+    finally:
+        for f in fillers:
+            f.close()
+        srv.close()
+
+
+def _registered(loop: asyncio.AbstractEventLoop) -> set[int]:
+    """fds registered on the default loop's selector, except the loop's own self-pipe."""
+    selector = getattr(loop, "_selector", None)
+    if selector is None:
+        return set()
+    own = loop._ssock.fileno()  # type: ignore[attr-defined]
+    return {fd for fd in selector.get_map() if fd != own}
+
+
+def test_reset_mid_read_raises_and_unregisters(aio: Backend) -> None:
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        srv = gsocket.create_server(("127.0.0.1", 0))
+        port = srv.getsockname()[1]
+
+        def reader() -> tuple[type[BaseException], int]:
+            c = gsocket.create_connection(("127.0.0.1", port))
+            fd = c.fileno()
+            try:
+                c.recv(100)
+                c.recv(100)
+            except OSError as exc:
+                c.close()
+                return type(exc), fd
+            raise AssertionError("no error")
+
+        def resetter() -> None:
+            conn, _ = srv.accept()
+            conn.sendall(b"partial")
+            gtime.sleep(0.05)
+            # SO_LINGER 0: close() sends RST instead of FIN.
+            conn.setsockopt(std_socket.SOL_SOCKET, std_socket.SO_LINGER, b"\x01\0\0\0\0\0\0\0")
+            conn.close()
+
+        res, _ = await asyncio.gather(greenbridge.async_(reader)(), greenbridge.async_(resetter)())
+        exc_type, fd = res
+        srv.close()
+        assert issubclass(exc_type, ConnectionResetError)
+        assert fd not in _registered(loop)
+        assert not _hub._registry(loop).readers
+
+    aio.run(main)
+
+
+def test_peer_closing_during_sendall(aio: Backend) -> None:
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        a, b = gsocket.socketpair()
+
+        def sender() -> type[BaseException]:
+            try:
+                a.sendall(b"x" * (32 * 1024 * 1024))
+            except OSError as exc:
+                return type(exc)
+            finally:
+                a.close()
+            raise AssertionError("no error")
+
+        def closer() -> None:
+            b.recv(1000)
+            b.close()
+
+        exc_type, _ = await asyncio.gather(
+            greenbridge.async_(sender)(), greenbridge.async_(closer)()
+        )
+        assert issubclass(exc_type, (BrokenPipeError, ConnectionResetError))
+        assert not _hub._registry(loop).writers
+        assert not _registered(loop)
+
+    aio.run(main)
+
+
+def test_close_while_another_greenlet_waits(aio: Backend) -> None:
+    async def main() -> None:
+        a, b = gsocket.socketpair()
+        task = greenbridge.spawn(a.recv, 10)
+        await asyncio.sleep(0.01)
+        a.close()
+        with pytest.raises(OSError) as info:
+            await task
+        assert info.value.errno == errno.EBADF
+        b.close()
+
+    aio.run(main)
+
+
+def test_outside_a_loop_the_module_blocks_like_the_stdlib() -> None:
+    a, b = gsocket.socketpair()
+    with a, b:
+        threading.Timer(0.05, lambda: b.send(b"late")).start()
+        assert a.recv(10) == b"late"  # really blocked until the timer thread sent
+        a.settimeout(0.05)
+        with pytest.raises(std_socket.timeout):
+            a.recv(1)
+        r, w, x = gselect.select([a], [a], [], 0)
+        assert r == [] and w == [a]
+
+
+def test_select_poll_epoll_selectors_wait_cooperatively(backend: Backend) -> None:
+    def with_select(a: gsocket.socket) -> Any:
+        return gselect.select([a], [], [], 5)[0] == [a]
+
+    def with_poll(a: gsocket.socket) -> Any:
+        p = gselect.poll()
+        p.register(a, gselect.POLLIN)
+        return p.poll(5000) == [(a.fileno(), gselect.POLLIN)]
+
+    def with_epoll(a: gsocket.socket) -> Any:
+        with gselect.epoll() as ep:
+            ep.register(a.fileno(), gselect.EPOLLIN)
+            return ep.poll(5) == [(a.fileno(), gselect.EPOLLIN)]
+
+    def with_selector(a: gsocket.socket) -> Any:
+        with gselectors.DefaultSelector() as sel:
+            sel.register(a, gselectors.EVENT_READ, "data")
+            events = sel.select(5)
+            return [(key.fileobj, key.data, ev) for key, ev in events] == [
+                (a, "data", gselectors.EVENT_READ)
+            ]
+
+    def timeouts() -> Any:
+        a, b = gsocket.socketpair()
+        with a, b:
+            t0 = time.monotonic()
+            assert gselect.select([a], [], [], 0.05) == ([], [], [])
+            p = gselect.poll()
+            p.register(a, gselect.POLLIN)
+            assert p.poll(50) == []
+            with gselectors.DefaultSelector() as sel:
+                sel.register(a, gselectors.EVENT_READ)
+                assert sel.select(0.05) == []
+            return time.monotonic() - t0
+
+    pairs = [gsocket.socketpair() for _ in range(4)]
+
+    def later() -> None:
+        gtime.sleep(0.2)
+        for _a, b in pairs:
+            b.send(b"x")
+
+    fns = [
+        lambda f=f, a=a: f(a)
+        for f, (a, _b) in zip((with_select, with_poll, with_epoll, with_selector), pairs)
+    ]
+    t0 = time.monotonic()
+    out = gather_sync(backend, [*fns, later, timeouts])
+    elapsed = time.monotonic() - t0
+    for a, b in pairs:
+        a.close()
+        b.close()
+    assert out[:4] == [True, True, True, True]
+    assert out[5] >= 0.14
+    assert elapsed < 1.0
+    assert out[-1] < 0.1  # heartbeat
+
+
+def test_select_rejects_bad_arguments_like_the_stdlib(aio: Backend) -> None:
+    def body() -> None:
+        with pytest.raises(ValueError):
+            gselect.select([], [], [], -1)
+        with pytest.raises(TypeError):
+            gselect.select([object()], [], [], 0)
+        with pytest.raises((ValueError, OSError)):
+            gselect.select([-1], [], [], 0)
+
+    run_sync(aio, body)
+
+
+def test_getaddrinfo_and_friends_do_not_block(aio: Backend) -> None:
+    def body() -> Any:
+        infos = gsocket.getaddrinfo("localhost", 80, type=gsocket.SOCK_STREAM)
+        assert infos and infos[0][0] in (gsocket.AF_INET, gsocket.AF_INET6)
+        assert isinstance(infos[0][0], gsocket.AddressFamily)
+        assert gsocket.gethostbyname("localhost").startswith("127.")
+        assert gsocket.gethostbyname_ex("localhost")[2]
+        assert gsocket.getnameinfo(("127.0.0.1", 80), 0)[1] in ("http", "80")
+        assert isinstance(gsocket.getfqdn(), str)
+        with pytest.raises(gsocket.gaierror):
+            gsocket.getaddrinfo("no-such-host.invalid", 80)
+        return True
+
+    assert run_sync(aio, body)
+
+
+def test_unix_sockets_and_dup_and_fromfd(backend: Backend) -> None:
+    def body() -> list[bytes]:
+        with tempfile.TemporaryDirectory() as d:
+            path = os.path.join(d, "s")
+            srv = gsocket.socket(gsocket.AF_UNIX)
+            srv.bind(path)
+            srv.listen()
+            c = gsocket.socket(gsocket.AF_UNIX)
+            c.connect(path)
+            conn, _ = srv.accept()
+            dup = conn.dup()
+            other = gsocket.fromfd(c.fileno(), gsocket.AF_UNIX, gsocket.SOCK_STREAM)
+            assert isinstance(dup, gsocket.socket) and isinstance(other, gsocket.socket)
+            other.sendall(b"via fromfd")
+            out = [dup.recv(100)]
+            for s in (srv, c, conn, dup, other):
+                s.close()
+            return out
+
+    assert run_sync(backend, body) == [b"via fromfd"]
+
+
+def test_time_module() -> None:
+    for name in ("monotonic", "time", "perf_counter", "struct_time", "strftime"):
+        assert getattr(gtime, name) is getattr(time, name)
+    t0 = time.monotonic()
+    gtime.sleep(0.02)
+    assert time.monotonic() - t0 >= 0.015
