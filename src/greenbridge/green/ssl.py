@@ -1,0 +1,134 @@
+"""Green ``ssl``: everything the stdlib ``ssl`` module exports, with a cooperative SSLSocket.
+
+:class:`SSLSocket` combines the stdlib's ``ssl.SSLSocket`` with the green
+socket: the descriptor is non-blocking, so OpenSSL reports
+``SSLWantReadError``/``SSLWantWriteError`` instead of blocking, and the green
+methods wait for the descriptor through the hub and retry (handshake, read,
+write, unwrap), within the socket's timeout.  A socket with timeout 0.0 sees
+those exceptions, as with the stdlib.
+
+:class:`SSLContext` is the stdlib's with ``sslsocket_class`` set to the green
+SSLSocket; ``create_default_context``, ``wrap_socket`` (where the Python has
+it) and ``get_server_certificate`` are the stdlib's own code bound to this
+module.  Certificate and host name verification are OpenSSL's and the
+stdlib's, unchanged: never weaker.
+
+Only contexts created through this module (or anything imported while it was
+patched in) produce green sockets; an ``SSLContext`` of the original module
+wraps sockets in the original, blocking class.
+"""
+
+from __future__ import annotations
+
+import time as _time
+import types as _types
+from typing import Any
+
+from .. import _hub
+from .._patcher import original
+from . import socket as _gsocket
+
+# Typed as Any: this module subclasses and rebinds stdlib internals that typeshed omits.
+_std: Any = original("ssl")
+
+for _name in dir(_std):
+    if not _name.startswith("__"):
+        globals()[_name] = getattr(_std, _name)
+del _name
+
+__all__ = [name for name in dir(_std) if not name.startswith("_")]
+__doc__ = _std.__doc__ or __doc__
+
+_monotonic = _time.monotonic
+_WantRead = _std.SSLWantReadError
+_WantWrite = _std.SSLWantWriteError
+_timeout_error: Any = _gsocket.timeout  # type: ignore[attr-defined]
+
+# The stdlib ssl code we rebind refers to these as globals.
+socket = _gsocket.socket
+create_connection = _gsocket.create_connection
+
+
+def _rebind(fn: Any) -> Any:
+    new = _types.FunctionType(fn.__code__, globals(), fn.__name__, fn.__defaults__, fn.__closure__)
+    new.__kwdefaults__ = fn.__kwdefaults__
+    new.__doc__ = fn.__doc__
+    new.__qualname__ = fn.__qualname__
+    new.__module__ = __name__
+    return new
+
+
+class SSLSocket(_std.SSLSocket, _gsocket.socket):  # type: ignore[misc]
+    """A green ``ssl.SSLSocket``; create it with :meth:`SSLContext.wrap_socket`."""
+
+    _sslobj: Any
+
+    def _ssl_retry(self, what: str, fn: Any, *args: Any) -> Any:
+        """Call ``fn`` until OpenSSL stops asking to wait, within the socket's timeout."""
+        timeout = self._gb_timeout
+        deadline = None if timeout is None else _monotonic() + timeout
+        while True:
+            try:
+                return fn(*args)
+            except _WantRead:
+                if timeout == 0.0:
+                    raise
+                wait = _hub.wait_readable
+            except _WantWrite:
+                if timeout == 0.0:
+                    raise
+                wait = _hub.wait_writable
+            if deadline is None:
+                wait(self.fileno())
+                continue
+            remaining = deadline - _monotonic()
+            if remaining <= 0 or not wait(self.fileno(), remaining):
+                raise _timeout_error(f"The {what} operation timed out")
+
+    def do_handshake(self, block: bool = False) -> None:
+        """Perform the TLS handshake, waiting cooperatively (``block``: as the stdlib)."""
+        self._check_connected()
+        timeout = self._gb_timeout
+        if timeout == 0.0 and block:
+            self._gb_timeout = None
+        try:
+            self._ssl_retry("handshake", self._sslobj.do_handshake)
+        finally:
+            self._gb_timeout = timeout
+
+    def read(self, len: int = 1024, buffer: Any = None) -> Any:  # noqa: A002 - stdlib signature
+        """``SSLSocket.read``; waits cooperatively."""
+        return self._ssl_retry("read", super().read, len, buffer)
+
+    def write(self, data: Any) -> int:
+        """``SSLSocket.write``; waits cooperatively."""
+        return self._ssl_retry("write", super().write, data)  # type: ignore[no-any-return]
+
+    def send(self, data: Any, flags: int = 0) -> int:
+        """``SSLSocket.send``; waits cooperatively."""
+        if self._sslobj is None:
+            return super().send(data, flags)
+        return self._ssl_retry("write", super().send, data, flags)  # type: ignore[no-any-return]
+
+    def unwrap(self) -> Any:
+        """Shut TLS down and return the plain socket (waits cooperatively)."""
+        if self._sslobj is None:
+            raise ValueError("No SSL wrapper around " + str(self))
+        plain = self._ssl_retry("shutdown", self._sslobj.shutdown)
+        self._sslobj = None
+        return plain
+
+
+class SSLContext(_std.SSLContext):  # type: ignore[misc]
+    """``ssl.SSLContext`` whose ``wrap_socket`` returns green :class:`SSLSocket` objects."""
+
+    sslsocket_class = SSLSocket
+
+
+create_default_context = _rebind(_std.create_default_context)
+_create_unverified_context = _rebind(_std._create_unverified_context)
+_create_default_https_context = create_default_context
+_create_stdlib_context = _create_unverified_context
+get_server_certificate = _rebind(_std.get_server_certificate)
+if hasattr(_std, "wrap_socket"):  # Python < 3.12
+    wrap_socket = _rebind(_std.wrap_socket)
