@@ -15,18 +15,33 @@ around the iterator.
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Generator
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Awaitable, Generator
 from contextlib import AbstractAsyncContextManager
 from types import TracebackType
 from typing import Any, Generic, TypeVar, overload
 
-from ._bridge import _running_loop, await_, has_portal
+from ._bridge import MissingBridge, _running_loop, await_, has_portal
 
 __all__ = ["SyncContextManager", "SyncIterator", "sync_cm", "sync_iter"]
 
 T = TypeVar("T")
 Y = TypeVar("Y")
 S = TypeVar("S")
+
+
+def _wait(awaitable: Awaitable[T]) -> T:
+    """``await_(awaitable)``; if it cannot run here, close the awaitable first.
+
+    ``await_`` closes a coroutine it refuses; ``__anext__()`` of an async
+    generator is not one, and would otherwise warn that it was never awaited.
+    """
+    try:
+        return await_(awaitable)
+    except MissingBridge:
+        close = getattr(awaitable, "close", None)
+        if close is not None:
+            close()
+        raise
 
 
 class SyncContextManager(Generic[T]):
@@ -41,7 +56,7 @@ class SyncContextManager(Generic[T]):
     def __enter__(self) -> T:
         if self._entered:
             raise RuntimeError("sync_cm(): this async context manager was entered already")
-        value = await_(self._acm.__aenter__())
+        value = _wait(self._acm.__aenter__())
         self._entered = True
         return value
 
@@ -51,7 +66,7 @@ class SyncContextManager(Generic[T]):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> bool | None:
-        return await_(self._acm.__aexit__(exc_type, exc, tb))
+        return _wait(self._acm.__aexit__(exc_type, exc, tb))
 
 
 def sync_cm(acm: AbstractAsyncContextManager[T]) -> SyncContextManager[T]:
@@ -120,7 +135,7 @@ def _drive(ait: AsyncIterator[Any]) -> Generator[Any, Any, None]:
     started = False
     try:
         try:
-            value = await_(ait.__anext__())
+            value = _wait(ait.__anext__())
             started = True
             while True:
                 try:
@@ -131,11 +146,11 @@ def _drive(ait: AsyncIterator[Any]) -> Generator[Any, Any, None]:
                     athrow = getattr(ait, "athrow", None)
                     if athrow is None:
                         raise
-                    value = await_(athrow(exc))
+                    value = _wait(athrow(exc))
                     del exc
                 else:
                     if sent is None:
-                        value = await_(ait.__anext__())
+                        value = _wait(ait.__anext__())
                     else:
                         asend = getattr(ait, "asend", None)
                         if asend is None:
@@ -143,7 +158,7 @@ def _drive(ait: AsyncIterator[Any]) -> Generator[Any, Any, None]:
                                 f"can't send a value to {type(ait).__name__!r}: "
                                 "not an async generator"
                             )
-                        value = await_(asend(sent))
+                        value = _wait(asend(sent))
         except StopAsyncIteration:
             return
     finally:
@@ -156,7 +171,7 @@ def _close(ait: AsyncIterator[Any]) -> None:
     if aclose is None:
         return
     if has_portal() or _running_loop() is None:
-        await_(aclose())
+        _wait(aclose())
     # Otherwise (finalized by the garbage collector outside the bridge) the
     # async generator is left to its loop's own finalizer, which closes it.
 
