@@ -56,7 +56,8 @@ class Result(unittest.TextTestResult):
     def addExpectedFailure(self, test, err):
         super().addExpectedFailure(test, err); self.outcomes[test.id()] = ["pass", ""]
     def addUnexpectedSuccess(self, test):
-        super().addUnexpectedSuccess(test); self.outcomes[test.id()] = ["fail", "unexpected success"]
+        super().addUnexpectedSuccess(test)
+        self.outcomes[test.id()] = ["fail", "unexpected success"]
     def addSubTest(self, test, subtest, err):
         super().addSubTest(test, subtest, err)
         if err is not None:
