@@ -18,6 +18,7 @@ from ._detector import BlockingDetector, BlockingReport, detect_blocking
 from ._offload import OffloadPool, offload, offload_async
 from ._patcher import monkey_patch, patch_blocking
 from ._reentrant import ReentrantRun, allow_reentrant_run
+from .drivers import patch_psycopg, patch_psycopg2
 
 __version__ = "0.1.0"
 
@@ -42,6 +43,8 @@ __all__ = [
     "patch_blocking",
     "offload",
     "offload_async",
+    "patch_psycopg",
+    "patch_psycopg2",
     "spawn",
     "sync_cm",
     "sync_iter",

@@ -1,0 +1,104 @@
+"""Waiting helpers shared by the database drivers.
+
+The drivers wait through the hub (:mod:`greenbridge._hub`), with one extra:
+a *shielded* mode for the short wait after a cancellation, while the server
+acknowledges that a query was cancelled.  Under asyncio a cancellation is
+raised once, so the hub's waits work as usual afterwards; under trio every
+wait inside a cancelled scope raises ``Cancelled`` again, so the shielded
+mode waits in a shielded cancel scope instead.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import select  # imported with greenbridge, before any patching: the original
+from collections.abc import Iterator
+from typing import Any
+
+from .. import _hub
+from .._bridge import await_
+
+#: How long (seconds) to wait for the server to end a cancelled query before
+#: giving up on the connection.
+CANCEL_TIMEOUT = 5.0
+
+_shielded: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "greenbridge_drivers_shielded", default=False
+)
+
+
+@contextlib.contextmanager
+def shielded() -> Iterator[None]:
+    """Within this block, driver waits are not interrupted by a trio cancel scope."""
+    token = _shielded.set(True)
+    try:
+        yield
+    finally:
+        _shielded.reset(token)
+
+
+def _in_trio() -> bool:
+    if not _hub.can_suspend():
+        return False
+    try:
+        import asyncio
+
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return True
+    return False
+
+
+async def _trio_shielded_wait(
+    fd: int, readable: bool, writable: bool, timeout: float | None
+) -> bool:
+    import trio
+
+    ready = False
+    with trio.CancelScope(shield=True) as scope:
+        if timeout is not None:
+            scope.deadline = trio.current_time() + timeout
+        if readable and writable:
+            async with trio.open_nursery() as nursery:
+
+                async def one(wait: Any) -> None:
+                    nonlocal ready
+                    await wait(fd)
+                    ready = True
+                    nursery.cancel_scope.cancel()
+
+                nursery.start_soon(one, trio.lowlevel.wait_readable)
+                nursery.start_soon(one, trio.lowlevel.wait_writable)
+        else:
+            await (trio.lowlevel.wait_readable if readable else trio.lowlevel.wait_writable)(fd)
+            ready = True
+    return ready
+
+
+def wait(fd: int, readable: bool, writable: bool, timeout: float | None = None) -> bool:
+    """Wait until ``fd`` is readable and/or writable; False on timeout."""
+    if _shielded.get() and _in_trio():
+        return bool(await_(_trio_shielded_wait(fd, readable, writable, timeout)))
+    if readable and writable:
+        return _hub.wait_any([fd], [fd], timeout)
+    if readable:
+        return _hub.wait_readable(fd, timeout)
+    return _hub.wait_writable(fd, timeout)
+
+
+def ready_now(fd: int) -> tuple[bool, bool]:
+    """(readable, writable) for ``fd`` right now, without waiting."""
+    poller = select.poll()
+    poller.register(fd, select.POLLIN | select.POLLOUT)
+    events = 0
+    for _, ev in poller.poll(0):
+        events |= ev
+    readable = bool(events & (select.POLLIN | select.POLLERR | select.POLLHUP))
+    writable = bool(events & (select.POLLOUT | select.POLLERR | select.POLLHUP))
+    return readable, writable
+
+
+def is_interruption(exc: BaseException) -> bool:
+    """True for a cancellation or interrupt (not an ordinary error)."""
+    return not isinstance(exc, Exception)

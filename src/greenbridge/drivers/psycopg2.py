@@ -1,0 +1,149 @@
+"""psycopg2 on the event loop: a wait callback that waits through greenbridge.
+
+psycopg2 lets a program replace the way it waits for the server
+(``psycopg2.extensions.set_wait_callback``): with a callback set, every
+connection sends its queries without blocking and calls the callback until
+the answer is there.  :func:`patch_psycopg2` installs one that waits on the
+event loop from bridged sync code (only the calling greenlet is suspended),
+and blocks as usual in a thread with no event loop running.
+
+Cancellation: if the task waiting for a query is cancelled (or times out),
+the query is cancelled *on the server* (``conn.cancel()``), greenbridge waits
+(at most :data:`CANCEL_TIMEOUT` seconds) for the server to acknowledge, and
+the cancellation is raised to the caller.  psycopg2 then **closes the
+connection** (it closes any connection whose wait callback raised, as its
+state cannot be trusted), so a pool discards it and opens a new one.  Code
+that keeps the connection must expect ``conn.closed`` to be true after a
+cancellation.
+"""
+
+from __future__ import annotations
+
+import importlib
+import time
+from typing import Any
+
+from . import _waiting
+from ._waiting import CANCEL_TIMEOUT
+
+__all__ = ["patch_psycopg2", "wait_callback", "wait_notifies", "CANCEL_TIMEOUT"]
+
+_MISSING = (
+    "patch_psycopg2() needs psycopg2: install it with `pip install psycopg2-binary` "
+    "(or `pip install psycopg2` to build it from source)"
+)
+
+
+def _extensions() -> Any:
+    try:
+        # Through importlib: psycopg2 is optional and ships no type stubs.
+        return importlib.import_module("psycopg2.extensions")
+    except ImportError as exc:
+        raise ImportError(_MISSING, name="psycopg2") from exc
+
+
+def wait_callback(conn: Any) -> None:
+    """psycopg2 wait callback: poll ``conn`` until its operation is done.
+
+    Waits on the event loop in bridged code and blocks in a thread with no
+    loop (see :mod:`greenbridge._hub`); in a running loop from code that is
+    not bridged it raises :class:`greenbridge.MissingBridge` (and psycopg2
+    closes the connection).  On cancellation the query is cancelled on the
+    server first.  Installed by :func:`patch_psycopg2`.
+    """
+    ext = _ext
+    fd = conn.fileno()
+    try:
+        while True:
+            state = conn.poll()
+            if state == ext.POLL_OK:
+                return
+            if state == ext.POLL_READ:
+                _waiting.wait(fd, True, False)
+            elif state == ext.POLL_WRITE:
+                _waiting.wait(fd, False, True)
+            else:  # pragma: no cover - psycopg2 returns no other state
+                raise ext.OperationalError(f"bad state from poll: {state}")
+    except BaseException as exc:
+        if _waiting.is_interruption(exc):
+            _cancel_on_server(conn, exc)
+        raise
+
+
+def _cancel_on_server(conn: Any, exc: BaseException) -> None:
+    """The wait was interrupted: stop the query on the server, then let the error out."""
+    ext = _ext
+    try:
+        conn.cancel()  # a short blocking round trip on a new socket (libpq's PQcancel)
+    except Exception:
+        return  # nothing was running, or the server is gone
+    if isinstance(exc, GeneratorExit):
+        return  # the coroutine is being closed: nothing may wait any more
+    deadline = time.monotonic() + CANCEL_TIMEOUT
+    fd = conn.fileno()
+    try:
+        with _waiting.shielded():
+            while True:
+                state = conn.poll()
+                if state == ext.POLL_OK:
+                    return
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return
+                if not _waiting.wait(
+                    fd, state == ext.POLL_READ, state == ext.POLL_WRITE, remaining
+                ):
+                    return
+    except BaseException:  # noqa: BLE001 - interrupted again, or the poll failed:
+        return  # psycopg2 closes the connection anyway when the callback raises
+
+
+def wait_notifies(conn: Any, timeout: float | None = None) -> list[Any]:
+    """Wait for LISTEN/NOTIFY notifications on ``conn`` and return them.
+
+    Returns (and removes from ``conn.notifies``) the notifications received,
+    as soon as there is at least one, or an empty list after ``timeout``
+    seconds.  ``conn`` must have run ``LISTEN channel`` and be in autocommit
+    mode (or have committed), as for any psycopg2 listener.  Waits on the
+    event loop from bridged code.
+    """
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        conn.poll()
+        if conn.notifies:
+            got = list(conn.notifies)
+            del conn.notifies[:]
+            return got
+        remaining = None if deadline is None else deadline - time.monotonic()
+        if remaining is not None and remaining <= 0:
+            return []
+        _waiting.wait(conn.fileno(), True, False, remaining)
+
+
+_ext: Any = None
+
+
+def patch_psycopg2() -> None:
+    """Make psycopg2 wait on the event loop: install greenbridge's wait callback.
+
+    After this call, every psycopg2 connection in the process (existing ones
+    included) sends queries without blocking: in sync code run by
+    :func:`greenbridge.async_` / :func:`greenbridge.spawn` only the calling
+    greenlet waits for the server, and the event loop keeps running.  In a
+    thread with no event loop running, psycopg2 blocks as usual.  Idempotent.
+
+    Limits (psycopg2's, for any wait callback): ``COPY`` (``copy_from``,
+    ``copy_to``, ``copy_expert``) and large objects raise
+    ``ProgrammingError``; a connection is closed after a cancellation (see
+    the module docstring).  Host names are resolved by libpq and block the
+    loop while they do: use an IP address or ``hostaddr``.
+
+    Raises:
+        ImportError: psycopg2 is not installed (the message names the package).
+    """
+    global _ext
+    ext = _extensions()
+    _ext = ext
+    if ext.get_wait_callback() is wait_callback:
+        return
+    ext.set_wait_callback(wait_callback)
