@@ -289,3 +289,37 @@ def test_environment_variable_invalid(tmp_path: Any) -> None:
     result = run_script(tmp_path / "bad.py", "import greenbridge", "fast")
     assert result.returncode != 0
     assert "GREENBRIDGE_DETECT_BLOCKING='fast': expected a number of seconds" in result.stderr
+
+
+CLI_SCRIPT = """
+    import time
+
+    def crunch():
+        end = time.perf_counter() + 0.3
+        while time.perf_counter() < end:
+            pass
+
+    time.sleep(0.05)
+    crunch()
+    time.sleep(0.05)
+"""
+
+
+def test_environment_variable_with_the_cli(tmp_path: Any) -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("greenbridge.__main__") is None:
+        pytest.skip("the greenbridge CLI is not in this tree")
+    script = tmp_path / "cpu.py"
+    script.write_text(textwrap.dedent(CLI_SCRIPT))
+    env = dict(os.environ, GREENBRIDGE_DETECT_BLOCKING="0.1")
+    result = subprocess.run(
+        [sys.executable, "-m", "greenbridge", str(script)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "event loop blocked for" in result.stderr
+    assert "in crunch\n    while time.perf_counter() < end:" in result.stderr

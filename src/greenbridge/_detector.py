@@ -465,6 +465,22 @@ def _wrap_run_forever(cls: Any, threshold: float) -> None:
     cls.run_forever = run_forever
 
 
+def watch_all_loops(threshold: float) -> None:
+    """Attach a detector (logging only) to every asyncio/uvloop loop when it starts running.
+
+    What ``GREENBRIDGE_DETECT_BLOCKING`` does; also the hook for a command-line
+    flag.  Wraps ``run_forever`` of ``asyncio.BaseEventLoop`` and ``uvloop.Loop``
+    (if installed); each loop keeps one detector for its whole life.
+    """
+    threshold = _check_threshold(threshold)
+    _wrap_run_forever(asyncio.BaseEventLoop, threshold)
+    try:
+        import uvloop
+    except ImportError:
+        return
+    _wrap_run_forever(uvloop.Loop, threshold)
+
+
 def _from_environment() -> None:
     """Honour ``GREENBRIDGE_DETECT_BLOCKING=<seconds>`` (empty or 0: off)."""
     value = os.environ.get(ENV_VAR, "").strip()
@@ -476,14 +492,8 @@ def _from_environment() -> None:
         raise ValueError(
             f"{ENV_VAR}={value!r}: expected a number of seconds, such as 0.1 (or 0 to disable)"
         ) from None
-    if threshold <= 0:
-        return
-    _wrap_run_forever(asyncio.BaseEventLoop, threshold)
-    try:
-        import uvloop
-    except ImportError:
-        return
-    _wrap_run_forever(uvloop.Loop, threshold)
+    if threshold > 0:
+        watch_all_loops(threshold)
 
 
 _from_environment()
