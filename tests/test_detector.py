@@ -84,8 +84,10 @@ def line_of(fn: Callable[..., Any], marker: str) -> int:
     ids=["time.sleep", "cpu-loop", "socket.recv"],
 )
 def test_names_the_blocking_frame(backend: Backend, fn: Callable[[], Any], marker: str) -> None:
-    reports = watched(backend, fn)
-    assert len(reports) == 1, [r.format() for r in reports]
+    all_reports = watched(backend, fn)
+    # Only fn blocked; a stall elsewhere (a loaded CI machine) would be reported too.
+    reports = [r for r in all_reports if any(f.name == fn.__name__ for f in r.stack)]
+    assert len(reports) == 1, [r.format() for r in all_reports]
     report = reports[0]
     top = report.frame
     assert top is not None
@@ -164,7 +166,7 @@ def test_quiet_when_nothing_blocks(backend: Backend) -> None:
             time.sleep(0.002)  # short steps are fine
 
     async def main() -> None:
-        with detect_blocking(0.05, reports.append):
+        with detect_blocking(THRESHOLD, reports.append):
             await greenbridge.async_(cooperative)()
 
     backend.run(main)
