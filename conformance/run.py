@@ -23,6 +23,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -97,14 +98,17 @@ def read_expected(module: str) -> dict[str, str]:
 def run_module(module: str, timeout: float) -> tuple[dict[str, list[str]], float, str]:
     t0 = time.monotonic()
     env = dict(os.environ, PYTHONWARNINGS="ignore")
+    # The test modules create files in the current directory: run them in a scratch one.
     try:
-        proc = subprocess.run(
-            [sys.executable, "-c", CHILD, module, MARK],
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            env=env,
-        )
+        with tempfile.TemporaryDirectory(prefix="gb-conformance-") as scratch:
+            proc = subprocess.run(
+                [sys.executable, "-c", CHILD, module, MARK],
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                env=env,
+                cwd=scratch,
+            )
     except subprocess.TimeoutExpired:
         return {}, time.monotonic() - t0, f"timed out after {timeout:.0f} s"
     for line in proc.stdout.splitlines():

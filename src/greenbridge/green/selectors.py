@@ -8,8 +8,7 @@ its ``select()`` suspends only the calling greenlet under greenbridge.
 
 from __future__ import annotations
 
-import builtins as _builtins
-from typing import Any
+import sys
 
 from .._patcher import original
 from . import select as _green_select
@@ -17,19 +16,23 @@ from . import select as _green_select
 _selectors = original("selectors")
 
 
-def _import(name: str, *args: Any, **kwargs: Any) -> Any:
-    if name == "select":
-        return _green_select
-    return _builtins.__import__(name, *args, **kwargs)
-
-
 def _load() -> None:
     loader = _selectors.__loader__
     source = loader.get_source(_selectors.__name__)  # type: ignore[union-attr]
     code = compile(source, _selectors.__file__ or "<selectors>", "exec")
     namespace = globals()
-    namespace["__builtins__"] = dict(vars(_builtins), __import__=_import)
-    exec(code, namespace)  # the stdlib module's body, with our select
+    # The module body's ``import select`` must bind the green module.  (Replacing
+    # __import__ in __builtins__ is not enough on Python 3.9, whose frames inherit
+    # the caller's builtins.)
+    saved = sys.modules.get("select")
+    sys.modules["select"] = _green_select
+    try:
+        exec(code, namespace)  # the stdlib module's body, with our select
+    finally:
+        if saved is None:
+            sys.modules.pop("select", None)
+        else:
+            sys.modules["select"] = saved
     namespace["__doc__"] = _selectors.__doc__
 
 
