@@ -68,6 +68,8 @@ class _GreenPipe(io.RawIOBase):
         super().__init__()
         _os.set_blocking(fd, False)
         self._fd = fd
+        # True once the descriptor was handed to a child, which needs it blocking.
+        self.blocking = False
         self._reading = readable
         self.name = fd
         self.mode = "rb" if readable else "wb"
@@ -90,6 +92,8 @@ class _GreenPipe(io.RawIOBase):
         if self.closed:
             raise ValueError("I/O operation on closed file")
         while True:
+            if self.blocking:
+                _green_os._wait_fd(self._fd, True)  # then the read cannot block
             try:
                 return _os.readv(self._fd, [buffer])
             except BlockingIOError:
@@ -98,6 +102,11 @@ class _GreenPipe(io.RawIOBase):
     def write(self, data: Any) -> int:
         if self.closed:
             raise ValueError("I/O operation on closed file")
+        if self.blocking:
+            # Writable means room for PIPE_BUF bytes: a write that size cannot block.
+            _green_os._wait_fd(self._fd, False)
+            view = memoryview(data).cast("B")
+            return _os.write(self._fd, view[: _green_os._PIPE_BUF])
         while True:
             try:
                 return _os.write(self._fd, data)
@@ -133,6 +142,19 @@ def _greenify(fileobj: Any, readable: bool) -> Any:
             write_through=text.write_through,
         )
     return new
+
+
+def _hand_to_child(fileobj: Any) -> None:
+    """A green pipe end passed to a child (``stdin=p.stdout``) must be blocking for it.
+
+    O_NONBLOCK belongs to the open file description, which the child shares,
+    so our end turns blocking too; our file object then waits for readiness
+    before each call instead of after ``EAGAIN``.
+    """
+    raw = getattr(getattr(fileobj, "buffer", fileobj), "raw", fileobj)
+    if isinstance(raw, _GreenPipe) and not raw.closed and not raw.blocking:
+        _os.set_blocking(raw.fileno(), True)
+        raw.blocking = True
 
 
 def _drain(fileobj: Any, chunks: list[bytes]) -> None:
@@ -178,6 +200,9 @@ class Popen(_sp.Popen):  # type: ignore[type-arg]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._gb_comm: tuple[list[asyncio.Task[None]], list[bytes], list[bytes]] | None = None
+        for index, name in ((3, "stdin"), (4, "stdout"), (5, "stderr")):
+            given = args[index] if len(args) > index else kwargs.get(name)
+            _hand_to_child(given)
         super().__init__(*args, **kwargs)
         self.stdin = _greenify(self.stdin, False)
         self.stdout = _greenify(self.stdout, True)

@@ -1,0 +1,202 @@
+"""Run a whole sync program as one green thread: ``python -m greenbridge``.
+
+Usage::
+
+    python -m greenbridge [--uvloop] script.py [args...]
+    python -m greenbridge [--uvloop] -m module [args...]
+
+The program runs as the main green thread (an asyncio task) of a fresh event
+loop, with the green modules in place (:func:`greenbridge.monkey_patch` is
+called before the program is imported), so its threads are tasks and its
+sockets, sleeps, locks, queues and subprocesses suspend only the green thread
+that waits.  As with ``python script.py``: ``sys.argv`` holds the script path
+(or the module's file) and the arguments, ``sys.path[0]`` is the script's
+directory (the current directory for ``-m``), the code runs as ``__main__``,
+an uncaught exception prints its traceback and exits with status 1,
+``sys.exit(n)`` exits with ``n``, and the program ends only when every
+non-daemon thread it started has ended.  Daemon threads still running then are
+cancelled.
+"""
+
+from __future__ import annotations
+
+import builtins
+import importlib.machinery
+import os
+import sys
+import types
+from typing import Any
+
+USAGE = """\
+usage: python -m greenbridge [--uvloop] script.py [args...]
+       python -m greenbridge [--uvloop] -m module [args...]
+
+Run a sync program as one green thread on a fresh event loop, with the green
+stdlib modules in place (threads are tasks; sockets, sleeps, locks, queues and
+subprocesses suspend only the waiting green thread).
+
+options:
+  --uvloop    run on a uvloop loop instead of asyncio's default loop
+  -m module   run a library module as a script (like python -m)
+  -h, --help  show this help and exit
+"""
+
+
+class _Usage(Exception):
+    pass
+
+
+def _parse(argv: list[str]) -> tuple[bool, str | None, str | None, list[str]]:
+    """Return (use_uvloop, script, module, program_args)."""
+    use_uvloop = False
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg in ("-h", "--help"):
+            sys.stdout.write(USAGE)
+            raise SystemExit(0)
+        if arg == "--uvloop":
+            use_uvloop = True
+        elif arg == "-m":
+            if i + 1 >= len(argv):
+                raise _Usage("argument -m: expected a module name")
+            return use_uvloop, None, argv[i + 1], argv[i + 2 :]
+        elif arg.startswith("-m") and len(arg) > 2:
+            return use_uvloop, None, arg[2:], argv[i + 1 :]
+        elif arg == "--":
+            i += 1
+            break
+        elif arg.startswith("-"):
+            raise _Usage(f"unknown option {arg!r}")
+        else:
+            break
+        i += 1
+    if i >= len(argv):
+        raise _Usage("a script or -m module is required")
+    return use_uvloop, argv[i], None, argv[i + 1 :]
+
+
+def _fresh_main_module() -> types.ModuleType:
+    module = types.ModuleType("__main__")
+    module.__dict__["__builtins__"] = builtins
+    sys.modules["__main__"] = module
+    return module
+
+
+def _run_script(path: str, args: list[str]) -> None:
+    sys.argv = [path, *args]
+    sys.path[0] = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path) or not path.endswith((".py", ".pyw")) and _is_zip(path):
+        import runpy
+
+        runpy.run_path(path, run_name="__main__")
+        return
+    with open(path, "rb") as f:
+        source = f.read()
+    code = compile(source, path, "exec", dont_inherit=True)
+    module = _fresh_main_module()
+    module.__file__ = path
+    module.__cached__ = None  # type: ignore[attr-defined]
+    module.__spec__ = None
+    module.__loader__ = importlib.machinery.SourceFileLoader("__main__", path)
+    exec(code, module.__dict__)
+
+
+def _is_zip(path: str) -> bool:
+    import zipfile
+
+    return zipfile.is_zipfile(path)
+
+
+def _run_module(name: str, args: list[str]) -> None:
+    import runpy
+
+    sys.argv = [name, *args]  # runpy puts the module's file name in argv[0]
+    sys.path[0] = os.getcwd()
+    _fresh_main_module()
+    runpy._run_module_as_main(name, alter_argv=True)  # type: ignore[attr-defined]
+
+
+def _program(script: str | None, module: str | None, args: list[str]) -> Any:
+    """The main green thread: run the program, then wait for its non-daemon threads."""
+    from .green import threading as green_threading
+
+    green_threading._adopt_main_thread()
+    status: Any = 0
+    try:
+        if module is not None:
+            _run_module(module, args)
+        else:
+            assert script is not None
+            _run_script(script, args)
+    except SystemExit as exc:
+        status = exc.code
+    except BaseException:
+        sys.excepthook(*sys.exc_info())
+        status = 1
+    # As Python does at exit: wait until every non-daemon thread has ended.
+    while True:
+        threads = green_threading._non_daemon_threads()
+        if not threads:
+            break
+        for thread in threads:
+            thread.join()
+    return status
+
+
+def _new_loop(use_uvloop: bool) -> Any:
+    import asyncio
+
+    if use_uvloop:
+        try:
+            import uvloop
+        except ImportError:
+            raise _Usage("--uvloop needs uvloop: pip install 'greenbridge[uvloop]'") from None
+        return uvloop.new_event_loop()
+    return asyncio.new_event_loop()
+
+
+def _cancel_leftovers(loop: Any) -> None:
+    import asyncio
+
+    tasks = [t for t in asyncio.all_tasks(loop) if not t.done()]
+    for task in tasks:
+        task.cancel()
+    if tasks:
+        loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+
+
+def main(argv: list[str] | None = None) -> Any:
+    """Run the command line ``python -m greenbridge ...``; return the exit status."""
+    try:
+        use_uvloop, script, module, args = _parse(sys.argv[1:] if argv is None else argv)
+        if script is not None and not os.path.exists(script):
+            sys.stderr.write(
+                f"{sys.executable}: can't open file {os.path.abspath(script)!r}: "
+                "[Errno 2] No such file or directory\n"
+            )
+            return 2
+        loop = _new_loop(use_uvloop)
+    except _Usage as exc:
+        sys.stderr.write(f"{USAGE}\npython -m greenbridge: error: {exc}\n")
+        return 2
+
+    import asyncio
+
+    from . import async_
+    from ._patcher import monkey_patch
+
+    monkey_patch()
+    asyncio.set_event_loop(loop)
+    try:
+        status = loop.run_until_complete(async_(_program)(script, module, args))
+        _cancel_leftovers(loop)
+        loop.run_until_complete(loop.shutdown_asyncgens())
+    finally:
+        asyncio.set_event_loop(None)
+        loop.close()
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,374 @@
+"""Green threading and _thread: threads are tasks, primitives suspend only the waiting task."""
+
+from __future__ import annotations
+
+import asyncio
+import threading as real_threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+import greenbridge
+from greenbridge.green import _thread as green_thread
+from greenbridge.green import threading as gt
+
+from .conftest import Backend
+
+
+def run_green(aio: Backend, fn: Callable[[], Any], heartbeat: bool = False) -> Any:
+    """Run ``fn`` as bridged sync code on a fresh loop; optionally measure the loop's gaps."""
+
+    async def main() -> Any:
+        gaps: list[float] = []
+        stop = False
+
+        async def beat() -> None:
+            last = time.monotonic()
+            while not stop:
+                await asyncio.sleep(0.005)
+                now = time.monotonic()
+                gaps.append(now - last)
+                last = now
+
+        hb = asyncio.ensure_future(beat()) if heartbeat else None
+        try:
+            result = await greenbridge.async_(fn)()
+        finally:
+            stop = True
+            if hb is not None:
+                await hb
+        return (result, max(gaps, default=0.0)) if heartbeat else result
+
+    return aio.run(main)
+
+
+def test_producer_consumer_1000_threads_lock_condition(aio: Backend) -> None:
+    def main() -> tuple[list[int], int]:
+        cond = gt.Condition(gt.Lock())
+        buffer: list[int] = []
+        consumed: list[int] = []
+        limit = 10
+
+        def producer(base: int) -> None:
+            for i in range(5):
+                with cond:
+                    while len(buffer) >= limit:
+                        cond.wait()
+                    buffer.append(base * 5 + i)
+                    cond.notify_all()
+
+        def consumer() -> None:
+            for _ in range(5):
+                with cond:
+                    while not buffer:
+                        cond.wait()
+                    consumed.append(buffer.pop())
+                    cond.notify_all()
+
+        threads = [gt.Thread(target=producer, args=(i,)) for i in range(500)]
+        threads += [gt.Thread(target=consumer) for _ in range(500)]
+        for t in threads:
+            t.start()
+        peak = gt.active_count()
+        for t in threads:
+            t.join()
+        return consumed, peak
+
+    consumed, peak = run_green(aio, main)
+    assert sorted(consumed) == list(range(2500))
+    assert peak >= 1000  # all green threads were alive at once
+
+
+def test_thread_attributes_and_identity(aio: Backend) -> None:
+    def main() -> None:
+        seen: dict[str, Any] = {}
+        gate = gt.Event()
+
+        def body(x: int, *, y: int) -> None:
+            me = gt.current_thread()
+            seen.update(me=me, ident=gt.get_ident(), args=(x, y), alive=me.is_alive())
+            seen["child_daemon"] = gt.Thread().daemon
+            try:
+                me.join()
+            except RuntimeError as exc:
+                seen["self_join"] = exc
+            gate.wait()
+
+        t = gt.Thread(target=body, args=(1,), kwargs={"y": 2}, name="worker", daemon=False)
+        assert t.ident is None and not t.is_alive()
+        # A task not started by Thread is a dummy thread, daemonic as in the stdlib.
+        assert gt.current_thread().daemon and gt.Thread().daemon
+        t.start()
+        assert t.is_alive() and t in gt.enumerate()
+        t.join(0.05)  # times out: the thread waits on the gate
+        assert t.is_alive()
+        gate.set()
+        t.join()
+        assert not t.is_alive()
+        assert seen["me"] is t and seen["ident"] == t.ident and seen["args"] == (1, 2)
+        assert seen["alive"] and not seen["child_daemon"]  # inherited from a non-daemon thread
+        assert t.name == "worker" and t.native_id == real_threading.get_native_id()
+        assert t not in gt.enumerate()
+        with pytest.raises(RuntimeError, match="only be started once"):
+            t.start()
+        with pytest.raises(RuntimeError, match="before it is started"):
+            gt.Thread(target=print).join()
+        assert "cannot join current thread" in str(seen["self_join"])
+
+    run_green(aio, main)
+
+
+def test_threads_are_concurrent_and_the_loop_keeps_running(aio: Backend) -> None:
+    def main() -> float:
+        def slow() -> None:
+            gt.Event().wait(0.2)
+
+        threads = [gt.Thread(target=slow) for _ in range(50)]
+        start = time.monotonic()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        return time.monotonic() - start
+
+    elapsed, max_gap = run_green(aio, main, heartbeat=True)
+    assert elapsed < 0.6  # 50 waits of 0.2 s overlapped (< 3x one wait)
+    assert max_gap < 0.1
+
+
+def test_excepthook_receives_the_exception(aio: Backend) -> None:
+    def main() -> list[Any]:
+        got: list[Any] = []
+        saved = gt.excepthook
+        gt.excepthook = lambda args: got.append((args.exc_type, str(args.exc_value), args.thread))
+        try:
+            t = gt.Thread(target=lambda: 1 / 0)
+            t.start()
+            t.join()
+            quiet = gt.Thread(target=lambda: (_ for _ in ()).throw(SystemExit))
+            quiet.start()
+            quiet.join()
+        finally:
+            gt.excepthook = saved
+        return [got, t]
+
+    got, t = run_green(aio, main)
+    # The hook sees SystemExit too, as in the stdlib (only the default hook ignores it).
+    assert got[0] == (ZeroDivisionError, "division by zero", t)
+    assert [g[0] for g in got] == [ZeroDivisionError, SystemExit]
+
+
+def test_local_is_private_to_each_green_thread(aio: Backend) -> None:
+    class Ctx(gt.local):
+        def __init__(self, tag: str) -> None:
+            self.tag = tag
+            self.inits = 1
+
+    def main() -> None:
+        plain = gt.local()
+        ctx = Ctx("t")
+        plain.value = "main"
+        ctx.inits = 100
+        results: dict[int, tuple[Any, ...]] = {}
+        barrier = gt.Barrier(20)
+
+        def body(i: int) -> None:
+            before = hasattr(plain, "value")
+            plain.value = i
+            ctx.tag += str(i)
+            barrier.wait()  # every thread has written before anyone reads
+            results[i] = (before, plain.value, ctx.tag, ctx.inits)
+
+        threads = [gt.Thread(target=body, args=(i,)) for i in range(20)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert results == {i: (False, i, f"t{i}", 1) for i in range(20)}
+        assert plain.value == "main" and ctx.tag == "t" and ctx.inits == 100
+
+    run_green(aio, main)
+
+
+def test_timer_fires_and_cancel_prevents_it(aio: Backend) -> None:
+    def main() -> tuple[list[str], float]:
+        fired: list[str] = []
+        start = time.monotonic()
+        t1 = gt.Timer(0.05, fired.append, args=("first",))
+        t2 = gt.Timer(0.05, fired.append, args=("cancelled",))
+        t1.start()
+        t2.start()
+        t2.cancel()
+        t1.join()
+        t2.join()
+        return fired, time.monotonic() - start
+
+    fired, elapsed = run_green(aio, main)
+    assert fired == ["first"]
+    assert elapsed >= 0.04
+
+
+def test_event_wait_timeout_and_set(aio: Backend) -> None:
+    def main() -> tuple[bool, float, bool]:
+        ev = gt.Event()
+        start = time.monotonic()
+        timed_out = ev.wait(0.1)
+        waited = time.monotonic() - start
+        gt.Timer(0.02, ev.set).start()
+        return timed_out, waited, ev.wait(5)
+
+    (timed_out, waited, got), max_gap = run_green(aio, main, heartbeat=True)
+    assert timed_out is False and waited >= 0.09
+    assert got is True
+    assert max_gap < 0.1
+
+
+def test_rlock_semaphore_barrier(aio: Backend) -> None:
+    def main() -> None:
+        rl = gt.RLock()
+        with rl, rl:
+            assert rl._is_owned()
+        errors: list[BaseException] = []
+
+        def foreign_release() -> None:
+            try:
+                rl.release()
+            except RuntimeError as exc:
+                errors.append(exc)
+
+        rl.acquire()
+        t = gt.Thread(target=foreign_release)
+        t.start()
+        t.join()
+        rl.release()
+        assert len(errors) == 1
+
+        sem = gt.BoundedSemaphore(3)
+        running = [0, 0]
+
+        def limited() -> None:
+            with sem:
+                running[0] += 1
+                running[1] = max(running)
+                gt.Event().wait(0.01)
+                running[0] -= 1
+
+        threads = [gt.Thread(target=limited) for _ in range(12)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert running[1] == 3
+        with pytest.raises(ValueError):
+            sem.release()
+
+        actions: list[int] = []
+        barrier = gt.Barrier(5, action=lambda: actions.append(1))
+        indexes: list[int] = []
+        threads = [gt.Thread(target=lambda: indexes.append(barrier.wait())) for _ in range(5)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert sorted(indexes) == [0, 1, 2, 3, 4] and actions == [1]
+        lonely = gt.Barrier(2)
+        with pytest.raises(gt.BrokenBarrierError):
+            lonely.wait(0.02)
+        assert lonely.broken
+
+    run_green(aio, main)
+
+
+def test_real_os_thread_contends_on_a_green_lock(aio: Backend) -> None:
+    lock = gt.Lock()
+    counter = [0]
+
+    def os_worker() -> None:
+        for _ in range(200):
+            with lock:
+                value = counter[0]
+                time.sleep(0.0001)  # a real thread may really block while holding it
+                counter[0] = value + 1
+
+    def main() -> float:
+        lock.acquire()
+        os_thread = real_threading.Thread(target=os_worker)
+        os_thread.start()
+        gt.Event().wait(0.05)  # the OS thread is now blocked on our lock
+        assert os_thread.is_alive() and counter[0] == 0
+        lock.release()
+
+        def green_worker() -> None:
+            for _ in range(200):
+                with lock:
+                    value = counter[0]
+                    gt.Event().wait(0)  # let others run while holding the lock
+                    counter[0] = value + 1
+
+        greens = [gt.Thread(target=green_worker) for _ in range(3)]
+        for t in greens:
+            t.start()
+        for t in greens:
+            t.join()
+        greenbridge.await_(asyncio.get_running_loop().run_in_executor(None, os_thread.join))
+        return counter[0]
+
+    total, max_gap = run_green(aio, main, heartbeat=True)
+    assert total == 800
+    assert max_gap < 0.1  # green waiters never blocked the loop while the OS thread held it
+
+
+def test_cancelled_waiter_leaves_the_lock_usable(aio: Backend) -> None:
+    async def main() -> bool:
+        lock = gt.Lock()
+        lock.acquire()
+        task = greenbridge.spawn(lock.acquire)
+        await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        lock.release()
+        assert not lock.locked()  # not handed to the cancelled waiter
+        return await greenbridge.async_(lock.acquire)(timeout=1)
+
+    assert aio.run(main) is True
+
+
+def test_start_new_thread_and_allocate_lock(aio: Backend) -> None:
+    def main() -> list[Any]:
+        done = green_thread.allocate_lock()
+        done.acquire()
+        out: list[Any] = []
+
+        def body(a: int, b: int = 0) -> None:
+            out.append((a, b, green_thread.get_ident()))
+            done.release()
+
+        ident = green_thread.start_new_thread(body, (1,), {"b": 2})
+        assert done.acquire(timeout=5)
+        return [ident, out]
+
+    ident, out = run_green(aio, main)
+    assert out == [(1, 2, ident)]
+
+
+def test_outside_any_loop_behaves_like_the_stdlib() -> None:
+    results: list[Any] = []
+    lock = gt.Lock()
+    lock.acquire()
+
+    def body() -> None:
+        results.append(gt.current_thread().name)
+        results.append(lock.acquire(timeout=5))
+
+    t = gt.Thread(target=body, name="real")
+    t.start()  # no loop: a real OS thread
+    assert t.native_id != real_threading.get_native_id()
+    time.sleep(0.02)
+    lock.release()
+    t.join()
+    assert results == ["real", True]
+    assert gt.Event().wait(0.01) is False
+    assert gt.main_thread().name == "MainThread"
