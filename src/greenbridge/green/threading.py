@@ -585,6 +585,46 @@ class Event:
             return signaled
 
 
+class _Flag:
+    """A one-way flag with an Event created only if somebody has to wait for it.
+
+    Every Thread has two (started, finished); most are never waited on, so
+    this saves a Condition, a Lock and a deque per flag.
+    """
+
+    __slots__ = ("_set", "_event")
+
+    def __init__(self) -> None:
+        self._set = False
+        self._event: Event | None = None
+
+    def is_set(self) -> bool:
+        return self._set
+
+    def _is_set_now(self) -> bool:  # re-read under the mutex (another thread may set it)
+        return self._set
+
+    def set(self) -> None:
+        with _flag_mutex:
+            self._set = True
+            event = self._event
+        if event is not None:
+            event.set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        if self._set:
+            return True
+        with _flag_mutex:
+            if self._is_set_now():
+                return True
+            event = self._event
+            if event is None:
+                event = self._event = Event()
+        return event.wait(timeout)
+
+
+_flag_mutex = _real_allocate()
+
 _FILLING, _DRAINING, _RESETTING, _BROKEN = 0, 1, -1, -2
 
 
@@ -833,8 +873,8 @@ class Thread:
         self._daemonic = current_thread().daemon if daemon is None else bool(daemon)
         self._ident: int | None = None
         self._native_id: int | None = None
-        self._started = Event()
-        self._finished = Event()
+        self._started = _Flag()
+        self._finished = _Flag()
         self._is_stopped = False
         self._task: asyncio.Task[None] | None = None
         self._stderr = sys.stderr
