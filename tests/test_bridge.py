@@ -525,3 +525,51 @@ def test_public_api_is_exported() -> None:
         assert hasattr(greenbridge, name)
     for name in ("async_", "await_", "spawn"):
         assert getattr(greenbridge, name).__doc__
+
+
+def test_await_from_code_run_between_our_bytecodes(aio: Backend) -> None:
+    """Code that runs in the worker between await_'s own bytecodes may await_ too.
+
+    Finalizers, signal handlers and trace functions run wherever the
+    interpreter happens to be.  Here a trace function fires inside await_
+    while the outer awaitable is suspended on a trap; its own await_ must
+    get a stepper of its own and leave the outer one alone.
+    """
+    from greenbridge import _bridge
+
+    log: list[Any] = []
+    armed: list[bool] = []
+
+    async def instant(value: str) -> str:
+        return value
+
+    class Outer:
+        def __await__(self) -> Any:
+            armed.append(True)
+            yield from asyncio.sleep(0).__await__()
+            value = yield from asyncio.sleep(0, "outer result").__await__()
+            return value
+
+    def tracer(frame: Any, event: str, arg: Any) -> Any:
+        if frame.f_code is _bridge._step.__code__:
+            return local_tracer
+        return None
+
+    def local_tracer(frame: Any, event: str, arg: Any) -> Any:
+        if event == "line" and armed and not log:
+            log.append(await_(instant("from tracer")))
+        return local_tracer
+
+    def sync() -> str:
+        old = sys.gettrace()
+        sys.settrace(tracer)
+        try:
+            return await_(Outer())
+        finally:
+            sys.settrace(old)
+
+    async def main() -> str:
+        return await async_(sync)()
+
+    assert aio.run(main) == "outer result"
+    assert log == ["from tracer"]

@@ -92,11 +92,8 @@ class _Worker(greenlet):
         super().__init__(_worker_main)
         # The outcome of the current call, taken (and cleared) by the driver.
         self.value: Any = None
-        # Where a stepper leaves the result or exception of its awaitable.
-        self.box: list[Any] = [None]
-        # The stepper (see _stepper) for await_ calls, and spares for nested ones.
-        self.stepper = _new_stepper(self.box)
-        self.steppers: list[types.GeneratorType[Any, Any, None]] = []
+        # Idle steppers (see _stepper), each with the box it reports into.
+        self.free: list[tuple[types.GeneratorType[Any, Any, None], list[Any]]] = []
 
 
 _RETURNED: Any = object()
@@ -443,15 +440,6 @@ def await_(awaitable: Any) -> Any:
     return _await_outside(awaitable)
 
 
-def _spare_stepper(worker: _Worker) -> types.GeneratorType[Any, Any, None]:
-    for stepper in worker.steppers:
-        if not stepper.gi_running:
-            return stepper
-    stepper = _new_stepper(worker.box)
-    worker.steppers.append(stepper)
-    return stepper
-
-
 def _iterator(awaitable: Any) -> Any:
     """What ``await awaitable`` would iterate over (None: not awaitable)."""
     cls = type(awaitable)
@@ -475,18 +463,26 @@ def _not_awaitable(obj: Any) -> Any:
 
 def _step(it: Any, worker: _Worker) -> Any:
     """Step ``it`` in this greenlet; switch to the driver only to pass a trap on."""
-    stepper = worker.stepper
-    if stepper.gi_running:  # it belongs to an enclosing await_ (portals nest)
-        stepper = _spare_stepper(worker)
+    # Take an idle stepper (and its result box) off the worker's free list for
+    # the whole call.  A stepper in use is never shared: nested await_ calls
+    # (portals) and ones made by code that runs between our bytecodes in this
+    # greenlet (a finalizer, a signal handler) each get their own.
+    free = worker.free
+    if free:
+        pair = free.pop()
+    else:
+        box: list[Any] = [None]
+        pair = (_new_stepper(box), box)
+    stepper, box = pair
     msg = stepper.send(it)
     del it
     if msg is not _RETURNED:
         switch = worker.parent.switch  # type: ignore[union-attr]
         while msg is not _RETURNED:
             if msg is _RAISED:
-                box = worker.box
                 exc = box[0]
                 box[0] = None
+                free.append(pair)
                 try:
                     raise exc
                 finally:
@@ -498,9 +494,9 @@ def _step(it: Any, worker: _Worker) -> Any:
                 del exc
             else:
                 msg = stepper.send(sent)
-    box = worker.box
     value = box[0]
     box[0] = None
+    free.append(pair)
     return value
 
 
