@@ -227,6 +227,29 @@ def test_watches_a_loop_in_another_thread() -> None:
         loop.close()
 
 
+def test_a_stopped_loop_is_not_a_blocked_one() -> None:
+    import asyncio
+
+    reports: list[BlockingReport] = []
+
+    async def busy_but_fine() -> None:
+        for _ in range(5):  # first steps of each run do some work
+            end = time.perf_counter() + 0.02
+            while time.perf_counter() < end:
+                pass
+            await asyncio.sleep(0)
+
+    loop = asyncio.new_event_loop()
+    try:
+        with detect_blocking(0.05, reports.append, loop=loop):
+            for _ in range(4):
+                loop.run_until_complete(busy_but_fine())
+                time.sleep(0.15)  # the loop is stopped, not blocked
+    finally:
+        loop.close()
+    assert reports == []
+
+
 def test_misuse() -> None:
     with pytest.raises(RuntimeError, match="needs an event loop.*pass loop="):
         detect_blocking()

@@ -153,6 +153,7 @@ class BlockingDetector:
         self._due = float("inf")  # no beat yet: nothing can be late
         self._thread_id: int | None = None
         self._sample: _Sample | None = None
+        self._paused_seq = -1  # a beat period in which the loop was seen stopped
         self._stopped = False
         self._is_running: Callable[[], bool] = lambda: False
         self._current_task: Callable[[], str | None] = lambda: None
@@ -168,7 +169,7 @@ class BlockingDetector:
         sample = self._sample
         if sample is not None:
             self._sample = None
-            if sample.seq == self._seq and late > self.threshold:
+            if sample.seq == self._seq and late > self.threshold and self._paused_seq != self._seq:
                 self._report(late, sample)
         self._seq += 1
         self._due = now + self.interval
@@ -199,8 +200,15 @@ class BlockingDetector:
         sample = self._sample
         if sample is not None and sample.seq == seq:
             return frames  # this stall is sampled already
-        if self._thread_id is None or not self._is_running():
-            return frames  # a stopped loop is idle, not blocked
+        if self._thread_id is None:
+            return frames
+        if not self._is_running():
+            # A stopped loop is idle, not blocked: its next beat is late, but
+            # that lateness is no stall (the loop may be restarted later).
+            self._paused_seq = seq
+            return frames
+        if self._paused_seq == seq:
+            return frames  # restarted after a pause; the next beat resets things
         if frames is None:
             frames = sys._current_frames()
         frame = frames.get(self._thread_id)
@@ -457,6 +465,8 @@ def _wrap_run_forever(cls: Any, threshold: float) -> None:
             _attach_asyncio(detector, self)
             _watcher.add(detector)
             _auto_detectors[self] = detector
+        else:
+            detector._due = float("inf")  # the loop was stopped, not blocked
         original(self)
 
     run_forever.__greenbridge_detector__ = True  # type: ignore[attr-defined]
