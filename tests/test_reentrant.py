@@ -204,6 +204,31 @@ def test_exceptions_and_futures(aio: Backend, reentrant: None) -> None:
     assert aio.run(main) == "future"
 
 
+def test_timeout_cancels_the_inner_coroutine(aio: Backend, reentrant: None) -> None:
+    log: list[str] = []
+
+    def sync_code() -> None:
+        async def slow() -> None:
+            try:
+                await asyncio.sleep(10)
+            except asyncio.CancelledError:
+                log.append("inner cancelled")
+                raise
+
+        try:
+            asyncio.run(slow())
+        except asyncio.CancelledError:
+            log.append("asyncio.run raised CancelledError")
+            raise
+
+    async def main() -> None:
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(greenbridge.async_(sync_code)(), 0.05)
+
+    aio.run(main)
+    assert log == ["inner cancelled", "asyncio.run raised CancelledError"]
+
+
 @pytest.mark.skipif(sys.version_info < (3, 11), reason="asyncio.Runner is 3.11+")
 def test_runner(aio: Backend, reentrant: None) -> None:
     def sync_code() -> list[int]:
