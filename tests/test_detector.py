@@ -348,3 +348,30 @@ def test_environment_variable_with_the_cli(tmp_path: Any) -> None:
     assert result.returncode == 0, result.stderr
     assert "event loop blocked for" in result.stderr
     assert "in crunch\n    while time.perf_counter() < end:" in result.stderr
+
+
+def test_cli_flag(tmp_path: Any) -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("greenbridge.__main__") is None:
+        pytest.skip("the greenbridge CLI is not in this tree")
+    script = tmp_path / "cpu.py"
+    script.write_text(textwrap.dedent(CLI_SCRIPT))
+    env = {k: v for k, v in os.environ.items() if k != "GREENBRIDGE_DETECT_BLOCKING"}
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "greenbridge", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    result = cli("--detect-blocking=0.1", str(script))
+    assert result.returncode == 0, result.stderr
+    assert "in crunch\n    while time.perf_counter() < end:" in result.stderr
+    assert "in crunch" not in cli(str(script)).stderr  # off without the flag
+    bad = cli("--detect-blocking=soon", str(script))
+    assert bad.returncode == 2
+    assert "--detect-blocking=soon: expected a number of seconds" in bad.stderr

@@ -37,6 +37,8 @@ subprocesses suspend only the waiting green thread).
 
 options:
   --uvloop    run on a uvloop loop instead of asyncio's default loop
+  --detect-blocking[=SECONDS]
+              log code that blocks the loop longer than SECONDS (default 0.1)
   -m module   run a library module as a script (like python -m)
   -h, --help  show this help and exit
 """
@@ -166,10 +168,38 @@ def _cancel_leftovers(loop: Any) -> None:
         loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
 
 
+# -- blocking-call detector flag (issue 6): --detect-blocking[=SECONDS] ------
+
+
+def _take_detect_blocking(argv: list[str]) -> tuple[list[str], float | None]:
+    """Remove ``--detect-blocking[=SECONDS]`` from the options before the program."""
+    rest: list[str] = []
+    threshold: float | None = None
+    for i, arg in enumerate(argv):
+        if arg == "--" or arg.startswith("-m") or not arg.startswith("-"):
+            return rest + argv[i:], threshold  # the program and its own arguments
+        if arg == "--detect-blocking" or arg.startswith("--detect-blocking="):
+            value = arg.partition("=")[2] or "0.1"
+            try:
+                threshold = float(value)
+            except ValueError:
+                raise _Usage(f"--detect-blocking={value}: expected a number of seconds") from None
+            if not threshold > 0:
+                raise _Usage(f"--detect-blocking={value}: expected a number of seconds > 0")
+        else:
+            rest.append(arg)
+    return rest, threshold
+
+
 def main(argv: list[str] | None = None) -> Any:
     """Run the command line ``python -m greenbridge ...``; return the exit status."""
     try:
-        use_uvloop, script, module, args = _parse(sys.argv[1:] if argv is None else argv)
+        argv, detect_threshold = _take_detect_blocking(sys.argv[1:] if argv is None else argv)
+        if detect_threshold is not None:
+            from ._detector import watch_all_loops
+
+            watch_all_loops(detect_threshold)
+        use_uvloop, script, module, args = _parse(argv)
         if script is not None and not os.path.exists(script):
             sys.stderr.write(
                 f"{sys.executable}: can't open file {os.path.abspath(script)!r}: "
