@@ -118,8 +118,12 @@ def _stepper(box: list[Any]) -> Generator[Any, Any, None]:
             box[0] = yield from awaitable
             end = _RETURNED
         except BaseException as exc:  # noqa: BLE001 - handed to await_
-            box[0] = exc
-            del exc
+            # Leave this generator's frame out of the traceback: code that clears
+            # a traceback's frames (unittest's assertRaises does) would otherwise
+            # close this stepper, which is reused by the next await_.
+            tb = exc.__traceback__
+            box[0] = exc if tb is None else exc.with_traceback(tb.tb_next)
+            del exc, tb
             end = _RAISED
         # Park outside the except block: a generator suspended inside one
         # would keep the exception (and every frame of its traceback) alive.
