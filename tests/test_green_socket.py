@@ -553,3 +553,106 @@ def test_time_module() -> None:
     t0 = time.monotonic()
     gtime.sleep(0.02)
     assert time.monotonic() - t0 >= 0.015
+
+
+# ---------------------------------------------------------------- signals, flags, kept waits
+
+
+def test_cleared_traceback_leaves_the_next_await_working(aio: Backend) -> None:
+    # unittest's assertRaises clears the frames of the traceback it caught; the
+    # generator greenbridge reuses for await_ must not be among them.
+    import traceback
+
+    def body() -> list[str]:
+        seen = []
+        for _ in range(2):
+            try:
+                gsocket.gethostbyaddr("0.1.2.3.4.5.invalid.")
+            except OSError as exc:
+                seen.append(type(exc).__name__)
+                traceback.clear_frames(exc.__traceback__)
+        return seen
+
+    assert run_sync(aio, body) == ["gaierror", "gaierror"]
+
+
+def test_signal_handler_runs_in_the_waiting_green_thread(aio: Backend) -> None:
+    import signal as std_signal
+
+    from greenbridge.green import signal as gsignal
+
+    if not hasattr(std_signal, "setitimer"):
+        pytest.skip("needs setitimer")
+
+    def body() -> tuple[str, float, list[int], float]:
+        a, b = gsocket.socketpair()
+        calls: list[int] = []
+        previous = gsignal.signal(std_signal.SIGALRM, lambda signum, frame: 1 / 0)
+        try:
+            a.settimeout(5)
+            t0 = time.monotonic()
+            std_signal.setitimer(std_signal.ITIMER_REAL, 0.05)
+            try:
+                a.recv(10)
+                raised = "nothing"
+            except ZeroDivisionError:
+                raised = "ZeroDivisionError"
+            first = time.monotonic() - t0
+            # A handler that returns: the call goes on waiting for the rest of its timeout.
+            gsignal.signal(std_signal.SIGALRM, lambda signum, frame: calls.append(signum))
+            assert gsignal.getsignal(std_signal.SIGALRM) is not None
+            a.settimeout(0.3)
+            t0 = time.monotonic()
+            std_signal.setitimer(std_signal.ITIMER_REAL, 0.05)
+            with pytest.raises(TimeoutError):
+                a.recv(10)
+            second = time.monotonic() - t0
+        finally:
+            std_signal.setitimer(std_signal.ITIMER_REAL, 0)
+            gsignal.signal(std_signal.SIGALRM, previous)
+            a.close()
+            b.close()
+        return raised, first, calls, second
+
+    raised, first, calls, second = run_sync(aio, body)
+    assert raised == "ZeroDivisionError"
+    assert first < 2.0
+    assert calls == [std_signal.SIGALRM]
+    assert 0.25 < second < 2.0
+
+
+def test_getsignal_returns_the_handler_as_installed() -> None:
+    import signal as std_signal
+
+    from greenbridge.green import signal as gsignal
+
+    def handler(signum: int, frame: Any) -> None:
+        pass
+
+    previous = gsignal.signal(std_signal.SIGUSR1, handler)
+    try:
+        assert gsignal.getsignal(std_signal.SIGUSR1) is handler
+        assert gsignal.signal(std_signal.SIGUSR1, std_signal.SIG_IGN) is handler
+        assert gsignal.getsignal(std_signal.SIGUSR1) is std_signal.SIG_IGN
+    finally:
+        gsignal.signal(std_signal.SIGUSR1, previous)
+
+
+def test_msg_dontwait_never_waits(aio: Backend) -> None:
+    def body() -> list[str]:
+        a, b = gsocket.socketpair()
+        with a, b:
+            assert a.gettimeout() is None  # a blocking socket...
+            out = []
+            for call in (
+                lambda: a.recv(10, gsocket.MSG_DONTWAIT),
+                lambda: a.recv_into(bytearray(10), 10, gsocket.MSG_DONTWAIT),
+                lambda: a.recvmsg(10, 0, gsocket.MSG_DONTWAIT),
+            ):
+                try:
+                    call()
+                except BlockingIOError:
+                    out.append("BlockingIOError")  # ...but this call must not block
+            return out
+
+    assert run_sync(aio, body) == ["BlockingIOError"] * 3

@@ -54,8 +54,7 @@ _CSocket = _c.socket
 _monotonic = _time.monotonic
 _timeout_error = _std.timeout
 _where = _hub._where
-_wait_readable = _hub.wait_readable
-_wait_writable = _hub.wait_writable
+_wait_socket = _hub.wait_socket
 
 _c_recv = _CSocket.recv
 _c_recv_into = _CSocket.recv_into
@@ -78,6 +77,16 @@ def _rebind(fn: Any) -> Any:
     new.__qualname__ = fn.__qualname__
     new.__module__ = __name__
     return new
+
+
+_DONTWAIT: int = getattr(_c, "MSG_DONTWAIT", 0)  # this call must not block, whatever the timeout
+
+
+def _flag_arg(args: tuple[Any, ...], index: int) -> int:
+    """The flags argument of recvmsg/sendmsg (``index`` in ``args``), 0 if absent."""
+    if len(args) > index and isinstance(args[index], int):
+        return int(args[index])
+    return 0
 
 
 def _timed_out() -> OSError:
@@ -126,10 +135,10 @@ class socket(_std.socket):  # noqa: N801 - the stdlib's name
     def _retry(self, op: Any, readable: bool, *args: Any) -> Any:
         """Wait until the fd is ready and retry ``op`` until it does not block."""
         timeout = self._gb_timeout
-        wait = _wait_readable if readable else _wait_writable
+        fd = self.fileno()
         if timeout is None:
             while True:
-                wait(self.fileno())
+                _wait_socket(self, fd, readable)
                 try:
                     return op(self, *args)
                 except BlockingIOError:
@@ -137,7 +146,7 @@ class socket(_std.socket):  # noqa: N801 - the stdlib's name
         deadline = _monotonic() + timeout
         while True:
             remaining = deadline - _monotonic()
-            if remaining <= 0 or not wait(self.fileno(), remaining):
+            if remaining <= 0 or not _wait_socket(self, fd, readable, remaining):
                 raise _timed_out()
             try:
                 return op(self, *args)
@@ -151,7 +160,7 @@ class socket(_std.socket):  # noqa: N801 - the stdlib's name
         try:
             return _c_recv(self, bufsize, flags)  # type: ignore[no-any-return]
         except BlockingIOError:
-            if self._gb_timeout == 0.0:
+            if self._gb_timeout == 0.0 or flags & _DONTWAIT:
                 raise
         return self._retry(_c_recv, True, bufsize, flags)  # type: ignore[no-any-return]
 
@@ -160,7 +169,7 @@ class socket(_std.socket):  # noqa: N801 - the stdlib's name
         try:
             return _c_recv_into(self, buffer, nbytes, flags)  # type: ignore[no-any-return]
         except BlockingIOError:
-            if self._gb_timeout == 0.0:
+            if self._gb_timeout == 0.0 or flags & _DONTWAIT:
                 raise
         return self._retry(_c_recv_into, True, buffer, nbytes, flags)  # type: ignore[no-any-return]
 
@@ -169,7 +178,7 @@ class socket(_std.socket):  # noqa: N801 - the stdlib's name
         try:
             return _c_recvfrom(self, bufsize, flags)  # type: ignore[no-any-return]
         except BlockingIOError:
-            if self._gb_timeout == 0.0:
+            if self._gb_timeout == 0.0 or flags & _DONTWAIT:
                 raise
         return self._retry(_c_recvfrom, True, bufsize, flags)  # type: ignore[no-any-return]
 
@@ -178,7 +187,7 @@ class socket(_std.socket):  # noqa: N801 - the stdlib's name
         try:
             return _c_recvfrom_into(self, buffer, nbytes, flags)  # type: ignore[no-any-return]
         except BlockingIOError:
-            if self._gb_timeout == 0.0:
+            if self._gb_timeout == 0.0 or flags & _DONTWAIT:
                 raise
         return self._retry(_c_recvfrom_into, True, buffer, nbytes, flags)  # type: ignore[no-any-return]
 
@@ -189,7 +198,7 @@ class socket(_std.socket):  # noqa: N801 - the stdlib's name
             try:
                 return _CSocket.recvmsg(self, *args)
             except BlockingIOError:
-                if self._gb_timeout == 0.0:
+                if self._gb_timeout == 0.0 or _flag_arg(args, 2) & _DONTWAIT:
                     raise
             return self._retry(_CSocket.recvmsg, True, *args)
 
@@ -198,7 +207,7 @@ class socket(_std.socket):  # noqa: N801 - the stdlib's name
             try:
                 return _CSocket.recvmsg_into(self, *args)
             except BlockingIOError:
-                if self._gb_timeout == 0.0:
+                if self._gb_timeout == 0.0 or _flag_arg(args, 2) & _DONTWAIT:
                     raise
             return self._retry(_CSocket.recvmsg_into, True, *args)
 
@@ -209,7 +218,7 @@ class socket(_std.socket):  # noqa: N801 - the stdlib's name
         try:
             return _c_send(self, data, flags)  # type: ignore[no-any-return]
         except BlockingIOError:
-            if self._gb_timeout == 0.0:
+            if self._gb_timeout == 0.0 or flags & _DONTWAIT:
                 raise
         return self._retry(_c_send, False, data, flags)  # type: ignore[no-any-return]
 
@@ -220,7 +229,7 @@ class socket(_std.socket):  # noqa: N801 - the stdlib's name
         try:
             return _c_sendto(self, data, *args)  # type: ignore[no-any-return]
         except BlockingIOError:
-            if self._gb_timeout == 0.0:
+            if self._gb_timeout == 0.0 or (len(args) == 2 and args[0] & _DONTWAIT):
                 raise
         return self._retry(_c_sendto, False, data, *args)  # type: ignore[no-any-return]
 
@@ -231,7 +240,7 @@ class socket(_std.socket):  # noqa: N801 - the stdlib's name
             try:
                 return _CSocket.sendmsg(self, *args)  # type: ignore[no-any-return]
             except BlockingIOError:
-                if self._gb_timeout == 0.0:
+                if self._gb_timeout == 0.0 or _flag_arg(args, 2) & _DONTWAIT:
                     raise
             return self._retry(_CSocket.sendmsg, False, *args)  # type: ignore[no-any-return]
 
@@ -252,7 +261,7 @@ class socket(_std.socket):  # noqa: N801 - the stdlib's name
         try:
             sent = _c_send(self, data, flags)  # also the stdlib's type checks
         except BlockingIOError:
-            if self._gb_timeout == 0.0:
+            if self._gb_timeout == 0.0 or flags & _DONTWAIT:
                 raise
             sent = 0
         with memoryview(data) as view, view.cast("B") as bytes_view:
@@ -266,13 +275,13 @@ class socket(_std.socket):  # noqa: N801 - the stdlib's name
                     sent += _c_send(self, bytes_view[sent:], flags)
                     continue
                 except BlockingIOError:
-                    if timeout == 0.0:
+                    if timeout == 0.0 or flags & _DONTWAIT:
                         raise
                 if deadline is None:
-                    _wait_writable(self.fileno())
+                    _wait_socket(self, self.fileno(), False)
                 else:
                     remaining = deadline - _monotonic()
-                    if remaining <= 0 or not _wait_writable(self.fileno(), remaining):
+                    if remaining <= 0 or not _wait_socket(self, self.fileno(), False, remaining):
                         raise _timed_out()
 
     # -- connecting ---------------------------------------------------------
@@ -323,7 +332,7 @@ class socket(_std.socket):  # noqa: N801 - the stdlib's name
                 except BlockingIOError as exc:
                     code = exc.errno
                 continue
-            if not _wait_writable(self.fileno(), remaining):
+            if not _wait_socket(self, self.fileno(), False, remaining):
                 raise _timed_out()
             err = self.getsockopt(SOL_SOCKET, SO_ERROR)  # type: ignore[name-defined]  # noqa: F821
             if err == 0:
@@ -455,6 +464,11 @@ def gethostbyaddr(ip_address: str, /) -> tuple[str, list[str], list[str]]:
 
 def getnameinfo(sockaddr: Any, flags: int, /) -> tuple[str, str]:
     """``socket.getnameinfo``, off the loop."""
+    if not isinstance(sockaddr, tuple):
+        # The C function's own check, here, and without keeping a reference to
+        # the bad argument in the traceback's frame.
+        del sockaddr
+        raise TypeError("getnameinfo() argument 1 must be a tuple")
     return _offloaded(_c.getnameinfo, sockaddr, flags)  # type: ignore[no-any-return]
 
 

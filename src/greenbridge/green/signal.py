@@ -1,0 +1,90 @@
+"""Green ``signal``: the stdlib module, with handlers that run in a green thread.
+
+The stdlib runs a Python signal handler in the main thread, which is also the
+only thread allowed to install one; an exception it raises comes out of
+whatever the main thread was doing, typically a blocking call (``recv``,
+``select``, ``time.sleep``), and a handler that returns normally lets that
+call resume (PEP 475).
+
+Under greenbridge many green threads share the OS main thread, and while they
+all wait the event loop sits in its selector: the handler would run there and
+its exception would escape the loop.  So :func:`signal` installs a Python
+handler through a small wrapper that remembers the green thread that
+installed it.  When the signal arrives while that green thread waits in
+greenbridge's hub on an asyncio (or uvloop) loop, the wait is woken and the
+handler runs in that green thread, so its exception is raised by the blocking
+call, exactly as with the stdlib; when it returns normally, the call goes on
+waiting for what is left of its timeout.  In every other case (the green
+thread is running, or waits on something else; trio; no loop) the handler runs
+where the signal arrived, as with the stdlib.
+
+:func:`getsignal` and the value :func:`signal` returns give back your own
+handler, never the wrapper.
+"""
+
+from __future__ import annotations
+
+import weakref
+from typing import Any
+
+from greenlet import getcurrent
+
+from .. import _hub
+from .._patcher import original
+
+_std: Any = original("signal")
+
+for _name in dir(_std):
+    if not _name.startswith("__"):
+        globals()[_name] = getattr(_std, _name)
+del _name
+
+__all__ = [name for name in dir(_std) if not name.startswith("_")]
+__doc__ = _std.__doc__ or __doc__
+
+
+class _GreenHandler:
+    """Calls ``handler`` in the green thread that installed it, when that one waits."""
+
+    __slots__ = ("handler", "_target", "__weakref__")
+
+    def __init__(self, handler: Any, target: Any) -> None:
+        self.handler = handler
+        self._target = None if target is None else weakref.ref(target)
+
+    def __call__(self, signum: int, frame: Any) -> Any:
+        target = None if self._target is None else self._target()
+        if (
+            target is not None
+            and target is not getcurrent()
+            and _hub.deliver_signal(target, self.handler, signum, frame)
+        ):
+            return None
+        return self.handler(signum, frame)
+
+    def __repr__(self) -> str:
+        return f"<green signal handler for {self.handler!r}>"
+
+
+def _unwrap(handler: Any) -> Any:
+    return handler.handler if isinstance(handler, _GreenHandler) else handler
+
+
+def signal(signalnum: int, handler: Any, /) -> Any:
+    """``signal.signal``: install ``handler``; a Python handler runs in this green thread.
+
+    Returns the previous handler (as you installed it).
+    """
+    if (
+        callable(handler)
+        and handler is not _std.default_int_handler
+        and not isinstance(handler, _GreenHandler)
+    ):
+        target = getcurrent() if _hub.can_suspend() else None
+        handler = _GreenHandler(handler, target)
+    return _unwrap(_std.signal(signalnum, handler))
+
+
+def getsignal(signalnum: int, /) -> Any:
+    """``signal.getsignal``: the handler installed for ``signalnum`` (yours, unwrapped)."""
+    return _unwrap(_std.getsignal(signalnum))
