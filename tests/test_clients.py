@@ -9,7 +9,9 @@ calls take about one call's time, and a heartbeat's largest gap stays small.
 from __future__ import annotations
 
 import asyncio
+import functools
 import importlib
+import io
 import ssl as std_ssl
 import sys
 import threading
@@ -214,6 +216,92 @@ async def smtp_handler(reader: asyncio.StreamReader, writer: asyncio.StreamWrite
         writer.close()
 
 
+FTP_FILES = {"small.txt": b"hello ftp\r\n", "big.bin": bytes(range(256)) * 4096}
+
+
+async def _accept_data(
+    fut: asyncio.Future[tuple[asyncio.StreamReader, asyncio.StreamWriter]],
+    r: asyncio.StreamReader,
+    w: asyncio.StreamWriter,
+) -> None:
+    if not fut.done():
+        fut.set_result((r, w))
+
+
+async def ftp_handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """A minimal FTP server: login, TYPE, PASV, RETR (slow), STOR, SIZE, NOOP, QUIT."""
+    stored: dict[str, bytes] = {}
+    data_conn: asyncio.Future[tuple[asyncio.StreamReader, asyncio.StreamWriter]] | None = None
+    data_server: asyncio.AbstractServer | None = None
+
+    def reply(line: str) -> None:
+        writer.write(line.encode() + b"\r\n")
+
+    async def open_data() -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        nonlocal data_conn, data_server
+        assert data_conn is not None and data_server is not None
+        streams = await data_conn
+        data_server.close()
+        data_conn = data_server = None
+        return streams
+
+    reply("220 test FTP")
+    try:
+        while True:
+            line = (await reader.readline()).decode().strip()
+            if not line:
+                break
+            cmd, _, arg = line.partition(" ")
+            cmd = cmd.upper()
+            if cmd == "USER":
+                reply("331 password please")
+            elif cmd == "PASS":
+                reply("230 logged in")
+            elif cmd in ("TYPE", "NOOP"):
+                reply("200 OK")
+            elif cmd == "PASV":
+                loop = asyncio.get_running_loop()
+                data_conn = loop.create_future()
+                data_server = await asyncio.start_server(
+                    functools.partial(_accept_data, data_conn), "127.0.0.1", 0
+                )
+                port = data_server.sockets[0].getsockname()[1]
+                reply(f"227 Entering Passive Mode (127,0,0,1,{port >> 8},{port & 255})")
+            elif cmd == "SIZE":
+                size = len(FTP_FILES.get(arg, stored.get(arg, b"")))
+                reply(f"213 {size}")
+            elif cmd == "RETR":
+                content = FTP_FILES.get(arg, stored.get(arg))
+                if content is None:
+                    reply("550 no such file")
+                else:
+                    reply("150 sending")
+                    _, dw = await open_data()
+                    await asyncio.sleep(SLOW)
+                    dw.write(content)
+                    await dw.drain()
+                    dw.close()
+                    reply("226 done")
+            elif cmd == "STOR":
+                reply("150 go ahead")
+                await writer.drain()
+                dr, dw = await open_data()
+                stored[arg] = await dr.read()
+                dw.close()
+                reply("226 stored")
+            elif cmd == "QUIT":
+                reply("221 bye")
+                await writer.drain()
+                break
+            else:
+                reply("502 not implemented")
+            await writer.drain()
+    finally:
+        if data_server is not None:
+            data_server.close()
+        writer.close()
+
+
 @pytest.fixture(scope="module")
 def servers() -> Iterator[dict[str, Any]]:
     trustme = pytest.importorskip("trustme")
@@ -232,6 +320,7 @@ def servers() -> Iterator[dict[str, Any]]:
             "https": ts.serve(http_handler, ssl=server_ctx),
             "https_bad": ts.serve(http_handler, ssl=bad_ctx),
             "smtp": ts.serve(smtp_handler),
+            "ftp": ts.serve(ftp_handler),
             "ca": ca_path,
         }
     ts.stop()
@@ -423,3 +512,43 @@ def test_smtplib(backend: Backend, servers: dict[str, Any], green_import: Any) -
     results, elapsed, gap = concurrently(backend, [lambda i=i: send(i) for i in range(N)])
     assert results == [{}] * N
     assert_concurrent(elapsed, gap)
+
+
+def test_ftplib(backend: Backend, servers: dict[str, Any], green_import: Any) -> None:
+    ftplib = green_import("ftplib")
+
+    def session(i: int) -> tuple[bytes, bytes, int | None]:
+        with ftplib.FTP() as ftp:
+            ftp.connect("127.0.0.1", servers["ftp"], timeout=10)
+            ftp.login("user", "secret")
+            chunks: list[bytes] = []
+            ftp.retrbinary("RETR big.bin", chunks.append)  # waits SLOW on the server
+            lines: list[str] = []
+            ftp.retrlines("RETR small.txt", lines.append)
+            upload = b"upload %d" % i
+            ftp.storbinary(f"STOR up{i}", io.BytesIO(upload))
+            return b"".join(chunks), "\n".join(lines).encode(), ftp.size(f"up{i}")
+
+    results, elapsed, gap = concurrently(backend, [lambda i=i: session(i) for i in range(N)])
+    for i, (big, small, size) in enumerate(results):
+        assert big == FTP_FILES["big.bin"]
+        assert small == b"hello ftp"
+        assert size == len(b"upload %d" % i)
+    assert_concurrent(elapsed, gap, n_rounds=2)  # two slow RETRs per session
+
+
+def test_ftplib_error_reply(backend: Backend, servers: dict[str, Any], green_import: Any) -> None:
+    ftplib = green_import("ftplib")
+
+    def missing() -> str:
+        with ftplib.FTP() as ftp:
+            ftp.connect("127.0.0.1", servers["ftp"], timeout=10)
+            ftp.login("user", "secret")
+            try:
+                ftp.retrbinary("RETR missing", lambda b: None)
+            except ftplib.error_perm as exc:
+                return str(exc)
+            raise AssertionError("no error for a missing file")
+
+    (message,), _elapsed, _gap = concurrently(backend, [missing])
+    assert message.startswith("550")
