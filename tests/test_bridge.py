@@ -573,3 +573,24 @@ def test_await_from_code_run_between_our_bytecodes(aio: Backend) -> None:
 
     assert aio.run(main) == "outer result"
     assert log == ["from tracer"]
+
+
+def test_clearing_a_tracebacks_frames_does_not_break_later_awaits(aio: Backend) -> None:
+    """unittest's assertRaises clears the frames of the traceback it caught."""
+
+    async def fails() -> None:
+        await asyncio.sleep(0)
+        raise ValueError("to be cleared")
+
+    def sync() -> int:
+        for _ in range(3):
+            try:
+                await_(fails())
+            except ValueError as exc:
+                traceback.clear_frames(exc.__traceback__)
+        return await_(asyncio.sleep(0, 5))
+
+    async def main() -> int:
+        return await async_(sync)()
+
+    assert aio.run(main) == 5

@@ -444,6 +444,11 @@ def await_(awaitable: Any) -> Any:
     return _await_outside(awaitable)
 
 
+def _new_pair() -> tuple[types.GeneratorType[Any, Any, None], list[Any]]:
+    box: list[Any] = [None]
+    return _new_stepper(box), box
+
+
 def _iterator(awaitable: Any) -> Any:
     """What ``await awaitable`` would iterate over (None: not awaitable)."""
     cls = type(awaitable)
@@ -474,9 +479,10 @@ def _step(it: Any, worker: _Worker) -> Any:
     free = worker.free
     if free:
         pair = free.pop()
+        if pair[0].gi_frame is None:  # closed from outside (frame.clear()): replace
+            pair = _new_pair()
     else:
-        box: list[Any] = [None]
-        pair = (_new_stepper(box), box)
+        pair = _new_pair()
     stepper, box = pair
     msg = stepper.send(it)
     del it
