@@ -94,23 +94,35 @@ def _ready(api: _Api, fd: int, s: Any, timeout: float | None) -> Any:
     return api.READY[(want_r, want_w)]
 
 
+class _GaveUp(Exception):
+    """The server did not end a cancelled query in time."""
+
+
+def _parse(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[float | None, float | None]:
+    """(interval, timeout) from the arguments psycopg passed to its wait function.
+
+    psycopg >= 3.3: ``(interval, timeout)``, ``timeout`` a deadline that raises
+    ``errors._WaitTimeout``.  psycopg 3.2: ``(interval)``.  psycopg 3.1:
+    ``(timeout)``, which was the interval.  The interval is how often the
+    generator gets ``Ready.NONE`` (older versions check their deadlines then).
+    """
+    if _get_api().wait_timeout_cls is not None:
+        interval = kwargs.get("interval", args[0] if args else None)
+        timeout = kwargs.get("timeout", args[1] if len(args) > 1 else None)
+    else:
+        interval = kwargs.get("interval", kwargs.get("timeout", args[0] if args else None))
+        timeout = None
+    return (interval or None), timeout
+
+
 def _consume(
     gen: Generator[Any, Any, Any],
     step: Callable[[Any], tuple[int, Any]],
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
+    interval: float | None,
+    timeout: float | None,
+    timeout_exc: Callable[[str], BaseException] | None = None,
 ) -> Any:
     api = _get_api()
-    interval: float | None
-    timeout: float | None
-    if api.wait_timeout_cls is not None:
-        # (interval, timeout): the interval only served to notice Ctrl-C
-        # between select() calls; on the loop signals are the loop's job.
-        timeout = kwargs.get("timeout", args[1] if len(args) > 1 else None)
-        interval = None
-    else:
-        interval = kwargs.get("timeout", args[0] if args else None)
-        timeout = None
     deadline = None if timeout is None else time.monotonic() + timeout
     try:
         fd, s = step(next(gen))
@@ -122,8 +134,8 @@ def _consume(
             ready = _ready(api, fd, s, wait_for)
             if ready is None:
                 if deadline is not None and time.monotonic() >= deadline:
-                    assert api.wait_timeout_cls is not None
-                    raise api.wait_timeout_cls("wait timeout expired")
+                    exc = timeout_exc or api.wait_timeout_cls or _GaveUp
+                    raise exc("wait timeout expired")
                 ready = api.READY[(False, False)]
             fd, s = step(gen.send(ready))
     except StopIteration as ex:
@@ -132,12 +144,12 @@ def _consume(
 
 def wait(gen: Generator[Any, Any, Any], fileno: int, *args: Any, **kwargs: Any) -> Any:
     """Green ``psycopg.waiting.wait``: consume ``gen``, waiting on ``fileno``."""
-    return _consume(gen, lambda s: (fileno, s), args, kwargs)
+    return _consume(gen, lambda s: (fileno, s), *_parse(args, kwargs))
 
 
 def wait_conn(gen: Generator[Any, Any, Any], *args: Any, **kwargs: Any) -> Any:
     """Green ``psycopg.waiting.wait_conn``: as :func:`wait`, the fd comes from ``gen``."""
-    return _consume(gen, lambda pair: (pair[0], pair[1]), args, kwargs)
+    return _consume(gen, lambda pair: (pair[0], pair[1]), *_parse(args, kwargs))
 
 
 def _wrap_connection_wait(original: Callable[..., Any]) -> Callable[..., Any]:
@@ -179,10 +191,8 @@ def _cancel_on_server(conn: Any, gen: Any, exc: BaseException) -> None:
                 conn.cancel_safe(timeout=CANCEL_TIMEOUT)  # non-blocking with libpq >= 17
             else:  # pragma: no cover - psycopg < 3.2
                 conn.cancel()
-            if api.wait_timeout_cls is not None:
-                wait(gen, conn.pgconn.socket, None, CANCEL_TIMEOUT)
-            else:  # pragma: no cover - psycopg < 3.2: no deadline support
-                wait(gen, conn.pgconn.socket)
+            fd = conn.pgconn.socket
+            _consume(gen, lambda s: (fd, s), None, CANCEL_TIMEOUT, _GaveUp)
     except api.errors.QueryCanceled:
         pass  # the server ended the query: the connection is usable
     except BaseException as other:  # noqa: BLE001 - any failure: unknown state
