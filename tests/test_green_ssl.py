@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import os
 import ssl as std_ssl
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -391,7 +392,10 @@ def test_peer_closes_without_close_notify(backend: Backend, certs: Certs, listen
 
     _, (suppressed, raised), _gap = run(backend, server, clients, listener=listener)
     assert suppressed == b""
-    assert raised is std_ssl.SSLEOFError
+    if sys.version_info >= (3, 10):
+        assert raised is std_ssl.SSLEOFError
+    else:  # 3.9's ssl module reports OpenSSL 3's unexpected EOF as a clean one
+        assert raised in (b"", std_ssl.SSLEOFError)
 
 
 def test_closed_socket_raises_like_the_stdlib(

@@ -195,7 +195,7 @@ def test_sleep_runs_concurrently_and_zero_yields(backend: Backend) -> None:
         return time.monotonic() - t0, results[-1]
 
     elapsed, advanced = backend.run(main)
-    assert elapsed < 0.6  # 50 sleeps of 0.2 s, concurrently: about 0.2 s
+    assert elapsed < 1.5  # 50 sleeps of 0.2 s: serially 10 s, concurrently about 0.2 s
     assert advanced >= 1  # sleep(0) let the ticker run
 
 
