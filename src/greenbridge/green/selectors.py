@@ -9,6 +9,7 @@ its ``select()`` suspends only the calling greenlet under greenbridge.
 from __future__ import annotations
 
 import sys
+import types
 
 from .._patcher import original
 from . import select as _green_select
@@ -34,6 +35,11 @@ def _load() -> None:
         else:
             sys.modules["select"] = saved
     namespace["__doc__"] = _selectors.__doc__
+    # ``_select = select.select`` in the class body: the C function is not bound
+    # as a method, but our Python ``select`` would be.
+    cls = namespace["SelectSelector"]
+    if isinstance(cls.__dict__.get("_select"), types.FunctionType):
+        cls._select = staticmethod(cls.__dict__["_select"])
 
 
 _load()

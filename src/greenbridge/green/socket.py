@@ -307,6 +307,9 @@ class socket(_std.socket):  # noqa: N801 - the stdlib's name
 
     def connect(self, address: Any, /) -> None:
         """``socket.connect``; waits (and resolves names) cooperatively."""
+        socket._gb_connect(self, address)
+
+    def _gb_connect(self, address: Any) -> None:
         address = self._resolve(address)
         try:
             _c_connect(self, address)
@@ -344,7 +347,7 @@ class socket(_std.socket):  # noqa: N801 - the stdlib's name
     def connect_ex(self, address: Any, /) -> int:
         """``socket.connect_ex``: as connect, but return the error number (0 on success)."""
         try:
-            self.connect(address)
+            socket._gb_connect(self, address)  # not self.connect: SSLSocket overrides it
         except _timeout_error:
             return _errno.EWOULDBLOCK
         except gaierror:  # type: ignore[name-defined]  # noqa: F821
