@@ -224,7 +224,9 @@ async def _accept_data(
     r: asyncio.StreamReader,
     w: asyncio.StreamWriter,
 ) -> None:
-    if not fut.done():
+    if fut.done():
+        w.close()  # the command it was for has gone
+    else:
         fut.set_result((r, w))
 
 
@@ -244,6 +246,17 @@ async def ftp_handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter
         data_server.close()
         data_conn = data_server = None
         return streams
+
+    def drop_data() -> None:
+        nonlocal data_conn, data_server
+        if data_server is not None:
+            data_server.close()
+        if data_conn is not None:
+            if data_conn.done():
+                data_conn.result()[1].close()
+            else:
+                data_conn.cancel()
+        data_conn = data_server = None
 
     reply("220 test FTP")
     try:
@@ -273,6 +286,7 @@ async def ftp_handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter
             elif cmd == "RETR":
                 content = FTP_FILES.get(arg, stored.get(arg))
                 if content is None:
+                    drop_data()
                     reply("550 no such file")
                 else:
                     reply("150 sending")
@@ -297,8 +311,7 @@ async def ftp_handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter
                 reply("502 not implemented")
             await writer.drain()
     finally:
-        if data_server is not None:
-            data_server.close()
+        drop_data()
         writer.close()
 
 
