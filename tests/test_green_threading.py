@@ -98,8 +98,9 @@ def test_thread_attributes_and_identity(aio: Backend) -> None:
 
         t = gt.Thread(target=body, args=(1,), kwargs={"y": 2}, name="worker", daemon=False)
         assert t.ident is None and not t.is_alive()
-        # A task not started by Thread is a dummy thread, daemonic as in the stdlib.
-        assert gt.current_thread().daemon and gt.Thread().daemon
+        # A task not started by Thread is a non-daemon dummy thread: what it starts is not daemonic.
+        assert not gt.current_thread().daemon and not gt.Thread().daemon
+        assert gt.Thread(daemon=True).daemon
         t.start()
         assert t.is_alive() and t in gt.enumerate()
         t.join(0.05)  # times out: the thread waits on the gate

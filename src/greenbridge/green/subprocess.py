@@ -122,7 +122,7 @@ class _GreenPipe(io.RawIOBase):
                 super().close()
 
 
-def _greenify(fileobj: Any, readable: bool) -> Any:
+def _greenify(fileobj: Any, readable: bool, bufsize: int = -1) -> Any:
     """An equivalent file object over a non-blocking duplicate of ``fileobj``'s pipe."""
     if fileobj is None:
         return None
@@ -132,7 +132,8 @@ def _greenify(fileobj: Any, readable: bool) -> Any:
     fileobj.close()  # our duplicate keeps the pipe open
     new: Any = raw
     if not isinstance(buffered, io.FileIO):
-        new = io.BufferedReader(raw) if readable else io.BufferedWriter(raw)
+        size = bufsize if bufsize > 1 else io.DEFAULT_BUFFER_SIZE
+        new = io.BufferedReader(raw, size) if readable else io.BufferedWriter(raw, size)
     if text is not None:
         new = io.TextIOWrapper(
             new,
@@ -204,9 +205,10 @@ class Popen(_sp.Popen):  # type: ignore[type-arg]
             given = args[index] if len(args) > index else kwargs.get(name)
             _hand_to_child(given)
         super().__init__(*args, **kwargs)
-        self.stdin = _greenify(self.stdin, False)
-        self.stdout = _greenify(self.stdout, True)
-        self.stderr = _greenify(self.stderr, True)
+        bufsize = args[1] if len(args) > 1 else kwargs.get("bufsize", -1)
+        self.stdin = _greenify(self.stdin, False, bufsize)
+        self.stdout = _greenify(self.stdout, True, bufsize)
+        self.stderr = _greenify(self.stderr, True, bufsize)
 
     def _wait(self, timeout: float | None) -> int:
         if self.returncode is not None:

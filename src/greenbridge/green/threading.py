@@ -175,6 +175,13 @@ class _Waiter:
         return self.fired
 
 
+def _qualname(obj: object) -> str:
+    """``threading.Event`` for our classes (as the stdlib's repr), ``module.Name`` for others."""
+    cls = type(obj)
+    module = "threading" if cls.__module__ == __name__ else cls.__module__
+    return f"{module}.{cls.__qualname__}"
+
+
 def _check_timeout(blocking: bool, timeout: float) -> None:
     if not blocking and timeout != -1:
         raise ValueError("can't specify a timeout for a non-blocking call")
@@ -294,9 +301,7 @@ class Lock:
 
     def __repr__(self) -> str:
         state = "locked" if self._locked else "unlocked"
-        return (
-            f"<{state} {type(self).__module__}.{type(self).__qualname__} object at {id(self):#x}>"
-        )
+        return f"<{state} {_qualname(self)} object at {id(self):#x}>"
 
 
 class RLock:
@@ -365,7 +370,7 @@ class RLock:
         owner = self._owner
         state = "locked" if owner is not None else "unlocked"
         return (
-            f"<{state} {type(self).__module__}.{type(self).__qualname__} object "
+            f"<{state} {_qualname(self)} object "
             f"owner={owner!r} count={self._count} at {id(self):#x}>"
         )
 
@@ -479,8 +484,7 @@ class Semaphore:
         self._value = value
 
     def __repr__(self) -> str:
-        cls = type(self)
-        return f"<{cls.__module__}.{cls.__qualname__} at {id(self):#x}: value={self._value}>"
+        return f"<{_qualname(self)} at {id(self):#x}: value={self._value}>"
 
     def acquire(self, blocking: bool = True, timeout: float | None = None) -> bool:
         """Decrement the counter, waiting while it is zero (at most ``timeout`` seconds)."""
@@ -524,10 +528,7 @@ class BoundedSemaphore(Semaphore):
         self._initial_value = value
 
     def __repr__(self) -> str:
-        return (
-            f"<{type(self).__module__}.{type(self).__qualname__} at {id(self):#x}: "
-            f"value={self._value}/{self._initial_value}>"
-        )
+        return f"<{_qualname(self)} at {id(self):#x}: value={self._value}/{self._initial_value}>"
 
     def release(self, n: int = 1) -> None:
         """Increment the counter; ValueError if it would exceed the initial value."""
@@ -549,7 +550,7 @@ class Event:
 
     def __repr__(self) -> str:
         status = "set" if self._flag else "unset"
-        return f"<{type(self).__module__}.{type(self).__qualname__} at {id(self):#x}: {status}>"
+        return f"<{_qualname(self)} at {id(self):#x}: {status}>"
 
     def _at_fork_reinit(self) -> None:
         self._cond._at_fork_reinit()
@@ -645,11 +646,8 @@ class Barrier:
 
     def __repr__(self) -> str:
         if self.broken:
-            return f"<{type(self).__module__}.{type(self).__qualname__} at {id(self):#x}: broken>"
-        return (
-            f"<{type(self).__module__}.{type(self).__qualname__} at {id(self):#x}: "
-            f"waiters={self.n_waiting}/{self.parties}>"
-        )
+            return f"<{_qualname(self)} at {id(self):#x}: broken>"
+        return f"<{_qualname(self)} at {id(self):#x}: waiters={self.n_waiting}/{self.parties}>"
 
     def wait(self, timeout: float | None = None) -> int:
         """Wait for all parties; return this caller's arrival index (0 .. parties-1)."""
@@ -1096,8 +1094,8 @@ class _MainThread(Thread):
 class _DummyThread(Thread):
     """A thread not started by this module (a plain task, or a foreign OS thread)."""
 
-    def __init__(self, ident: int) -> None:
-        Thread.__init__(self, name=_newname("Dummy-%d"), daemon=True)
+    def __init__(self, ident: int, daemon: bool = True) -> None:
+        Thread.__init__(self, name=_newname("Dummy-%d"), daemon=daemon)
         self._started.set()
         self._ident = ident
         self._native_id = get_native_id()
@@ -1131,7 +1129,9 @@ def current_thread() -> Thread:
         foreign = _std._active.get(ident)  # type: ignore[attr-defined]
         if foreign is not None:
             return foreign  # type: ignore[no-any-return]
-    dummy = _DummyThread(ident)
+    # A foreign OS thread is daemonic, as in the stdlib; a task not started by Thread
+    # (the body of an async program) is not, so the threads it starts are not either.
+    dummy = _DummyThread(ident, daemon=task is None)
     with _active_mutex:
         _active[ident] = dummy
     if task is not None:
