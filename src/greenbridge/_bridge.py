@@ -1,10 +1,10 @@
 """The bridge: ``async_``, ``await_``, ``spawn`` and portals.
 
 How it works, in one paragraph: a *worker* greenlet runs the sync code.  When
-that code calls :func:`await_`, the awaitable's ``__await__`` iterator is
+that code calls `await_`, the awaitable's ``__await__`` iterator is
 stepped *inside the worker*; only when it yields a trap (an asyncio Future, a
 bare ``None``, a trio trap) do we switch to the *driver* greenlet.  The driver
-is a small generator-based coroutine (:func:`_drive`) that yields the trap to
+is a small generator-based coroutine (`_drive`) that yields the trap to
 the real event loop and switches back into the worker with whatever the loop
 sent (or threw).  So an awaitable that completes without suspending costs no
 greenlet switch at all, and the same driver works for every loop family that
@@ -58,11 +58,11 @@ POOL_SIZE = 64
 
 
 class MissingBridge(RuntimeError):
-    """:func:`await_` was called where nothing can drive the awaitable.
+    """`await_` was called where nothing can drive the awaitable.
 
     Raised when an event loop is running in this thread but the calling sync
     code does not run under greenbridge (it was not started by
-    :func:`async_` / :func:`spawn`, and its task has no portal).  The message
+    `async_` / `spawn`, and its task has no portal).  The message
     names the ways to fix it.
     """
 
@@ -84,7 +84,7 @@ class _Worker(greenlet):
     """A pooled greenlet that runs one sync call at a time.
 
     ``parent`` is always the driver of the current call: it is set by
-    :func:`_drive` before every switch into the worker, so the worker finds
+    `_drive` before every switch into the worker, so the worker finds
     its driver explicitly and never by walking an unknown parent chain.
     """
 
@@ -102,7 +102,7 @@ _RAISED: Any = object()
 
 @types.coroutine
 def _stepper(box: list[Any]) -> Generator[Any, Any, None]:
-    """Step awaitables for :func:`await_`, without ever raising StopIteration.
+    """Step awaitables for `await_`, without ever raising StopIteration.
 
     ``send(awaitable)`` starts one; every trap it yields comes out of the
     ``send``/``throw`` call, and what the caller sends or throws goes back
@@ -186,7 +186,7 @@ def _launch(
     """Start ``fn(*args, **kwargs)`` in a worker; run it until it ends or yields a trap.
 
     Returns the call's result, raises its exception, or returns a
-    :class:`_Pending` to be awaited when the call yielded a trap.  A call
+    `_Pending` to be awaited when the call yielded a trap.  A call
     that never suspends thus costs no generator and no trap handling.
     """
     pool = _state.pool
@@ -267,7 +267,7 @@ class _Pending:
 def _unwind(worker: _Worker) -> None:
     """The driving coroutine was closed early: unwind the sync code.
 
-    ``GeneratorExit`` is raised at the sync code's pending :func:`await_`, so
+    ``GeneratorExit`` is raised at the sync code's pending `await_`, so
     its ``finally`` blocks and context managers run, and the awaitable it
     was waiting on is closed too.
     """
@@ -307,12 +307,12 @@ def async_(fn: Callable[P, T] | None = None, *, with_context: bool = True) -> An
     Use it as a call (``await async_(fn)(*args)``) or a decorator (``@async_`` or
     ``@async_()``).  The result is a real coroutine function with ``fn``'s
     name, docstring and signature.  Inside ``fn`` (and anything it calls),
-    :func:`await_` suspends only this call, never the event loop.
+    `await_` suspends only this call, never the event loop.
 
     Args:
         fn: the sync function.
         with_context: if true (the default), ``fn`` runs in its caller's
-            :class:`contextvars.Context` itself, so values it sets are seen by
+            `contextvars.Context` itself, so values it sets are seen by
             the caller afterwards, as with a plain call.  If false, it runs in
             a copy taken when the coroutine starts.
 
@@ -373,8 +373,8 @@ def spawn(fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> asyncio.T
     """Start ``fn(*args, **kwargs)`` as a concurrent asyncio Task and return it.
 
     ``fn`` runs in a greenlet, in the task's own Context (a copy of the
-    caller's, as for :func:`asyncio.create_task`), and may call
-    :func:`await_`.  Works from coroutines and from bridged sync code alike.
+    caller's, as for `asyncio.create_task`), and may call
+    `await_`.  Works from coroutines and from bridged sync code alike.
 
     Raises:
         TypeError: ``fn`` is not a sync callable.
@@ -413,13 +413,13 @@ def await_(awaitable: Any) -> Any:
     Accepts coroutines, Futures, Tasks and any object with ``__await__``;
     raises the awaitable's exception with its traceback.  Where it may run:
 
-    * in sync code started by :func:`async_` or :func:`spawn`, or called
-      from a task that has a portal (:func:`ensure_portal`,
-      :func:`install_portal_factory`): only this call is suspended, the
+    * in sync code started by `async_` or `spawn`, or called
+      from a task that has a portal (`ensure_portal`,
+      `install_portal_factory`): only this call is suspended, the
       event loop keeps running;
     * in a thread with no running event loop: the awaitable runs to the end
-      on this thread's private loop (see :func:`close_private_loop`);
-    * anywhere else :class:`MissingBridge` is raised (and a coroutine passed
+      on this thread's private loop (see `close_private_loop`);
+    * anywhere else `MissingBridge` is raised (and a coroutine passed
       in is closed, so no "never awaited" warning follows).
 
     Given an async function instead of an awaitable, ``await_`` acts as a
@@ -583,11 +583,11 @@ def _close_quietly(loop: asyncio.AbstractEventLoop) -> None:
 def close_private_loop() -> None:
     """Close this thread's private event loop, if it has one.
 
-    With no event loop running in a thread, :func:`await_` runs awaitables on
+    With no event loop running in a thread, `await_` runs awaitables on
     a private loop of that thread.  The loop persists between calls, so
     objects bound to it (connections, locks, futures) stay usable.  It is
     closed when the thread ends (for the main thread: at interpreter exit) or
-    when you call this function; the next :func:`await_` then creates a new
+    when you call this function; the next `await_` then creates a new
     one.  Pending async generators are finalized first.
     """
     loop = _state.private_loop
@@ -616,7 +616,7 @@ def _await_in_current_worker(awaitable: Any) -> Any:
 
 
 def has_portal() -> bool:
-    """Return true if :func:`await_` can suspend the code calling this, right here."""
+    """Return true if `await_` can suspend the code calling this, right here."""
     return type(getcurrent()) is _Worker
 
 
@@ -625,7 +625,7 @@ def install_portal_factory(loop: asyncio.AbstractEventLoop | None = None) -> Non
 
     Installs a task factory (chained with one already set) whose tasks run
     their coroutine through greenbridge, so plain sync functions called from
-    those coroutines can use :func:`await_`.  Each time such a task suspends
+    those coroutines can use `await_`.  Each time such a task suspends
     it pays two greenlet switches.  ``task.get_coro()`` returns the wrapping
     coroutine.  Idempotent.  ``loop`` defaults to the running loop.
     """
@@ -646,7 +646,7 @@ def install_portal_factory(loop: asyncio.AbstractEventLoop | None = None) -> Non
 
 
 class _EnsurePortal:
-    """Awaitable returned by :func:`ensure_portal`."""
+    """Awaitable returned by `ensure_portal`."""
 
     __slots__ = ()
 
@@ -660,8 +660,8 @@ def ensure_portal() -> Awaitable[None]:
     """Give the current task a portal: ``await greenbridge.ensure_portal()``.
 
     Afterwards, sync functions called directly from this task's coroutine can
-    use :func:`await_`.  A no-op in a task that already has one (for example
-    under :func:`install_portal_factory`, or inside :func:`async_`).
+    use `await_`.  A no-op in a task that already has one (for example
+    under `install_portal_factory`, or inside `async_`).
     """
     return _EnsurePortal()
 

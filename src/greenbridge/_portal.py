@@ -2,8 +2,8 @@
 
 A task gets a portal when its coroutine is driven by greenbridge: each step
 of the task then runs inside a worker greenlet, so plain sync functions called
-from the coroutine can suspend with :func:`greenbridge.await_`.  Tasks created
-under :func:`greenbridge.install_portal_factory` get one at birth through the
+from the coroutine can suspend with `greenbridge.await_`.  Tasks created
+under `greenbridge.install_portal_factory` get one at birth through the
 public task-factory API.  A task that already runs must have its coroutine
 replaced by a wrapper that drives the original one:
 
