@@ -656,3 +656,48 @@ def test_msg_dontwait_never_waits(aio: Backend) -> None:
             return out
 
     assert run_sync(aio, body) == ["BlockingIOError"] * 3
+
+
+def test_select_on_ready_descriptors_lets_other_green_threads_run(aio: Backend) -> None:
+    # A loop over a select that never waits (the socket is always writable) would
+    # keep the loop from ever running anything else; OS threads are preempted.
+    async def main() -> int:
+        ticks: list[int] = []
+        stop: list[bool] = []
+
+        async def ticker() -> None:
+            while not stop:
+                ticks.append(1)
+                await asyncio.sleep(0)
+
+        def busy() -> None:
+            a, b = gsocket.socketpair()
+            with a, b:
+                end = time.monotonic() + 0.3
+                while time.monotonic() < end:
+                    assert gselect.select([], [a], [], 1)[1] == [a]
+            stop.append(True)
+
+        await asyncio.gather(ticker(), greenbridge.async_(busy)())
+        return len(ticks)
+
+    assert aio.run(main) > 5
+
+
+def test_pthread_kill_to_a_green_thread_reaches_its_os_thread(aio: Backend) -> None:
+    import signal as std_signal
+
+    from greenbridge.green import signal as gsignal
+    from greenbridge.green import threading as gthreading
+
+    def body() -> list[int]:
+        got: list[int] = []
+        previous = gsignal.signal(std_signal.SIGUSR1, lambda signum, frame: got.append(signum))
+        try:
+            gsignal.pthread_kill(gthreading.get_ident(), std_signal.SIGUSR1)
+            gtime.sleep(0.01)
+        finally:
+            gsignal.signal(std_signal.SIGUSR1, previous)
+        return got
+
+    assert run_sync(aio, body) == [std_signal.SIGUSR1]

@@ -58,6 +58,7 @@ __all__ = [
     "wait_any",
     "sleep",
     "notify_closing",
+    "share_turn",
     "can_suspend",
     "UnsupportedLoop",
 ]
@@ -480,6 +481,30 @@ def wait_any(readers: Iterable[int], writers: Iterable[int], timeout: float | No
     if where == "trio":
         return await_(_trio_wait_any(rs, ws, timeout))
     return _interruptible(_aio_wait_any, where, timeout, rs, ws)  # type: ignore[no-any-return]
+
+
+_turn = [0.0]  # when share_turn() last gave the loop a turn
+
+
+def share_turn() -> None:
+    """Give the event loop a turn if none was given for ``sys.getswitchinterval()``.
+
+    For calls that return at once without waiting (a ``select`` on ready
+    descriptors): a loop of them would otherwise keep every other green thread
+    from running, where OS threads would be preempted.  Does nothing when this
+    code cannot suspend.
+    """
+    now = _monotonic()
+    if now - _turn[0] < sys.getswitchinterval() or not can_suspend():
+        return
+    where = _where()
+    if where == "trio":
+        import trio
+
+        await_(trio.sleep(0))
+    elif where is not None:
+        await_(asyncio.sleep(0))
+    _turn[0] = _monotonic()
 
 
 def sleep(seconds: Any) -> None:

@@ -6,6 +6,12 @@ under greenbridge only the calling greenlet is suspended.  With no event loop
 running in the thread they are exactly the stdlib's (they call it).
 Results, argument checking and errors are the stdlib's own: the real call does
 the work, the hub only does the waiting.
+
+A loop that polls descriptors which are always ready never waits, so it would
+never let other green threads run (OS threads are preempted; greenlets are
+not): a call that returns without waiting gives the event loop a turn when
+the thread has not given one for ``sys.getswitchinterval()`` seconds (see
+:func:`greenbridge._hub.share_turn`).
 """
 
 from __future__ import annotations
@@ -54,6 +60,7 @@ def select(
         timeout = float(timeout)
     result = _real_select(rlist, wlist, xlist, 0)
     if result[0] or result[1] or result[2] or timeout == 0:
+        _hub.share_turn()
         return result  # type: ignore[no-any-return]
     deadline = None if timeout is None else _monotonic() + timeout
     readers = [_fd(o) for o in rlist] + [_fd(o) for o in xlist]
@@ -130,6 +137,7 @@ if hasattr(_select, "poll"):
             try:
                 result = self._poll.poll(0)
                 if result or seconds == 0:
+                    _hub.share_turn()
                     return result  # type: ignore[no-any-return]
                 deadline = None if seconds is None else _monotonic() + seconds
                 while True:
@@ -202,6 +210,7 @@ if hasattr(_select, "epoll"):
                 if timeout < 0:
                     timeout = None
             if result or timeout == 0:
+                _hub.share_turn()
                 return result  # type: ignore[no-any-return]
             deadline = None if timeout is None else _monotonic() + timeout
             while True:

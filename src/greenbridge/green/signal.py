@@ -24,6 +24,8 @@ handler, never the wrapper.
 
 from __future__ import annotations
 
+import asyncio
+import sys
 import weakref
 from typing import Any
 
@@ -33,6 +35,8 @@ from .. import _hub
 from .._patcher import original
 
 _std: Any = original("signal")
+_os_thread_ident = original("_thread").get_ident
+_std_threading: Any = original("threading")
 
 for _name in dir(_std):
     if not _name.startswith("__"):
@@ -88,3 +92,28 @@ def signal(signalnum: int, handler: Any, /) -> Any:
 def getsignal(signalnum: int, /) -> Any:
     """``signal.getsignal``: the handler installed for ``signalnum`` (yours, unwrapped)."""
     return _unwrap(_std.getsignal(signalnum))
+
+
+if hasattr(_std, "pthread_kill"):
+
+    def pthread_kill(thread_id: int, signalnum: int, /) -> None:
+        """``signal.pthread_kill``; a green thread's identifier means the OS thread running it.
+
+        (Green threads share their OS thread, so the signal goes to that thread,
+        and its Python handler runs as :func:`signal` describes.)
+        """
+        if thread_id not in _std_threading._active and _is_green_thread(thread_id):
+            thread_id = _os_thread_ident()
+        _std.pthread_kill(thread_id, signalnum)
+
+
+def _is_green_thread(ident: int) -> bool:
+    """Is ``ident`` a green thread's identifier (``id()`` of a task) on this thread's loop?"""
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    green_threading = sys.modules.get("greenbridge.green.threading")
+    if green_threading is not None and ident in getattr(green_threading, "_active", {}):
+        return True
+    return any(id(task) == ident for task in asyncio.all_tasks(loop))
