@@ -84,9 +84,12 @@ class _Worker(greenlet):
     """A pooled greenlet that runs one sync call at a time.
 
     ``parent`` is always the driver of the current call: it is set by
-    `_drive` before every switch into the worker, so the worker finds
-    its driver explicitly and never by walking an unknown parent chain.
+    `_launch` and `_Pending` before every switch into the worker, so the
+    worker finds its driver explicitly and never by walking an unknown
+    parent chain.
     """
+
+    __slots__ = ("value", "free")
 
     def __init__(self) -> None:
         super().__init__(_worker_main)
