@@ -161,7 +161,20 @@ def _worker_main(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str
     pool = _state.pool  # a greenlet never leaves its thread, nor does its pool
     while True:
         try:
-            me.value = fn(*args, **kwargs)
+            # A plain call with positional arguments runs in this C-level eval
+            # loop; fn(*args, **kwargs) would nest another one, which every
+            # switch of a suspended call then copies and which stays in
+            # memory while it waits.
+            if kwargs:
+                me.value = fn(*args, **kwargs)
+            elif not args:
+                me.value = fn()
+            elif len(args) == 1:
+                me.value = fn(args[0])
+            elif len(args) == 2:
+                me.value = fn(args[0], args[1])
+            else:
+                me.value = fn(*args)
             end = _FINISHED
         except GreenletExit:
             # greenlet is killing this worker (it was garbage collected while
