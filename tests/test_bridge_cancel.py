@@ -271,3 +271,30 @@ def test_exception_thrown_by_the_loop_into_a_custom_awaitable(aio: Backend) -> N
     # Either the bare yield completed before the cancel, or the cancel arrived
     # while the iterator was pending; both are stdlib-consistent outcomes.
     assert aio.run(main) in ("raised at await_", "no error")
+
+
+def test_exception_thrown_in_by_the_loop_keeps_its_traceback(aio: Backend) -> None:
+    """A Future failed elsewhere: its traceback reaches the sync code intact."""
+    import traceback
+
+    def fail_deep(fut: asyncio.Future[None]) -> None:
+        try:
+            raise LookupError("failed elsewhere")
+        except LookupError as exc:
+            fut.set_exception(exc)
+
+    def sync() -> list[str]:
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[None] = loop.create_future()
+        loop.call_soon(fail_deep, fut)
+        try:
+            await_(fut)
+        except LookupError as exc:
+            return [frame.name for frame in traceback.extract_tb(exc.__traceback__)]
+        return []
+
+    async def main() -> list[str]:
+        return await async_(sync)()
+
+    names = aio.run(main)
+    assert "fail_deep" in names and "sync" in names

@@ -267,7 +267,9 @@ class _Pending:
                 here = getcurrent()
                 if worker.parent is not here:
                     worker.parent = here
-                msg = worker.throw(exc)
+                # The three-argument form keeps the exception's traceback
+                # (greenlet's throw(exc) would start a fresh one).
+                msg = worker.throw(type(exc), exc, exc.__traceback__)
                 del exc
             else:
                 # Normally the same greenlet resumes us every time; it differs
