@@ -701,3 +701,19 @@ def test_pthread_kill_to_a_green_thread_reaches_its_os_thread(aio: Backend) -> N
         return got
 
     assert run_sync(aio, body) == [std_signal.SIGUSR1]
+
+
+@pytest.mark.skipif(
+    not hasattr(std_socket, "_fallback_socketpair"), reason="no pure-Python socketpair here"
+)
+def test_pure_python_socketpair_makes_green_sockets(aio: Backend) -> None:
+    def body() -> tuple[bool, bytes]:
+        a, b = gsocket._fallback_socketpair()
+        with a, b:
+            b.settimeout(2)
+            task = greenbridge.spawn(b.recv, 10)  # waits without blocking the loop
+            gtime.sleep(0.01)
+            a.sendall(b"hi")
+            return isinstance(a, gsocket.socket), greenbridge.await_(task)
+
+    assert run_sync(aio, body) == (True, b"hi")

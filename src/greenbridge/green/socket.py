@@ -483,5 +483,7 @@ fromfd = _rebind(_std.fromfd)
 getfqdn = _rebind(_std.getfqdn)
 if _sys.platform != "win32" or hasattr(_std, "socketpair"):
     socketpair = _rebind(_std.socketpair)
+if hasattr(_std, "_fallback_socketpair"):  # newer Pythons: the pure-Python socketpair
+    _fallback_socketpair = _rebind(_std._fallback_socketpair)
 if hasattr(_std, "fromshare"):  # pragma: no cover - Windows
     fromshare = _rebind(_std.fromshare)
