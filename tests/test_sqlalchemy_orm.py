@@ -22,6 +22,8 @@ orm = pytest.importorskip("sqlalchemy.orm")
 pytest.importorskip("psycopg2")
 pytest.importorskip("pymysql")
 
+from greenbridge.drivers.sqlalchemy import GreenQueuePool, create_engine  # noqa: E402
+
 
 class Base(orm.DeclarativeBase):  # type: ignore[name-defined,misc]
     pass
@@ -53,7 +55,7 @@ def engine(request: pytest.FixtureRequest, green_pymysql: ModuleType) -> Iterato
     if request.param == "psycopg2":
         require_service("PostgreSQL", "127.0.0.1", 5432)
         greenbridge.patch_psycopg2()
-        eng = sa.create_engine(
+        eng = create_engine(
             "postgresql+psycopg2://postgres@127.0.0.1:5432/test", pool_size=5, max_overflow=0
         )
     else:
@@ -61,6 +63,7 @@ def engine(request: pytest.FixtureRequest, green_pymysql: ModuleType) -> Iterato
         eng = sa.create_engine(
             "mysql+pymysql://root@127.0.0.1:3306/test",
             module=green_pymysql,
+            poolclass=GreenQueuePool,
             pool_size=5,
             max_overflow=0,
         )
@@ -110,55 +113,126 @@ def test_sessions_transactions_and_rollback(engine: Any) -> None:
     assert asyncio.run(main()) == ["a", "c"]
 
 
-def test_pool_under_concurrency(engine: Any) -> None:
-    """20 requests share a pool of 5 connections; the loop never stalls.
+async def _with_heartbeat(coro: Any) -> tuple[Any, float, float]:
+    """Await ``coro`` while a heartbeat ticks: (result, seconds, largest tick gap)."""
+    gaps = [0.0]
+    done = [False]
 
-    SQLAlchemy's pool waits for a free connection with a thread lock, which
-    would block the whole loop: a semaphore as large as the pool keeps tasks
-    waiting on the loop instead (see docs/drivers.md).
+    async def beat() -> None:
+        last = time.perf_counter()
+        while not done[0]:
+            await asyncio.sleep(0.005)
+            now = time.perf_counter()
+            gaps.append(now - last)
+            last = now
+
+    ticker = asyncio.ensure_future(beat())
+    await asyncio.sleep(0.01)
+    start = time.perf_counter()
+    try:
+        result = await coro
+    finally:
+        elapsed = time.perf_counter() - start
+        done[0] = True
+        await ticker
+    return result, elapsed, max(gaps)
+
+
+def test_pool_under_concurrency(engine: Any) -> None:
+    """50 requests at once share a pool of 5 connections; the loop never stalls.
+
+    No semaphore: 45 requests wait in GreenQueuePool's checkout, each
+    suspending only its own greenlet.
     """
+    assert isinstance(engine.pool, GreenQueuePool)
     Session = orm.sessionmaker(engine)
 
     def request(i: int) -> int:
         with Session.begin() as session:
-            session.execute(sleep_sql(engine, 0.1))
+            session.execute(sleep_sql(engine, 0.05))
             session.add(Item(name=f"item {i}"))
         with Session() as session:
             return int(session.scalar(sa.select(sa.func.count()).select_from(Item)))
 
     async def main() -> tuple[list[int], float, float]:
-        gaps = [0.0]
-        done = [False]
-
-        async def beat() -> None:
-            last = time.perf_counter()
-            while not done[0]:
-                await asyncio.sleep(0.005)
-                now = time.perf_counter()
-                gaps.append(now - last)
-                last = now
-
-        ticker = asyncio.ensure_future(beat())
-        start = time.perf_counter()
-        slots = asyncio.Semaphore(engine.pool.size())
-
-        async def limited(i: int) -> int:
-            async with slots:
-                return await greenbridge.async_(request)(i)
-
-        counts = await asyncio.gather(*(limited(i) for i in range(20)))
-        elapsed = time.perf_counter() - start
-        done[0] = True
-        await ticker
-        return counts, elapsed, max(gaps)
+        return await _with_heartbeat(
+            asyncio.gather(*(greenbridge.async_(request)(i) for i in range(50)))
+        )
 
     counts, elapsed, max_gap = asyncio.run(main())
-    assert max(counts) == 20
-    # 20 x 0.1 s through 5 connections: about 0.4 s; one after the other: 2 s.
-    assert elapsed < 1.2, elapsed
+    assert max(counts) == 50
+    # 50 x 0.05 s through 5 connections: about 0.5 s; one after the other: 2.5 s.
+    assert elapsed < 1.5, elapsed
     assert max_gap < 0.1, max_gap
     assert engine.pool.checkedout() == 0
     assert engine.pool.size() == 5
+
+
+def test_pool_timeout_raises_on_time(engine: Any) -> None:
+    """A checkout from an exhausted pool raises SQLAlchemy's TimeoutError after pool_timeout."""
+    small = sa.create_engine(
+        engine.url,
+        module=engine.dialect.dbapi,
+        poolclass=GreenQueuePool,
+        pool_size=1,
+        max_overflow=0,
+        pool_timeout=0.3,
+    )
+
+    def hold(seconds: float) -> None:
+        with small.connect() as conn:
+            conn.execute(sleep_sql(small, seconds))
+
+    def checkout() -> float:
+        start = time.perf_counter()
+        try:
+            with small.connect():
+                pass
+        except sa.exc.TimeoutError:
+            return time.perf_counter() - start
+        raise AssertionError("the checkout did not time out")
+
+    async def main() -> tuple[Any, float, float]:
+        holder = asyncio.ensure_future(greenbridge.async_(hold)(1.0))
+        await asyncio.sleep(0.2)  # the holder has the only connection
+        waited, elapsed, max_gap = await _with_heartbeat(greenbridge.async_(checkout)())
+        await holder
+        return waited, elapsed, max_gap
+
+    try:
+        waited, _, max_gap = asyncio.run(main())
+        assert 0.25 <= waited < 0.8, waited
+        assert max_gap < 0.1, max_gap
+        assert small.pool.checkedout() == 0
+        # The pool still works once the holder is done.
+        with small.connect() as conn:
+            assert conn.scalar(sa.text("SELECT 1")) == 1
+    finally:
+        small.dispose()
+
+
+def test_green_pool_in_plain_threads(engine: Any) -> None:
+    """With no loop running, GreenQueuePool behaves like QueuePool across OS threads."""
+    import threading
+
+    results: list[int] = []
+
+    def work() -> None:
+        with engine.connect() as conn:
+            results.append(int(conn.scalar(sa.text("SELECT 1"))))
+
+    threads = [threading.Thread(target=work) for _ in range(12)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert results == [1] * 12
+    assert engine.pool.checkedout() == 0
+
+
+def test_create_engine_refuses_a_pool_class() -> None:
+    with pytest.raises(TypeError, match="sets the pool itself"):
+        create_engine("sqlite://", poolclass=sa.pool.StaticPool)
 
 
 def test_cancelled_request_returns_its_connection(engine: Any, aio: Backend) -> None:
