@@ -143,6 +143,64 @@ def test_pymysql_killed_connection(
     assert aio.run(main) == "pymysql.err"
 
 
+def test_pymysql_cancelled_mid_query(green: dict[str, ModuleType], mariadb: None) -> None:
+    """Cancelling a task blocked in a pymysql query, as documented in docs/drivers.md.
+
+    The CancelledError reaches the caller at once, pymysql closes the
+    connection (it force-closes on any BaseException while reading), nothing
+    stays registered on the loop, and the server ends the statement on its
+    own (MariaDB notices the closed connection when the statement ends; it
+    is not killed).
+    """
+
+    async def main() -> tuple[float, bool, int, int, int, float]:
+        loop = asyncio.get_running_loop()
+        conn = await greenbridge.async_(mysql)(green)
+        watcher = await greenbridge.async_(mysql)(green)
+        thread_id = conn.thread_id()
+        fds = registered_fds(loop)
+
+        def slow() -> Any:
+            with conn.cursor() as cur:
+                cur.execute("SELECT SLEEP(2)")
+                return cur.fetchone()
+
+        def running() -> int:
+            with watcher.cursor() as cur:
+                cur.execute(
+                    "SELECT COUNT(*) FROM information_schema.PROCESSLIST "
+                    "WHERE ID = %s AND INFO LIKE 'SELECT SLEEP%%'",
+                    (thread_id,),
+                )
+                return int(cur.fetchone()[0])
+
+        task = asyncio.ensure_future(greenbridge.async_(slow)())
+        await asyncio.sleep(0.3)
+        assert await greenbridge.async_(running)() == 1
+        task.cancel()
+        start = time.perf_counter()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        cancel_took = time.perf_counter() - start
+        fds_after = registered_fds(loop)
+        still_running = await greenbridge.async_(running)()
+        ended = time.perf_counter()
+        while await greenbridge.async_(running)():
+            assert time.perf_counter() - ended < 10, "the server never ended the statement"
+            await asyncio.sleep(0.05)
+        ended_after = time.perf_counter() - start
+        await greenbridge.async_(watcher.close)()
+        return cancel_took, conn.open, fds, fds_after, still_running, ended_after
+
+    cancel_took, is_open, fds, fds_after, still_running, ended_after = asyncio.run(main())
+    assert cancel_took < 0.5, cancel_took
+    assert not is_open
+    assert fds_after == fds
+    # Not killed: the statement runs to its end (about 1.7 s after the cancellation).
+    assert still_running == 1
+    assert ended_after < 10
+
+
 def test_pymysql_no_leaks_after_10000_queries(green: dict[str, ModuleType], mariadb: None) -> None:
     def work(conn: Any) -> int:
         total = 0
