@@ -5,11 +5,13 @@ Workloads (PostgreSQL on 127.0.0.1:5432, user postgres, db test):
   select: 5,000 x SELECT 1 over 20 connections (20 workers x 250 queries)
 Contenders: greenbridge + psycopg2 (patch_psycopg2), psycopg2 in a thread pool,
 asyncpg, psycopg 3 async (each if installed). Prints seconds and the ratio
-to the fastest. Run: python benchmarks/bench_db.py
+to the fastest. Run: python benchmarks/bench_db.py [--only sleep|select]
+(the sleep workload needs 100 free connections: PostgreSQL's default max_connections is 100).
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import concurrent.futures
 import time
@@ -106,13 +108,15 @@ CONTENDERS: dict[str, Callable[[int, int, str], Awaitable[float]]] = {
 }
 
 WORKLOADS = {
-    "100 x pg_sleep(0.05) at once": (100, 1, "SELECT pg_sleep(0.05)"),
-    "5,000 x SELECT 1 over 20 connections": (20, 250, "SELECT 1"),
+    "sleep": ("100 x pg_sleep(0.05) at once", 100, 1, "SELECT pg_sleep(0.05)"),
+    "select": ("5,000 x SELECT 1 over 20 connections", 20, 250, "SELECT 1"),
 }
 
 
-async def main() -> None:
-    for title, (workers, n, sql) in WORKLOADS.items():
+async def main(only: str | None) -> None:
+    for key, (title, workers, n, sql) in WORKLOADS.items():
+        if only is not None and key != only:
+            continue
         print(f"\n{title}")
         results: dict[str, float] = {}
         for name, fn in CONTENDERS.items():
@@ -127,4 +131,6 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--only", choices=sorted(WORKLOADS), help="run one workload")
+    asyncio.run(main(parser.parse_args().only))
