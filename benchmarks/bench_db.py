@@ -5,7 +5,7 @@ Workloads (PostgreSQL on 127.0.0.1:5432, user postgres, db test):
   select: 5,000 x SELECT 1 over 20 connections (20 workers x 250 queries)
 Contenders: greenbridge + psycopg2 (patch_psycopg2), psycopg2 in a thread pool,
 asyncpg, psycopg 3 async (each if installed). Prints seconds and the ratio
-to the fastest. Run: python benchmarks/bench_db.py [--only sleep|select]
+to the fastest. Run: python benchmarks/bench_db.py [--only sleep|select] [--uvloop]
 (the sleep workload needs 100 free connections: PostgreSQL's default max_connections is 100).
 """
 
@@ -133,4 +133,12 @@ async def main(only: str | None) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--only", choices=sorted(WORKLOADS), help="run one workload")
-    asyncio.run(main(parser.parse_args().only))
+    parser.add_argument("--uvloop", action="store_true", help="run every contender on uvloop")
+    args = parser.parse_args()
+    print(f"event loop: {'uvloop' if args.uvloop else 'asyncio'}")
+    if args.uvloop:
+        import uvloop
+
+        uvloop.run(main(args.only))
+    else:
+        asyncio.run(main(args.only))
