@@ -57,6 +57,33 @@ def test_concurrent_queries_do_not_block_the_loop(backend: Backend) -> None:
     assert max_gap < 0.1, max_gap
 
 
+def test_quick_queries_answered_without_waiting_still_share_the_loop(backend: Backend) -> None:
+    """Back-to-back short queries (often answered by the read tried before waiting).
+
+    The callback reads once before waiting for the answer; a query answered
+    that way never waits, so the loop gets its turn through share_turn():
+    the heartbeat keeps ticking while two greenlets run 2,000 queries each.
+    """
+
+    def many(conn: Any) -> int:
+        total = 0
+        with conn.cursor() as cur:
+            for i in range(2000):
+                cur.execute("SELECT %s", (i,))
+                total += cur.fetchone()[0]
+        return total
+
+    conns = [connect(), connect()]
+    try:
+        calls = [lambda c=c: many(c) for c in conns]
+        results, _, max_gap = run_with_heartbeat(backend, calls)
+    finally:
+        for conn in conns:
+            conn.close()
+    assert results == [sum(range(2000))] * 2
+    assert max_gap < 0.1, max_gap
+
+
 def test_outside_a_loop_it_blocks_as_usual() -> None:
     conn = connect()
     try:

@@ -23,6 +23,7 @@ import importlib
 import time
 from typing import Any
 
+from .. import _hub
 from . import _waiting
 from ._waiting import CANCEL_TIMEOUT
 
@@ -54,8 +55,18 @@ def wait_callback(conn: Any) -> None:
     ext = _ext
     fd = conn.fileno()
     try:
-        while True:
+        state = conn.poll()
+        if state == ext.POLL_READ:
+            # The first poll of a query only flushed it out (psycopg2 does not
+            # try to read in that state): try reading once before waiting,
+            # the answer is often there already.
             state = conn.poll()
+            if state == ext.POLL_OK:
+                # Answered without waiting: a loop of such queries must still
+                # let the other tasks run now and then.
+                _hub.share_turn()
+                return
+        while True:
             if state == ext.POLL_OK:
                 return
             if state == ext.POLL_READ:
@@ -64,6 +75,7 @@ def wait_callback(conn: Any) -> None:
                 _waiting.wait(fd, False, True)
             else:  # pragma: no cover - psycopg2 returns no other state
                 raise ext.OperationalError(f"bad state from poll: {state}")
+            state = conn.poll()
     except BaseException as exc:
         if _waiting.is_interruption(exc):
             _cancel_on_server(conn, exc)
