@@ -6,6 +6,9 @@
   which :func:`greenbridge.patch_blocking` makes green.
 * Blocking C calls with no hook (mysqlclient, ...) go through
   :func:`greenbridge.offload`.
+* :mod:`greenbridge.drivers.sqlalchemy` (imported on its own: it needs
+  SQLAlchemy) has ``GreenQueuePool``, SQLAlchemy's connection pool waiting
+  on the loop, and a ``create_engine`` that uses it.
 """
 
 from __future__ import annotations

@@ -46,11 +46,14 @@ def _extensions() -> Any:
 def wait_callback(conn: Any) -> None:
     """psycopg2 wait callback: poll ``conn`` until its operation is done.
 
-    Waits on the event loop in bridged code and blocks in a thread with no
-    loop (see :mod:`greenbridge._hub`); in a running loop from code that is
-    not bridged it raises :class:`greenbridge.MissingBridge` (and psycopg2
-    closes the connection).  On cancellation the query is cancelled on the
-    server first.  Installed by :func:`patch_psycopg2`.
+    Tries one read before waiting (the answer to a short query is often
+    there already; then it only gives the loop a turn now and then, see
+    ``greenbridge._hub.share_turn``).  Waits on the event loop in bridged
+    code and blocks in a thread with no loop (see :mod:`greenbridge._hub`);
+    in a running loop from code that is not bridged it raises
+    :class:`greenbridge.MissingBridge` (and psycopg2 closes the connection).
+    On cancellation the query is cancelled on the server first.  Installed
+    by :func:`patch_psycopg2`.
     """
     ext = _ext
     fd = conn.fileno()
