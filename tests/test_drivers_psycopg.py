@@ -48,6 +48,31 @@ def test_patch_is_idempotent() -> None:
     assert not getattr(psycopg.Connection.wait.__wrapped__, "__greenbridge__", False)
 
 
+def test_quick_queries_answered_without_waiting_still_share_the_loop(backend: Backend) -> None:
+    """Back-to-back short queries: the first read of each is tried before waiting.
+
+    A query answered that way never waits; share_turn() still gives the loop
+    its turns: the heartbeat keeps ticking while two greenlets run 2,000
+    queries each.
+    """
+
+    def many(conn: Any) -> int:
+        total = 0
+        for i in range(2000):
+            total += conn.execute("SELECT %s::int", (i,)).fetchone()[0]
+        return total
+
+    conns = [connect(autocommit=True), connect(autocommit=True)]
+    try:
+        calls = [lambda c=c: many(c) for c in conns]
+        results, _, max_gap = run_with_heartbeat(backend, calls)
+    finally:
+        for conn in conns:
+            conn.close()
+    assert results == [sum(range(2000))] * 2
+    assert max_gap < 0.1, max_gap
+
+
 def test_connect_and_queries_do_not_block_the_loop(backend: Backend) -> None:
     def query(i: int) -> int:
         with connect() as conn:  # connecting waits on the loop too

@@ -38,6 +38,11 @@ def shielded() -> Iterator[None]:
         _shielded.reset(token)
 
 
+def is_shielded() -> bool:
+    """True inside :func:`shielded`."""
+    return _shielded.get()
+
+
 def _in_trio() -> bool:
     if not _hub.can_suspend():
         return False

@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable, Generator
 from typing import Any
 
+from .. import _hub
 from . import _waiting
 from ._waiting import CANCEL_TIMEOUT
 
@@ -126,6 +127,13 @@ def _consume(
     deadline = None if timeout is None else time.monotonic() + timeout
     try:
         fd, s = step(next(gen))
+        if s == api.WAIT_R and _waiting.ready_now(fd)[0]:
+            # The first read of an operation: the answer to a short query is
+            # often there already; skip the wait (and give the loop a turn
+            # now and then, as a loop of such queries would never wait).
+            if not _waiting.is_shielded():  # a post-cancel drain must not be interrupted
+                _hub.share_turn()
+            fd, s = step(gen.send(api.READY[(True, False)]))
         while True:
             wait_for = interval
             if deadline is not None:
