@@ -3,7 +3,8 @@
 Workloads (PostgreSQL on 127.0.0.1:5432, user postgres, db test):
   sleep:  100 x SELECT pg_sleep(0.05), all at once (100 connections)
   select: 5,000 x SELECT 1 over 20 connections (20 workers x 250 queries)
-Contenders: greenbridge + psycopg2 (patch_psycopg2), psycopg2 in a thread pool,
+Contenders: greenbridge + psycopg2 (patch_psycopg2), greenbridge + psycopg 3's sync
+API (patch_psycopg), psycopg2 in a thread pool,
 asyncpg, psycopg 3 async (each if installed). Prints seconds and the ratio
 to the fastest. Run: python benchmarks/bench_db.py [--only sleep|select] [--uvloop]
 (the sleep workload needs 100 free connections: PostgreSQL's default max_connections is 100).
@@ -45,6 +46,20 @@ async def greenbridge_psycopg2(workers: int, n: int, sql: str) -> float:
     took = time.perf_counter() - start
     for c in conns:
         c.close()
+    return took
+
+
+async def greenbridge_psycopg3(workers: int, n: int, sql: str) -> float:
+    import psycopg
+
+    greenbridge.patch_psycopg()
+    conns = [await greenbridge.async_(psycopg.connect)(DSN) for _ in range(workers)]
+    job = run_sync_jobs(conns, n, sql)
+    start = time.perf_counter()
+    await asyncio.gather(*(greenbridge.async_(job)(c) for c in conns))
+    took = time.perf_counter() - start
+    for c in conns:
+        await greenbridge.async_(c.close)()
     return took
 
 
@@ -102,6 +117,7 @@ async def psycopg3_async(workers: int, n: int, sql: str) -> float:
 
 CONTENDERS: dict[str, Callable[[int, int, str], Awaitable[float]]] = {
     "greenbridge + psycopg2": greenbridge_psycopg2,
+    "greenbridge + psycopg 3 sync": greenbridge_psycopg3,
     "psycopg2 in a thread pool": threadpool_psycopg2,
     "asyncpg": asyncpg_,
     "psycopg 3 async": psycopg3_async,
