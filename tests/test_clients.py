@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 import greenbridge
-from tests.conftest import Backend, require_service
+from tests.conftest import Backend, require_service, run_concurrently
 
 SLOW = 0.3
 N = 20
@@ -71,43 +71,7 @@ def green_import() -> Iterator[Callable[[str], ModuleType]]:
 
 def concurrently(backend: Backend, fns: list[Callable[[], Any]]) -> tuple[list[Any], float, float]:
     """Run sync callables concurrently; return (results, elapsed, heartbeat's max gap)."""
-
-    async def main() -> tuple[list[Any], float, float]:
-        results: list[Any] = [None] * len(fns)
-        gaps: list[float] = []
-        stop: list[bool] = []
-
-        async def heartbeat() -> None:
-            last = time.monotonic()
-            while not stop:
-                await backend.sleep(0.01)
-                now = time.monotonic()
-                gaps.append(now - last)
-                last = now
-
-        async def one(i: int) -> None:
-            results[i] = await greenbridge.async_(fns[i])()
-
-        t0 = time.monotonic()
-        if backend.is_asyncio:
-            hb = asyncio.ensure_future(heartbeat())
-            try:
-                await asyncio.gather(*(one(i) for i in range(len(fns))))
-            finally:
-                stop.append(True)
-                await hb
-        else:
-            import trio
-
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(heartbeat)
-                async with trio.open_nursery() as inner:
-                    for i in range(len(fns)):
-                        inner.start_soon(one, i)
-                stop.append(True)
-        return results, time.monotonic() - t0, max(gaps, default=0.0)
-
-    return backend.run(main)  # type: ignore[no-any-return]
+    return run_concurrently(backend, fns)
 
 
 # ---------------------------------------------------------------- servers

@@ -20,7 +20,7 @@ from greenbridge.green import select as gselect
 from greenbridge.green import selectors as gselectors
 from greenbridge.green import socket as gsocket
 from greenbridge.green import time as gtime
-from tests.conftest import Backend
+from tests.conftest import Backend, run_concurrently
 
 
 def run_sync(backend: Backend, fn: Callable[[], Any]) -> Any:
@@ -32,40 +32,8 @@ def run_sync(backend: Backend, fn: Callable[[], Any]) -> Any:
 
 def gather_sync(backend: Backend, fns: list[Callable[[], Any]]) -> list[Any]:
     """Run sync callables concurrently on one loop, with a heartbeat; return results + max gap."""
-
-    async def main() -> list[Any]:
-        results: list[Any] = [None] * len(fns)
-        gaps: list[float] = []
-        stop = []
-
-        async def heartbeat() -> None:
-            last = time.monotonic()
-            while not stop:
-                await backend.sleep(0.005)
-                now = time.monotonic()
-                gaps.append(now - last)
-                last = now
-
-        async def one(i: int) -> None:
-            results[i] = await greenbridge.async_(fns[i])()
-
-        if backend.is_asyncio:
-            hb = asyncio.ensure_future(heartbeat())
-            await asyncio.gather(*(one(i) for i in range(len(fns))))
-            stop.append(True)
-            await hb
-        else:
-            import trio
-
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(heartbeat)
-                async with trio.open_nursery() as inner:
-                    for i in range(len(fns)):
-                        inner.start_soon(one, i)
-                stop.append(True)
-        return [*results, max(gaps, default=0.0)]
-
-    return backend.run(main)  # type: ignore[no-any-return]
+    results, _elapsed, gap = run_concurrently(backend, fns)
+    return [*results, gap]
 
 
 def test_module_exports_everything_the_stdlib_does() -> None:

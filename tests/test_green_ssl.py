@@ -19,12 +19,11 @@ from typing import Any
 
 import pytest
 
-import greenbridge
 from greenbridge import _hub
 from greenbridge.green import socket as gsocket
 from greenbridge.green import ssl as gssl
 from greenbridge.green import time as gtime
-from tests.conftest import Backend
+from tests.conftest import Backend, run_concurrently
 
 trustme = pytest.importorskip("trustme")
 
@@ -56,44 +55,16 @@ def run(backend: Backend, *fns: Callable[[], Any], listener: Any = None) -> list
     (but the still-open listening socket, whose registration is kept until it closes).
     """
 
-    async def main() -> list[Any]:
-        results: list[Any] = [None] * len(fns)
-        gaps: list[float] = []
-        stop: list[bool] = []
+    def nothing_left() -> None:
+        if not backend.is_asyncio:
+            return
+        reg = _hub._registry(asyncio.get_running_loop())
+        keep = {listener.fileno()} if listener is not None else set()
+        left = (set(reg.readers) | set(reg.writers)) - keep
+        assert not left, f"registrations left on the loop: {left}"
 
-        async def heartbeat() -> None:
-            last = time.monotonic()
-            while not stop:
-                await backend.sleep(0.005)
-                now = time.monotonic()
-                gaps.append(now - last)
-                last = now
-
-        async def one(i: int) -> None:
-            results[i] = await greenbridge.async_(fns[i])()
-
-        if backend.is_asyncio:
-            hb = asyncio.ensure_future(heartbeat())
-            await asyncio.gather(*(one(i) for i in range(len(fns))))
-            stop.append(True)
-            await hb
-            loop = asyncio.get_running_loop()
-            reg = _hub._registry(loop)
-            keep = {listener.fileno()} if listener is not None else set()
-            left = (set(reg.readers) | set(reg.writers)) - keep
-            assert not left, f"registrations left on the loop: {left}"
-        else:
-            import trio
-
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(heartbeat)
-                async with trio.open_nursery() as inner:
-                    for i in range(len(fns)):
-                        inner.start_soon(one, i)
-                stop.append(True)
-        return [*results, max(gaps, default=0.0)]
-
-    return backend.run(main)  # type: ignore[no-any-return]
+    results, _elapsed, gap = run_concurrently(backend, list(fns), after=nothing_left)
+    return [*results, gap]
 
 
 @pytest.fixture
