@@ -96,6 +96,21 @@ def original(name: str) -> types.ModuleType:
         ) from None
 
 
+def rebind(fn: Any, namespace: dict[str, Any]) -> Any:
+    """A copy of the stdlib function ``fn`` that looks its globals up in ``namespace``.
+
+    Green modules reuse stdlib code this way: given the green module's
+    ``globals()``, the names the function refers to (``socket``,
+    ``select``, ...) resolve to the green objects instead of the originals.
+    """
+    new = types.FunctionType(fn.__code__, namespace, fn.__name__, fn.__defaults__, fn.__closure__)
+    new.__kwdefaults__ = fn.__kwdefaults__
+    new.__doc__ = fn.__doc__
+    new.__qualname__ = fn.__qualname__
+    new.__module__ = namespace["__name__"]
+    return new
+
+
 def green(name: str) -> types.ModuleType:
     """Return the green module that replaces ``name`` (importing it if needed)."""
     original(name)  # validates the name

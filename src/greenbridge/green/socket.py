@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 from .. import _hub
 from .._offload import offload as _offload
 from .._patcher import original
+from .._patcher import rebind as _patcher_rebind
 from . import selectors  # noqa: F401 - the stdlib socket code we rebind uses it
 
 if TYPE_CHECKING:
@@ -71,12 +72,7 @@ _c_close = _CSocket.close
 
 def _rebind(fn: Any) -> Any:
     """The stdlib function ``fn`` with this module as its globals."""
-    new = _types.FunctionType(fn.__code__, globals(), fn.__name__, fn.__defaults__, fn.__closure__)
-    new.__kwdefaults__ = fn.__kwdefaults__
-    new.__doc__ = fn.__doc__
-    new.__qualname__ = fn.__qualname__
-    new.__module__ = __name__
-    return new
+    return _patcher_rebind(fn, globals())
 
 
 _DONTWAIT: int = getattr(_c, "MSG_DONTWAIT", 0)  # this call must not block, whatever the timeout

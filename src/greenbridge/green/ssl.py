@@ -21,11 +21,11 @@ wraps sockets in the original, blocking class.
 from __future__ import annotations
 
 import time as _time
-import types as _types
 from typing import Any
 
 from .. import _hub
 from .._patcher import original
+from .._patcher import rebind as _patcher_rebind
 from . import socket as _gsocket
 
 # Typed as Any: this module subclasses and rebinds stdlib internals that typeshed omits.
@@ -50,12 +50,8 @@ create_connection = _gsocket.create_connection
 
 
 def _rebind(fn: Any) -> Any:
-    new = _types.FunctionType(fn.__code__, globals(), fn.__name__, fn.__defaults__, fn.__closure__)
-    new.__kwdefaults__ = fn.__kwdefaults__
-    new.__doc__ = fn.__doc__
-    new.__qualname__ = fn.__qualname__
-    new.__module__ = __name__
-    return new
+    """The stdlib function ``fn`` with this module as its globals."""
+    return _patcher_rebind(fn, globals())
 
 
 class SSLSocket(_std.SSLSocket, _gsocket.socket):  # type: ignore[misc]
