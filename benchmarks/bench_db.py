@@ -25,7 +25,7 @@ DSN = "host=127.0.0.1 port=5432 user=postgres dbname=test"
 URL = "postgresql://postgres@127.0.0.1:5432/test"
 
 
-def run_sync_jobs(conns: list[Any], n: int, sql: str) -> Callable[[Any], None]:
+def run_sync_jobs(n: int, sql: str) -> Callable[[Any], None]:
     def job(conn: Any) -> None:
         with conn.cursor() as cur:
             for _ in range(n):
@@ -35,26 +35,12 @@ def run_sync_jobs(conns: list[Any], n: int, sql: str) -> Callable[[Any], None]:
     return job
 
 
-async def greenbridge_psycopg2(workers: int, n: int, sql: str) -> float:
-    import psycopg2
-
-    greenbridge.patch_psycopg2()
-    conns = [await greenbridge.async_(psycopg2.connect)(DSN) for _ in range(workers)]
-    job = run_sync_jobs(conns, n, sql)
-    start = time.perf_counter()
-    await asyncio.gather(*(greenbridge.async_(job)(c) for c in conns))
-    took = time.perf_counter() - start
-    for c in conns:
-        c.close()
-    return took
-
-
-async def greenbridge_psycopg3(workers: int, n: int, sql: str) -> float:
-    import psycopg
-
-    greenbridge.patch_psycopg()
-    conns = [await greenbridge.async_(psycopg.connect)(DSN) for _ in range(workers)]
-    job = run_sync_jobs(conns, n, sql)
+async def greenbridge_driver(
+    connect: Callable[[str], Any], workers: int, n: int, sql: str
+) -> float:
+    """Sync connections of a patched driver, each worked by one bridged call."""
+    conns = [await greenbridge.async_(connect)(DSN) for _ in range(workers)]
+    job = run_sync_jobs(n, sql)
     start = time.perf_counter()
     await asyncio.gather(*(greenbridge.async_(job)(c) for c in conns))
     took = time.perf_counter() - start
@@ -63,13 +49,27 @@ async def greenbridge_psycopg3(workers: int, n: int, sql: str) -> float:
     return took
 
 
+async def greenbridge_psycopg2(workers: int, n: int, sql: str) -> float:
+    import psycopg2
+
+    greenbridge.patch_psycopg2()
+    return await greenbridge_driver(psycopg2.connect, workers, n, sql)
+
+
+async def greenbridge_psycopg3(workers: int, n: int, sql: str) -> float:
+    import psycopg
+
+    greenbridge.patch_psycopg()
+    return await greenbridge_driver(psycopg.connect, workers, n, sql)
+
+
 async def threadpool_psycopg2(workers: int, n: int, sql: str) -> float:
     import psycopg2
     import psycopg2.extensions
 
     psycopg2.extensions.set_wait_callback(None)
     conns = [psycopg2.connect(DSN) for _ in range(workers)]
-    job = run_sync_jobs(conns, n, sql)
+    job = run_sync_jobs(n, sql)
     loop = asyncio.get_running_loop()
     with concurrent.futures.ThreadPoolExecutor(workers) as pool:
         start = time.perf_counter()
