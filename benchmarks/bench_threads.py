@@ -30,14 +30,20 @@ def _rss_kib() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
 
 
-def _new_loop(use_uvloop: bool) -> Any:
+def _run_on_new_loop(coro: Any, use_uvloop: bool) -> float:
+    """Run ``coro`` to the end on a fresh loop (uvloop's if asked) and close it."""
     import asyncio
 
     if use_uvloop:
         import uvloop
 
-        return uvloop.new_event_loop()
-    return asyncio.new_event_loop()
+        loop = uvloop.new_event_loop()
+    else:
+        loop = asyncio.new_event_loop()
+    try:
+        return float(loop.run_until_complete(coro))
+    finally:
+        loop.close()
 
 
 def variant_asyncio(n: int, use_uvloop: bool) -> float:
@@ -53,11 +59,7 @@ def variant_asyncio(n: int, use_uvloop: bool) -> float:
         await asyncio.gather(*tasks)
         return time.perf_counter() - t0
 
-    loop = _new_loop(use_uvloop)
-    try:
-        return float(loop.run_until_complete(main()))
-    finally:
-        loop.close()
+    return _run_on_new_loop(main(), use_uvloop)
 
 
 def variant_green(n: int, use_uvloop: bool) -> float:
@@ -78,11 +80,7 @@ def variant_green(n: int, use_uvloop: bool) -> float:
             t.join()
         return time.perf_counter() - t0
 
-    loop = _new_loop(use_uvloop)
-    try:
-        return float(loop.run_until_complete(greenbridge.async_(main)()))
-    finally:
-        loop.close()
+    return _run_on_new_loop(greenbridge.async_(main)(), use_uvloop)
 
 
 def variant_real(n: int, use_uvloop: bool) -> float:
