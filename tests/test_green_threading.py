@@ -121,6 +121,88 @@ def test_thread_attributes_and_identity(aio: Backend) -> None:
     run_green(aio, main)
 
 
+def test_join_by_green_threads_an_os_thread_and_a_cancelled_task(aio: Backend) -> None:
+    def main() -> None:
+        gate = gt.Event()
+        t = gt.Thread(target=gate.wait)
+        t.start()
+        t.join(0.01)
+        t.join(0)
+        t.join(-1)
+        assert t.is_alive()
+        assert not t._joiners  # a join that timed out leaves no waiter behind
+        cancelled = greenbridge.spawn(t.join)
+        gt.Event().wait(0.01)
+        cancelled.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            greenbridge.await_(cancelled)
+        assert not t._joiners  # nor does a cancelled one
+
+        ended: list[int] = []
+
+        def joiner(i: int) -> None:
+            t.join()
+            ended.append(i)
+
+        joiners = [gt.Thread(target=joiner, args=(i,)) for i in range(3)]
+        for j in joiners:
+            j.start()
+        # A real OS thread joins the green thread too: it blocks on a real lock.
+        os_join = asyncio.get_running_loop().run_in_executor(None, t.join)
+        gt.Event().wait(0.02)
+        assert ended == [] and not os_join.done() and t.is_alive()
+        gate.set()
+        for j in joiners:
+            j.join()
+        greenbridge.await_(os_join)
+        assert sorted(ended) == [0, 1, 2]
+        assert not t.is_alive() and t._joiners is None
+        t.join()  # an ended thread joins at once
+
+    run_green(aio, main)
+
+
+def test_target_arguments_in_every_form(aio: Backend) -> None:
+    def main() -> None:
+        calls: list[tuple[Any, ...]] = []
+
+        def record(*args: Any, **kwargs: Any) -> None:
+            calls.append((args, kwargs))
+
+        forms: list[tuple[Any, Any]] = [
+            ((), None),
+            ((1,), None),
+            ((1, 2), None),
+            ((1, 2, 3), None),
+            ([4, 5], None),  # any iterable, as the stdlib
+            ((6,), {"k": 7}),
+        ]
+        threads = [gt.Thread(target=record, args=a, kwargs=k) for a, k in forms]
+        for t in threads:
+            t.start()
+            t.join()
+        assert calls == [
+            ((), {}),
+            ((1,), {}),
+            ((1, 2), {}),
+            ((1, 2, 3), {}),
+            ((4, 5), {}),
+            ((6,), {"k": 7}),
+        ]
+        errors: list[type[BaseException]] = []
+        old_hook = gt.excepthook
+        gt.excepthook = lambda args: errors.append(args.exc_type)
+        try:
+            bad = gt.Thread(target=record, kwargs=[])  # type: ignore[arg-type]
+            bad.start()
+            bad.join()
+        finally:
+            gt.excepthook = old_hook
+        assert errors == [TypeError]  # ** of a non-mapping fails, as in the stdlib
+
+    run_green(aio, main)
+
+
 def test_threads_are_concurrent_and_the_loop_keeps_running(aio: Backend) -> None:
     def main() -> float:
         def slow() -> None:

@@ -586,46 +586,6 @@ class Event:
             return signaled
 
 
-class _Flag:
-    """A one-way flag with an Event created only if somebody has to wait for it.
-
-    Every Thread has two (started, finished); most are never waited on, so
-    this saves a Condition, a Lock and a deque per flag.
-    """
-
-    __slots__ = ("_set", "_event")
-
-    def __init__(self) -> None:
-        self._set = False
-        self._event: Event | None = None
-
-    def is_set(self) -> bool:
-        return self._set
-
-    def _is_set_now(self) -> bool:  # re-read under the mutex (another thread may set it)
-        return self._set
-
-    def set(self) -> None:
-        with _flag_mutex:
-            self._set = True
-            event = self._event
-        if event is not None:
-            event.set()
-
-    def wait(self, timeout: float | None = None) -> bool:
-        if self._set:
-            return True
-        with _flag_mutex:
-            if self._is_set_now():
-                return True
-            event = self._event
-            if event is None:
-                event = self._event = Event()
-        return event.wait(timeout)
-
-
-_flag_mutex = _real_allocate()
-
 _FILLING, _DRAINING, _RESETTING, _BROKEN = 0, 1, -1, -2
 
 
@@ -828,6 +788,10 @@ _trace_hook: Any = None
 _profile_hook: Any = None
 
 
+_NAME_TARGET = sys.version_info >= (3, 10)  # "Thread-1 (target)" names, as the stdlib's
+_NO_NAME: Any = object()
+
+
 def _newname(template: str = "Thread-%d") -> str:
     return template % _counter()
 
@@ -860,10 +824,11 @@ class Thread:
         if name:
             name = str(name)
         else:
-            name = _newname("Thread-%d")
-            if target is not None and sys.version_info >= (3, 10):
-                with contextlib.suppress(AttributeError):
-                    name += f" ({target.__name__})"
+            name = f"Thread-{_counter()}"
+            if target is not None and _NAME_TARGET:
+                target_name = getattr(target, "__name__", _NO_NAME)
+                if target_name is not _NO_NAME:
+                    name += f" ({target_name})"
         self._target = target
         self._name = name
         self._args = args
@@ -871,9 +836,13 @@ class Thread:
         self._daemonic = current_thread().daemon if daemon is None else bool(daemon)
         self._ident: int | None = None
         self._native_id: int | None = None
-        self._started = _Flag()
-        self._finished = _Flag()
+        # Plain flags instead of the stdlib's two Events: most threads are never
+        # waited for, and every object a thread owns costs the garbage collector.
+        self._is_started = False
         self._is_stopped = False
+        # join() waiters, created by the first join() that has to wait; set to
+        # None again (and every waiter woken) when the thread ends.
+        self._joiners: list[_Waiter] | None = None
         self._task: asyncio.Task[None] | None = None
         self._stderr = sys.stderr
         self._initialized = True
@@ -881,7 +850,7 @@ class Thread:
     def __repr__(self) -> str:
         assert self._initialized, "Thread.__init__() was not called"
         status = "initial"
-        if self._started.is_set():
+        if self._is_started:
             status = "started"
         if self._is_stopped:
             status = "stopped"
@@ -895,57 +864,74 @@ class Thread:
         """Start the thread: a task on the running asyncio loop, else an OS thread."""
         if not self._initialized:
             raise RuntimeError("thread.__init__() not called")
-        if self._started.is_set():
+        if self._is_started:
             raise RuntimeError("threads can only be started once")
         loop = _get_running_loop()
         with _active_mutex:
             _limbo[self] = self
         if loop is not None:
             try:
-                task = spawn(self._bootstrap_green)
+                task = spawn(self._run_and_finish)
             except BaseException:
                 with _active_mutex:
                     del _limbo[self]
                 raise
             self._task = task
-            self._ident = id(task)
+            ident = self._ident = id(task)
             self._native_id = get_native_id()
             with _active_mutex:
-                _active[self._ident] = self
                 del _limbo[self]
-            self._started.set()
+                # Already over only if the task ran eagerly (an eager task factory).
+                if not self._is_stopped:
+                    _active[ident] = self
+            self._is_started = True
             return
+        started = _real_allocate()
+        started.acquire()
         try:
-            _real_thread.start_new_thread(self._bootstrap_os, ())
+            _real_thread.start_new_thread(self._bootstrap_os, (started,))
         except BaseException:
             with _active_mutex:
                 del _limbo[self]
             raise
-        self._started.wait()
+        started.acquire()  # released by the new thread once it is registered
 
     def run(self) -> None:
         """The thread's activity: call the target with the arguments. Override it freely."""
         try:
-            if self._target is not None:
-                self._target(*self._args, **self._kwargs)
+            target = self._target
+            if target is not None:
+                args = self._args
+                kwargs = self._kwargs
+                if kwargs or type(args) is not tuple or type(kwargs) is not dict:
+                    target(*args, **kwargs)
+                # A plain positional call runs in this C-level eval loop;
+                # target(*args) would nest another one on the C stack, which
+                # every greenlet switch of a suspended thread then copies.
+                elif not args:
+                    target()
+                elif len(args) == 1:
+                    target(args[0])
+                elif len(args) == 2:
+                    target(args[0], args[1])
+                else:
+                    target(*args)
         finally:
             # Drop references that could form cycles through the thread.
             del self._target, self._args, self._kwargs
 
-    def _bootstrap_os(self) -> None:
+    def _bootstrap_os(self, started: Any) -> None:
         self._ident = _real_get_ident()
         self._native_id = get_native_id()
         with _active_mutex:
             _active[self._ident] = self
             del _limbo[self]
-        self._started.set()
+        self._is_started = True
+        started.release()
         if _trace_hook is not None:
             sys.settrace(_trace_hook)
         if _profile_hook is not None:
             sys.setprofile(_profile_hook)
-        self._run_and_finish()
-
-    def _bootstrap_green(self) -> None:
         self._run_and_finish()
 
     def _run_and_finish(self) -> None:
@@ -957,11 +943,20 @@ class Thread:
             except BaseException:
                 self._report()
         finally:
-            with _active_mutex:
-                self._is_stopped = True
-                if _active.get(self._ident or 0) is self:
-                    del _active[self._ident or 0]
-            self._finished.set()
+            self._stop()
+
+    def _stop(self) -> None:
+        """Mark the thread ended, unregister it and wake every join()."""
+        with _active_mutex:
+            self._is_stopped = True
+            ident = self._ident
+            if ident is not None and _active.get(ident) is self:
+                del _active[ident]
+            joiners = self._joiners
+            self._joiners = None
+        if joiners:
+            for waiter in joiners:
+                waiter.wake()
 
     def _report(self) -> None:
         exc_type, exc_value, exc_tb = sys.exc_info()
@@ -978,13 +973,25 @@ class Thread:
         """Wait until the thread ends, or ``timeout`` seconds pass (check ``is_alive()``)."""
         if not self._initialized:
             raise RuntimeError("Thread.__init__() not called")
-        if not self._started.is_set():
+        if not self._is_started:
             raise RuntimeError("cannot join thread before it is started")
         if self is current_thread():
             raise RuntimeError("cannot join current thread")
-        if timeout is not None and timeout < 0:
-            timeout = 0
-        self._finished.wait(timeout)
+        with _active_mutex:
+            if self._is_stopped or (timeout is not None and timeout <= 0):
+                return
+            waiter = _Waiter()
+            joiners = self._joiners
+            if joiners is None:
+                joiners = self._joiners = []
+            joiners.append(waiter)
+        try:
+            waiter.wait(timeout)
+        finally:
+            if not waiter.fired:  # timed out or interrupted: stop waiting
+                with _active_mutex:
+                    if self._joiners is joiners and not waiter.fired:
+                        joiners.remove(waiter)
 
     @property
     def name(self) -> str:
@@ -1012,7 +1019,7 @@ class Thread:
     def is_alive(self) -> bool:
         """Whether the thread has started and not yet ended."""
         assert self._initialized, "Thread.__init__() not called"
-        return self._started.is_set() and not self._is_stopped
+        return self._is_started and not self._is_stopped
 
     @property
     def daemon(self) -> bool:
@@ -1024,7 +1031,7 @@ class Thread:
     def daemon(self, daemonic: bool) -> None:
         if not self._initialized:
             raise RuntimeError("Thread.__init__() not called")
-        if self._started.is_set():
+        if self._is_started:
             raise RuntimeError("cannot set daemon status of active thread")
         self._daemonic = daemonic
 
@@ -1085,7 +1092,7 @@ class Timer(Thread):
 class _MainThread(Thread):
     def __init__(self) -> None:
         Thread.__init__(self, name="MainThread", daemon=False)
-        self._started.set()
+        self._is_started = True
         main = _std.main_thread()
         self._ident = main.ident
         self._native_id = getattr(main, "native_id", None)
@@ -1096,7 +1103,7 @@ class _DummyThread(Thread):
 
     def __init__(self, ident: int, daemon: bool = True) -> None:
         Thread.__init__(self, name=_newname("Dummy-%d"), daemon=daemon)
-        self._started.set()
+        self._is_started = True
         self._ident = ident
         self._native_id = get_native_id()
 
