@@ -7,6 +7,9 @@ runs in its own fresh subprocess, so its peak RSS (``ru_maxrss``) is its own;
 we report the wall time of the whole start-sleep-sleep-join cycle (best of
 ``REPEATS`` processes) and the peak RSS growth over the process's baseline.
 Ratios are against the asyncio-task baseline measured in the same run.
+The ``spawn`` row runs the same bodies through ``greenbridge.spawn`` with no
+``Thread`` object: the difference to the green row is the threading module's
+own cost, the rest is the bridge's and the hub's.
 Targets from issue 4: green time <= 1.3x asyncio, green memory <= 2x asyncio.
 """
 
@@ -83,6 +86,25 @@ def variant_green(n: int, use_uvloop: bool) -> float:
     return _run_on_new_loop(greenbridge.async_(main)(), use_uvloop)
 
 
+def variant_spawn(n: int, use_uvloop: bool) -> float:
+    """The bridge alone: each unit is greenbridge.spawn(body), no Thread object around it."""
+    import greenbridge
+    from greenbridge.green import time as green_time
+
+    def body() -> None:
+        green_time.sleep(SLEEP)
+        green_time.sleep(SLEEP)
+
+    def main() -> float:
+        t0 = time.perf_counter()
+        tasks = [greenbridge.spawn(body) for _ in range(n)]
+        for task in tasks:
+            greenbridge.await_(task)
+        return time.perf_counter() - t0
+
+    return _run_on_new_loop(greenbridge.async_(main)(), use_uvloop)
+
+
 def variant_real(n: int, use_uvloop: bool) -> float:
     import threading
 
@@ -99,7 +121,12 @@ def variant_real(n: int, use_uvloop: bool) -> float:
     return time.perf_counter() - t0
 
 
-VARIANTS = {"asyncio": variant_asyncio, "green": variant_green, "real": variant_real}
+VARIANTS = {
+    "asyncio": variant_asyncio,
+    "green": variant_green,
+    "spawn": variant_spawn,
+    "real": variant_real,
+}
 
 
 def child(name: str, n: int, use_uvloop: bool) -> None:
@@ -143,10 +170,12 @@ def main() -> None:
     print(f"best of {REPEATS} fresh processes per variant; RSS growth = peak minus baseline\n")
     base = measure("asyncio", N_GREEN, args.uvloop)
     green = measure("green", N_GREEN, args.uvloop)
+    spawned = measure("spawn", N_GREEN, args.uvloop)
     real = measure("real", N_REAL, args.uvloop)
     rows = [
         (f"{N_GREEN:,} asyncio tasks (baseline)", base, None),
         (f"{N_GREEN:,} green threads", green, (1.3, 2.0)),
+        (f"{N_GREEN:,} spawn() calls, no Thread", spawned, None),
         (f"{N_REAL:,} real threads", real, None),
     ]
     print(f"{'variant':<34}{'wall s':>9}{'x time':>8}{'RSS MiB':>9}{'growth MiB':>12}{'x mem':>8}")
@@ -164,10 +193,11 @@ def main() -> None:
             )
         print(line)
     per_green = (green["time"] - 2 * SLEEP) / N_GREEN * 1e6
+    per_spawn = (spawned["time"] - 2 * SLEEP) / N_GREEN * 1e6
     per_task = (base["time"] - 2 * SLEEP) / N_GREEN * 1e6
     print(
-        f"\noverhead beyond the sleeps: green {per_green:.1f} us/thread, "
-        f"asyncio {per_task:.1f} us/task"
+        f"\noverhead beyond the sleeps: green {per_green:.1f} us/thread "
+        f"(spawn() alone {per_spawn:.1f} us), asyncio {per_task:.1f} us/task"
     )
 
 
