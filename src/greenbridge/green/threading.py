@@ -958,6 +958,9 @@ class Thread:
             for waiter in joiners:
                 waiter.wake()
 
+    def _has_ended(self) -> bool:
+        return self._is_stopped
+
     def _report(self) -> None:
         exc_type, exc_value, exc_tb = sys.exc_info()
         try:
@@ -975,10 +978,12 @@ class Thread:
             raise RuntimeError("Thread.__init__() not called")
         if not self._is_started:
             raise RuntimeError("cannot join thread before it is started")
+        if self._has_ended():  # the common case; an ended thread is not the current one
+            return
         if self is current_thread():
             raise RuntimeError("cannot join current thread")
         with _active_mutex:
-            if self._is_stopped or (timeout is not None and timeout <= 0):
+            if self._has_ended() or (timeout is not None and timeout <= 0):
                 return
             waiter = _Waiter()
             joiners = self._joiners
