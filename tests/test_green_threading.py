@@ -437,6 +437,38 @@ def test_start_new_thread_and_allocate_lock(aio: Backend) -> None:
     assert out == [(1, 2, ident)]
 
 
+def test_start_new_thread_passes_arguments_in_every_form(aio: Backend) -> None:
+    def main() -> list[tuple[Any, ...]]:
+        calls: list[tuple[Any, ...]] = []
+        done = gt.Semaphore(0)
+
+        def record(*args: Any, **kwargs: Any) -> None:
+            calls.append((args, kwargs))
+            done.release()
+
+        forms: list[tuple[tuple[Any, ...], Any]] = [
+            ((), None),
+            ((1,), None),
+            ((1, 2), None),
+            ((1, 2, 3), None),
+            ((4,), {}),
+            ((5,), {"k": 6}),
+        ]
+        for args, kwargs in forms:
+            green_thread.start_new_thread(record, args, kwargs)
+            assert done.acquire(timeout=5)
+        return calls
+
+    assert run_green(aio, main) == [
+        ((), {}),
+        ((1,), {}),
+        ((1, 2), {}),
+        ((1, 2, 3), {}),
+        ((4,), {}),
+        ((5,), {"k": 6}),
+    ]
+
+
 def test_outside_any_loop_behaves_like_the_stdlib() -> None:
     results: list[Any] = []
     lock = gt.Lock()

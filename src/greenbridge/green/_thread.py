@@ -46,10 +46,24 @@ _local = local
 _running = [0]
 
 
-def _run(function: Callable[..., object], args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+def _run(
+    function: Callable[..., object], args: tuple[Any, ...], kwargs: dict[str, Any] | None = None
+) -> None:
     _running[0] += 1
     try:
-        function(*args, **kwargs)
+        # A plain positional call runs in this C-level eval loop; function(*args)
+        # would nest another one on the C stack, which every greenlet switch of
+        # a suspended thread then copies.
+        if kwargs:
+            function(*args, **kwargs)
+        elif not args:
+            function()
+        elif len(args) == 1:
+            function(args[0])
+        elif len(args) == 2:
+            function(args[0], args[1])
+        else:
+            function(*args)
     except SystemExit:
         pass
     except BaseException as exc:
@@ -86,7 +100,8 @@ def start_new_thread(
         raise TypeError("first arg must be callable")
     if _asyncio_events._get_running_loop() is None:
         return _real_thread.start_new_thread(function, args, kwargs or {})
-    task = spawn(_run, function, args, kwargs or {})
+    # Two arguments when there are no keywords: the bridge calls those without *args.
+    task = spawn(_run, function, args, kwargs) if kwargs else spawn(_run, function, args)
     return id(task)
 
 
