@@ -13,6 +13,7 @@ import pytest
 import greenbridge
 from greenbridge.green import _thread as green_thread
 from greenbridge.green import threading as gt
+from greenbridge.green import time as green_time
 
 from .conftest import Backend
 
@@ -201,6 +202,48 @@ def test_target_arguments_in_every_form(aio: Backend) -> None:
         assert errors == [TypeError]  # ** of a non-mapping fails, as in the stdlib
 
     run_green(aio, main)
+
+
+def test_identity_survives_every_kind_of_wait(aio: Backend) -> None:
+    """get_ident, current_thread, local and RLock ownership are the same after each resume."""
+
+    def main() -> dict[int, list[bool]]:
+        loc = gt.local()
+        rlock = gt.RLock()
+        results: dict[int, list[bool]] = {}
+
+        def same(i: int, ident: int, me: gt.Thread) -> bool:
+            return (
+                gt.get_ident() == ident
+                and gt.current_thread() is me
+                and loc.value == i
+                and rlock._is_owned()
+            )
+
+        def body(i: int) -> None:
+            me = gt.current_thread()
+            ident = gt.get_ident()
+            loc.value = i
+            checks = []
+            with rlock:  # held across every wait below: its owner is this green thread
+                green_time.sleep(0.005)  # a timed sleep
+                checks.append(same(i, ident, me))
+                green_time.sleep(0)  # one turn of the loop
+                checks.append(same(i, ident, me))
+                gt.Event().wait(0.005)  # a timed wait that times out
+                checks.append(same(i, ident, me))
+                with rlock:  # re-entrant: still recognised as the owner
+                    checks.append(same(i, ident, me))
+            results[i] = checks
+
+        threads = [gt.Thread(target=body, args=(i,)) for i in range(5)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        return results
+
+    assert run_green(aio, main) == {i: [True] * 4 for i in range(5)}
 
 
 def test_threads_are_concurrent_and_the_loop_keeps_running(aio: Backend) -> None:
