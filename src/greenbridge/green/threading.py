@@ -36,6 +36,7 @@ import _thread as _real_thread
 import asyncio
 import collections
 import contextlib
+import contextvars
 import functools
 import itertools
 import sys
@@ -113,6 +114,11 @@ def _resolve(fut: asyncio.Future[None]) -> None:
         fut.set_result(None)
 
 
+# The Context _resolve runs in: it needs nothing of the waiter's, and passing one
+# saves the loop a copy of the caller's Context per timed wait and per wake-up.
+_RESOLVE_CONTEXT = contextvars.Context()
+
+
 class _Waiter:
     """One parked caller: a loop future (green) or an acquired real lock (OS thread).
 
@@ -150,7 +156,7 @@ class _Waiter:
         else:
             # A closed loop raises RuntimeError: nobody is left to wake then.
             with contextlib.suppress(RuntimeError):
-                self._loop.call_soon_threadsafe(_resolve, fut)
+                self._loop.call_soon_threadsafe(_resolve, fut, context=_RESOLVE_CONTEXT)
 
     def wait(self, timeout: float | None) -> bool:
         """Wait until woken or ``timeout`` seconds passed (None: forever)."""
@@ -167,7 +173,7 @@ class _Waiter:
         if timeout is None:
             await_(fut)
         else:
-            handle = self._loop.call_later(timeout, _resolve, fut)
+            handle = self._loop.call_later(timeout, _resolve, fut, context=_RESOLVE_CONTEXT)
             try:
                 await_(fut)
             finally:
@@ -243,7 +249,8 @@ class Lock:
 
     def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
         """Acquire the lock; wait at most ``timeout`` seconds (-1: forever) if ``blocking``."""
-        _check_timeout(blocking, timeout)
+        if timeout != -1:  # -1 is valid whether blocking or not
+            _check_timeout(blocking, timeout)
         mutex = self._mutex
         with mutex:
             if not self._locked:
@@ -392,6 +399,10 @@ class Condition:
             method = getattr(lock, name, None)
             if method is not None:
                 setattr(self, name, method)
+        if type(lock) is Lock:
+            # What _is_owned() below finds with acquire(False) and release():
+            # a green Lock is never free while a waiter is queued on it.
+            self._is_owned = lock.locked  # type: ignore[method-assign]
         self._waiters: collections.deque[_Waiter] = collections.deque()
 
     def _at_fork_reinit(self) -> None:
@@ -433,8 +444,10 @@ class Condition:
         finally:
             self._acquire_restore(saved)
             if not notified and not waiter.fired:
-                with contextlib.suppress(ValueError):
+                try:  # noqa: SIM105 - contextlib.suppress costs more on this path
                     self._waiters.remove(waiter)
+                except ValueError:
+                    pass
 
     def wait_for(self, predicate: Callable[[], Any], timeout: float | None = None) -> Any:
         """Wait until ``predicate()`` is true or the timeout passes; return its last value."""
@@ -579,8 +592,10 @@ class Event:
 
     def wait(self, timeout: float | None = None) -> bool:
         """Wait until the flag is set or ``timeout`` seconds pass; return the flag."""
+        if self._flag:
+            return True
         with self._cond:
-            signaled = self._flag
+            signaled: bool = self._flag
             if not signaled:
                 signaled = self._cond.wait(timeout)
             return signaled
