@@ -97,7 +97,8 @@ def test_unbridged_code_in_a_running_loop_gets_missing_bridge() -> None:
 
     async def main() -> None:
         with pytest.raises(greenbridge.MissingBridge, match="async_"):
-            scalar(conn, "SELECT 1")
+            # A query that must wait (a fast one may be answered without waiting).
+            scalar(conn, "SELECT pg_sleep(0.05)")
 
     asyncio.run(main())
     conn.close()

@@ -31,6 +31,10 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast, overload
 
 from greenlet import GreenletExit, getcurrent, greenlet
 
+_current_task = asyncio.current_task
+_enter_task = asyncio.tasks._enter_task
+_leave_task = asyncio.tasks._leave_task
+
 if sys.version_info >= (3, 10) or TYPE_CHECKING:
     from typing import ParamSpec
 
@@ -78,6 +82,11 @@ class _Finished:
 
 _FINISHED: Any = _Finished()  # the call returned (its value is in worker.value)
 _FAILED: Any = _Finished()  # the call raised (the exception is in worker.value)
+# The worker parked itself in the hub (see park()): the driver makes its task
+# wait on a future, and whoever wakes the worker resumes it (see wake()).
+_PARK: Any = _Finished()
+# Handed to a parked driver: "switch into the worker with the value in payload".
+_RESUME: Any = _Finished()
 
 
 class _Worker(greenlet):
@@ -89,7 +98,7 @@ class _Worker(greenlet):
     parent chain.
     """
 
-    __slots__ = ("value", "free")
+    __slots__ = ("value", "free", "drv")
 
     def __init__(self) -> None:
         super().__init__(_worker_main)
@@ -97,6 +106,8 @@ class _Worker(greenlet):
         self.value: Any = None
         # Idle steppers (see _stepper), each with the box it reports into.
         self.free: list[tuple[types.GeneratorType[Any, Any, None], list[Any]]] = []
+        # While parked (see park()): the _Pending whose task waits for it.
+        self.drv: _Pending | None = None
 
 
 _RETURNED: Any = object()
@@ -241,13 +252,21 @@ def _outcome(worker: _Worker, msg: Any) -> Any:
 
 
 class _Pending:
-    """A call that yielded a trap: awaiting this drives it to its end."""
+    """A call that yielded a trap: awaiting this drives it to its end.
 
-    __slots__ = ("worker", "msg")
+    While the worker is parked (see `park`), the task waits on ``fut`` and
+    ``msg`` is ``_PARK``; `wake` hands over what happened next by setting
+    ``msg`` (and ``payload``) before it completes ``fut``.
+    """
+
+    __slots__ = ("worker", "msg", "payload", "fut", "task")
 
     def __init__(self, worker: _Worker, msg: Any) -> None:
         self.worker = worker
         self.msg = msg
+        self.payload: Any = None
+        self.fut: asyncio.Future[None] | None = None
+        self.task: asyncio.Task[Any] | None = None
 
     def __await__(self) -> Generator[Any, Any, Any]:
         worker = self.worker
@@ -258,28 +277,172 @@ class _Pending:
             return result
         switch = worker.switch
         while True:
-            try:
-                sent = yield msg
-            except GeneratorExit:
-                _unwind(worker)
-                raise
-            except BaseException as exc:  # noqa: BLE001 - forwarded to the sync code
-                here = getcurrent()
-                if worker.parent is not here:
-                    worker.parent = here
-                # The three-argument form keeps the exception's traceback
-                # (greenlet's throw(exc) would start a fresh one).
-                msg = worker.throw(type(exc), exc, exc.__traceback__)
-                del exc
+            if msg is _PARK:
+                msg = yield from self._parked(worker)
+                if msg is _Pending:  # the call ended while the worker ran in a callback
+                    return self._take_payload()
             else:
-                # Normally the same greenlet resumes us every time; it differs
-                # when, e.g., an eager task's first step ran in another greenlet.
-                here = getcurrent()
-                if worker.parent is not here:
-                    worker.parent = here
-                msg = switch(sent)
+                try:
+                    sent = yield msg
+                except GeneratorExit:
+                    _unwind(worker)
+                    raise
+                except BaseException as exc:  # noqa: BLE001 - forwarded to the sync code
+                    here = getcurrent()
+                    if worker.parent is not here:
+                        worker.parent = here
+                    # The three-argument form keeps the exception's traceback
+                    # (greenlet's throw(exc) would start a fresh one).
+                    msg = worker.throw(type(exc), exc, exc.__traceback__)
+                    del exc
+                else:
+                    # Normally the same greenlet resumes us every time; it differs
+                    # when, e.g., an eager task's first step ran in another greenlet.
+                    here = getcurrent()
+                    if worker.parent is not here:
+                        worker.parent = here
+                    msg = switch(sent)
             if msg is _FINISHED or msg is _FAILED:
                 return _outcome(worker, msg)
+
+    def _parked(self, worker: _Worker) -> Generator[Any, Any, Any]:
+        """Wait while the worker is parked; return its next message.
+
+        Returns ``_Pending`` when the call ended while the worker ran in a
+        loop callback (its outcome is then in ``payload``).
+        """
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[None] = loop.create_future()
+        self.fut = fut
+        self.task = _current_task(loop)
+        self.msg = _PARK
+        worker.drv = self
+        fut._asyncio_future_blocking = True  # what Future.__await__ sets for the Task
+        try:
+            yield fut
+        except GeneratorExit:
+            handoff = self._release(worker)
+            if _ended(handoff):
+                self.payload = None
+            else:
+                _unwind(worker)  # still suspended in the sync code
+            raise
+        except BaseException as exc:  # noqa: BLE001 - forwarded to the sync code
+            handoff = self._release(worker)
+            if _ended(handoff):
+                # The call ended in a callback before this reached it.  An error
+                # wins over the exception thrown here (as in a Task's step).
+                if handoff is _FAILED:
+                    self.msg = handoff
+                    return _Pending
+                self.payload = None
+                raise
+            if isinstance(exc, asyncio.CancelledError) and isinstance(handoff, asyncio.Future):
+                # A Future the worker handed over but the task never waited on:
+                # the task's cancellation would have cancelled it.
+                handoff.cancel()
+            here = getcurrent()
+            if worker.parent is not here:
+                worker.parent = here
+            msg = worker.throw(type(exc), exc, exc.__traceback__)
+            del exc
+            return msg
+        handoff = self._release(worker)
+        if handoff is _RESUME:
+            value = self.payload
+            self.payload = None
+            here = getcurrent()
+            if worker.parent is not here:
+                worker.parent = here
+            return worker.switch(value)
+        if _ended(handoff):
+            self.msg = handoff
+            return _Pending
+        return handoff  # a trap for the task (_PARK cannot be: fut is done)
+
+    def _release(self, worker: _Worker) -> Any:
+        if worker.drv is self:
+            worker.drv = None
+        # (Else the call ended in a callback: the worker went back to the pool
+        # and may be parked for another call already.)
+        self.fut = None
+        self.task = None
+        handoff = self.msg
+        self.msg = None
+        return handoff
+
+    def _take_payload(self) -> Any:
+        """The outcome of a call that ended in a callback (see `_parked`)."""
+        payload = self.payload
+        self.payload = None
+        ended, self.msg = self.msg, None
+        if ended is _FINISHED:
+            return payload
+        try:
+            raise payload
+        finally:
+            del payload
+
+
+def _ended(msg: Any) -> bool:
+    return msg is _FINISHED or msg is _FAILED
+
+
+def park() -> Any:
+    """Suspend the calling worker until `wake` resumes it; return what it sent.
+
+    Only for the hub, in a `_Worker` under a running asyncio loop, after
+    arranging for a loop callback (a reader, a timer) to call `wake`.  An
+    exception thrown into the task (a cancellation) is raised here.
+    """
+    return getcurrent().parent.switch(_PARK)  # type: ignore[union-attr]
+
+
+def wake(worker: _Worker, value: Any) -> None:
+    """Resume parked ``worker``, making its `park` call return ``value``.
+
+    Called from a loop callback, this switches straight into the worker
+    (which runs as its task, for ``asyncio.current_task()``) until it parks
+    again, so an I/O wait costs no Future, no Task wake-up and no trip
+    through the driver.  When the worker does something else (awaits a
+    Future, ends), that is handed to its driver through the future its task
+    waits on.  Does nothing when the worker is no longer parked, or when its
+    task was cancelled meanwhile (the cancellation is on its way to it).
+    """
+    drv = worker.drv
+    if drv is None:
+        return
+    fut = drv.fut
+    if fut is None or fut.done():
+        return
+    task = drv.task
+    if task is not None and getcurrent() is worker.parent:
+        loop = fut.get_loop()
+        try:
+            _enter_task(loop, task)
+        except RuntimeError:  # a task is running (a re-entrant loop): go through it
+            pass
+        else:
+            try:
+                msg = worker.switch(value)
+            finally:
+                _leave_task(loop, task)
+            if msg is _PARK:
+                return
+            worker.drv = None
+            if msg is _FINISHED or msg is _FAILED:
+                # The worker is back in the pool: take its outcome now.
+                drv.payload = worker.value
+                worker.value = None
+                worker.gr_context = None
+            drv.msg = msg
+            if not fut.done():  # the sync code may have cancelled its own task
+                fut.set_result(None)
+            return
+    worker.drv = None
+    drv.msg = _RESUME
+    drv.payload = value
+    fut.set_result(None)
 
 
 def _unwind(worker: _Worker) -> None:

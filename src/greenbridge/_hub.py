@@ -37,6 +37,7 @@ wake with ``OSError(EBADF)``.
 from __future__ import annotations
 
 import asyncio
+import asyncio.selector_events
 import contextlib
 import errno
 import math
@@ -50,7 +51,7 @@ from typing import Any
 
 from greenlet import getcurrent
 
-from ._bridge import _MISSING_MESSAGE, MissingBridge, _running_loop, _Worker, await_
+from ._bridge import _MISSING_MESSAGE, MissingBridge, _running_loop, _Worker, await_, park, wake
 
 __all__ = [
     "wait_readable",
@@ -107,35 +108,123 @@ def _where() -> Any:
 # asyncio / uvloop backend
 
 
-class _Watch:
-    """One ``add_reader``/``add_writer`` registration of ours and the futures waiting on it.
+class _Park:
+    """A hub wait by a greenbridge worker: the worker parks, a loop callback wakes it.
 
-    Removed as soon as its last waiter leaves (in ``finally``: on success,
-    timeout, cancellation or error), or by :func:`notify_closing`.  (Keeping a
-    socket's registration across waits saves two ``epoll_ctl`` calls per wait,
-    but measured only ~9% on the echo benchmark, and a descriptor closed behind
-    our back would leave a stale registration: not worth it.)
+    ``wake(value)`` (a reader, writer or timer callback) makes the wait
+    return ``value`` (True: ready, False: timed out, an exception: raised);
+    the first call wins, later ones (and calls after the wait ended) do
+    nothing.  From a loop callback the worker is resumed on the spot (see
+    `greenbridge._bridge.wake`), so an I/O wait costs no Future and no task
+    wake-up.
     """
 
-    __slots__ = ("loop", "table", "fd", "readable", "waiters")
+    __slots__ = ("worker", "armed", "signal")
+
+    def __init__(self, worker: _Worker) -> None:
+        self.worker = worker
+        self.armed = True
+        # A signal delivered to this greenlet (see deliver_signal): it wins
+        # over whatever wakes the wait first.
+        self.signal: BaseException | None = None
+
+    def wake(self, value: Any) -> None:
+        if self.armed:
+            self.armed = False
+            if self.signal is not None:
+                value = self.signal
+            wake(self.worker, value)
+
+    def wait(self) -> Any:
+        return park()
+
+
+class _FutureWait:
+    """A hub wait by other suspendable code (an SQLAlchemy greenlet): a Future."""
+
+    __slots__ = ("fut", "armed", "signal")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.fut: asyncio.Future[Any] = loop.create_future()
+        self.armed = True
+        self.signal: BaseException | None = None
+
+    def wake(self, value: Any) -> None:
+        if self.armed:
+            self.armed = False
+            if self.signal is not None:
+                value = self.signal
+            if not self.fut.done():
+                self.fut.set_result(value)
+
+    def wait(self) -> Any:
+        return await_(self.fut)
+
+
+def _waiter(loop: asyncio.AbstractEventLoop, current: Any) -> _Park | _FutureWait:
+    if type(current) is _Worker:
+        return _Park(current)
+    return _FutureWait(loop)
+
+
+def _outcome(value: Any) -> bool:
+    """What a wait returns for the value it was woken with (an exception is raised)."""
+    if value is True or value is False:
+        return value
+    raise value
+
+
+class _Watch:
+    """One ``add_reader``/``add_writer`` registration of ours and the waits on it.
+
+    Removed when its last waiter leaves (in ``finally``: on success, timeout,
+    cancellation or error), or by :func:`notify_closing`.  One exception saves
+    two ``epoll_ctl`` calls (and asyncio's bookkeeping) per wait in the common
+    request/response pattern: when the waits are on behalf of an *owner* (a
+    green socket, a database connection) and the last one leaves while a
+    ``fire`` of this loop is running, the watch stays registered until that
+    ``fire`` returns, because the code it resumed usually waits on the same
+    descriptor again before it suspends.  Only a wait by the same owner reuses
+    it, and an owner cannot close its descriptor and get a new one with the
+    same number (a green socket also calls :func:`notify_closing`).
+    """
+
+    __slots__ = ("loop", "reg", "table", "fd", "readable", "owner", "waiters")
 
     def __init__(
         self,
         loop: asyncio.AbstractEventLoop,
-        table: dict[int, _Watch],
+        reg: _Registry,
         fd: int,
         readable: bool,
+        owner: object,
     ) -> None:
         self.loop = loop
-        self.table = table
+        self.reg = reg
+        self.table = reg.readers if readable else reg.writers
         self.fd = fd
         self.readable = readable
-        self.waiters: list[asyncio.Future[bool]] = []
+        self.owner = owner
+        self.waiters: list[_Park | _FutureWait] = []
+
+    def fire_soon(self) -> None:
+        self.loop.call_soon(self.fire)
 
     def fire(self) -> None:
-        for fut in self.waiters:
-            if not fut.done():
-                fut.set_result(True)
+        reg = self.reg
+        reg.firing += 1
+        try:
+            waiters = self.waiters
+            if len(waiters) == 1:
+                waiters[0].wake(True)
+            else:
+                # A woken worker runs here and leaves (or re-enters) the list.
+                for waiter in waiters[:]:
+                    waiter.wake(True)
+        finally:
+            reg.firing -= 1
+            if reg.idle and not reg.firing:
+                reg.sweep()
 
     def drop(self) -> None:
         if self.table.get(self.fd) is self:
@@ -152,11 +241,29 @@ class _Watch:
 class _Registry:
     """Our registrations on one asyncio loop: fd -> watch."""
 
-    __slots__ = ("readers", "writers")
+    __slots__ = ("readers", "writers", "direct", "firing", "idle")
 
-    def __init__(self) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.readers: dict[int, _Watch] = {}
         self.writers: dict[int, _Watch] = {}
+        self.firing = 0  # > 0 while a watch's fire() runs (and the code it resumed)
+        self.idle: list[_Watch] = []  # watches kept until the fire() returns
+        # Whether a reader/writer callback may switch into a waiting greenlet
+        # on the spot.  asyncio's selector loops run these callbacks from their
+        # ready queue, after the poll.  uvloop runs them inside libuv's poll,
+        # which keeps a pointer to its event array, on the C stack, in the loop
+        # (to forget events of descriptors closed meanwhile): a greenlet running
+        # on that stack region and stopping a watch would write into its own
+        # stack.  There the callback defers the wake-up to the ready queue.
+        self.direct = isinstance(loop, asyncio.selector_events.BaseSelectorEventLoop)
+
+    def sweep(self) -> None:
+        """Drop the watches kept by the last fire() that nobody waits on again."""
+        idle = self.idle
+        self.idle = []
+        for watch in idle:
+            if not watch.waiters and watch.table.get(watch.fd) is watch:
+                watch.drop()
 
 
 _registries: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Registry] = (
@@ -170,15 +277,10 @@ def _registry(loop: asyncio.AbstractEventLoop) -> _Registry:
         return _last[1]  # type: ignore[no-any-return]
     reg = _registries.get(loop)
     if reg is None:
-        reg = _registries[loop] = _Registry()
+        reg = _registries[loop] = _Registry(loop)
     _last[0] = loop
     _last[1] = reg
     return reg
-
-
-def _time_out(fut: asyncio.Future[bool]) -> None:
-    if not fut.done():
-        fut.set_result(False)
 
 
 # ---------------------------------------------------------------------------
@@ -190,7 +292,7 @@ def _time_out(fut: asyncio.Future[bool]) -> None:
 # call that was waiting (``recv``, ``select``, ``sleep``...); when the handler
 # returns normally the wait resumes with what is left of its timeout (PEP 475).
 
-_waiting: dict[Any, asyncio.Future[bool]] = {}  # greenlet -> the future it waits on
+_waiting: dict[Any, _Park | _FutureWait] = {}  # greenlet -> its wait in the hub
 
 
 class _SignalArrived(BaseException):
@@ -209,72 +311,85 @@ def deliver_signal(target: Any, handler: Any, signum: int, frame: Any) -> bool:
     Returns False (and does nothing) when ``target`` is not waiting in the hub
     on an asyncio loop; the caller then runs the handler where it is.
     """
-    fut = _waiting.get(target)
-    if fut is None or fut.done():
+    waiter = _waiting.get(target)
+    if waiter is None or not waiter.armed or waiter.signal is not None:
         return False
-    fut.set_exception(_SignalArrived(handler, signum, frame))
-    # The selector restarts its wait after a handler (PEP 475): wake it.
-    fut.get_loop().call_soon_threadsafe(_noop)
+    try:
+        loop = _get_running_loop()
+    except RuntimeError:
+        return False
+    waiter.signal = _SignalArrived(handler, signum, frame)
+    # Wake it from the loop (this runs between two bytecodes of any greenlet);
+    # that also ends the selector's wait, which restarts after a handler (PEP 475).
+    loop.call_soon_threadsafe(waiter.wake, None)
     return True
-
-
-def _noop() -> None:
-    pass
 
 
 def _register(
     loop: asyncio.AbstractEventLoop,
-    table: dict[int, _Watch],
+    reg: _Registry,
     fd: int,
-    fut: asyncio.Future[bool],
+    waiter: _Park | _FutureWait,
     readable: bool,
+    owner: object = None,
 ) -> _Watch:
+    table = reg.readers if readable else reg.writers
     watch = table.get(fd)
     if watch is not None:
-        watch.waiters.append(fut)
-        return watch
-    watch = _Watch(loop, table, fd, readable)
+        if watch.waiters or (owner is not None and watch.owner is owner):
+            watch.waiters.append(waiter)
+            return watch
+        watch.drop()  # kept for another owner: that descriptor may be gone
+    watch = _Watch(loop, reg, fd, readable, owner)
     try:
         if readable:
-            loop.add_reader(fd, watch.fire)
+            loop.add_reader(fd, watch.fire if reg.direct else watch.fire_soon)
         else:
-            loop.add_writer(fd, watch.fire)
+            loop.add_writer(fd, watch.fire if reg.direct else watch.fire_soon)
     except NotImplementedError:
         raise UnsupportedLoop(_UNSUPPORTED_MESSAGE.format(loop=loop)) from None
-    watch.waiters.append(fut)
+    watch.waiters.append(waiter)
     table[fd] = watch
     return watch
 
 
-def _unregister(watch: _Watch, fut: asyncio.Future[bool]) -> None:
+def _unregister(watch: _Watch, waiter: _Park | _FutureWait) -> None:
     waiters = watch.waiters
     try:
-        waiters.remove(fut)
+        waiters.remove(waiter)
     except ValueError:
         return  # notify_closing() already dropped the registration
     if not waiters:
-        watch.drop()
+        if watch.owner is not None and watch.reg.firing:
+            watch.reg.idle.append(watch)  # likely waited on again at once: see _Watch
+        else:
+            watch.drop()
 
 
 def _aio_wait(
     loop: asyncio.AbstractEventLoop,
     fd: int,
     readable: bool,
+    owner: object,
     timeout: float | None,
 ) -> bool:
     reg = _registry(loop)
-    fut: asyncio.Future[bool] = loop.create_future()
-    watch = _register(loop, reg.readers if readable else reg.writers, fd, fut, readable)
-    timer = None if timeout is None else loop.call_later(timeout, _time_out, fut)
     current = getcurrent()
-    _waiting[current] = fut
+    waiter = _Park(current) if type(current) is _Worker else _FutureWait(loop)
+    watch = _register(loop, reg, fd, waiter, readable, owner)
+    timer = None if timeout is None else loop.call_later(timeout, waiter.wake, False)
+    _waiting[current] = waiter
     try:
-        return await_(fut)
+        value = waiter.wait()
     finally:
+        waiter.armed = False
         del _waiting[current]
         if timer is not None:
             timer.cancel()
-        _unregister(watch, fut)
+        _unregister(watch, waiter)
+    if value is True:
+        return True
+    return _outcome(value)
 
 
 def _aio_wait_any(
@@ -284,39 +399,44 @@ def _aio_wait_any(
     timeout: float | None,
 ) -> bool:
     reg = _registry(loop)
-    fut: asyncio.Future[bool] = loop.create_future()
+    current = getcurrent()
+    waiter = _waiter(loop, current)
     watches: list[_Watch] = []
     timer = None
-    current = getcurrent()
-    _waiting[current] = fut
+    _waiting[current] = waiter
     try:
         for fd in readers:
-            watches.append(_register(loop, reg.readers, fd, fut, True))
+            watches.append(_register(loop, reg, fd, waiter, True))
         for fd in writers:
-            watches.append(_register(loop, reg.writers, fd, fut, False))
+            watches.append(_register(loop, reg, fd, waiter, False))
         if timeout is not None:
-            timer = loop.call_later(timeout, _time_out, fut)
-        return await_(fut)
+            timer = loop.call_later(timeout, waiter.wake, False)
+        value = waiter.wait()
     finally:
+        waiter.armed = False
         del _waiting[current]
         if timer is not None:
             timer.cancel()
         for watch in watches:
-            _unregister(watch, fut)
+            _unregister(watch, waiter)
+    return _outcome(value)
 
 
 def _aio_sleep(loop: asyncio.AbstractEventLoop, seconds: float) -> None:
-    if seconds <= 0:
-        return
-    fut: asyncio.Future[bool] = loop.create_future()
-    timer = loop.call_later(seconds, _time_out, fut)
     current = getcurrent()
-    _waiting[current] = fut
+    waiter = _waiter(loop, current)
+    if seconds <= 0:
+        timer: asyncio.Handle = loop.call_soon(waiter.wake, True)
+    else:
+        timer = loop.call_later(seconds, waiter.wake, True)
+    _waiting[current] = waiter
     try:
-        await_(fut)
+        value = waiter.wait()
     finally:
+        waiter.armed = False
         del _waiting[current]
         timer.cancel()
+    _outcome(value)
 
 
 # ---------------------------------------------------------------------------
@@ -417,7 +537,7 @@ def _interruptible(fn: Any, loop: Any, timeout: float | None, *args: Any) -> Any
             timeout = max(0.0, deadline - _monotonic())
 
 
-def _wait(fd: Any, readable: bool, timeout: float | None) -> bool:
+def _wait(fd: Any, readable: bool, timeout: float | None, owner: object = None) -> bool:
     if not isinstance(fd, int):
         fd = int(fd.fileno())
     where = _where()
@@ -426,7 +546,19 @@ def _wait(fd: Any, readable: bool, timeout: float | None) -> bool:
     timeout = _check_timeout(timeout)
     if where == "trio":
         return await_(_trio_wait(fd, readable, timeout))
-    return _interruptible(_aio_wait, where, timeout, fd, readable)  # type: ignore[no-any-return]
+    return _interruptible(_aio_wait, where, timeout, fd, readable, owner)  # type: ignore[no-any-return]
+
+
+def wait_owned(owner: object, fd: int, readable: bool, timeout: float | None = None) -> bool:
+    """Wait until ``fd``, which belongs to ``owner``, is readable/writable.
+
+    As :func:`wait_readable` / :func:`wait_writable`.  ``owner`` is the
+    object that owns the descriptor for its whole life (a socket, a database
+    connection): consecutive waits by one owner may reuse the registration
+    on the loop (see `_Watch`).  Never pass an owner that can close its
+    descriptor and open another one.
+    """
+    return _wait(fd, readable, timeout, owner)
 
 
 def wait_socket(sock: Any, fd: int, readable: bool, timeout: float | None = None) -> bool:
@@ -435,7 +567,7 @@ def wait_socket(sock: Any, fd: int, readable: bool, timeout: float | None = None
     The green socket's entry point: as :func:`wait_readable` /
     :func:`wait_writable`, without the ``fileno()`` lookup.
     """
-    return _wait(fd, readable, timeout)
+    return _wait(fd, readable, timeout, sock)
 
 
 def wait_readable(fd: Any, timeout: float | None = None) -> bool:
@@ -528,10 +660,7 @@ def sleep(seconds: Any) -> None:
 
         await_(trio.sleep(seconds))
         return
-    if seconds <= 0:
-        await_(asyncio.sleep(0))  # one trip round the loop
-        return
-    _interruptible(_aio_sleep, where, float(seconds))
+    _interruptible(_aio_sleep, where, float(seconds))  # sleep(0): one trip round the loop
 
 
 def _coerce_seconds(seconds: Any) -> float:
@@ -564,6 +693,6 @@ def notify_closing(fd: int) -> None:
         watch.drop()
         waiters = watch.waiters[:]
         watch.waiters.clear()
-        for fut in waiters:
-            if not fut.done():
-                fut.set_exception(OSError(errno.EBADF, os.strerror(errno.EBADF)))
+        for waiter in waiters:
+            # Woken from a callback of its own: this may run inside a task.
+            loop.call_soon(waiter.wake, OSError(errno.EBADF, os.strerror(errno.EBADF)))

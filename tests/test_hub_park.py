@@ -1,0 +1,282 @@
+"""Hub waits park the worker; a loop callback resumes it on the spot.
+
+These tests pin down the hand-overs of that protocol: what the resumed code
+sees (its task, its context), what happens when it ends or awaits something
+else while running in a callback, and cancellation at every stage.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import socket
+from typing import Any
+
+import pytest
+
+import greenbridge
+from greenbridge import _hub, async_, await_, spawn
+from greenbridge.green import socket as gsocket
+
+from .conftest import Backend
+
+
+def _pair() -> tuple[Any, socket.socket]:
+    """A green socket (for the sync code) and a stdlib one (for the test to write on)."""
+    a, b = socket.socketpair()
+    return gsocket.socket(fileno=a.detach()), b
+
+
+def _registered(loop: asyncio.AbstractEventLoop) -> int:
+    reg = _hub._registries.get(loop)
+    return 0 if reg is None else len(reg.readers) + len(reg.writers)
+
+
+def test_resumed_code_runs_as_its_task(aio: Backend) -> None:
+    var: contextvars.ContextVar[str] = contextvars.ContextVar("var", default="unset")
+
+    def sync(sock: Any) -> tuple[Any, str, float]:
+        var.set("mine")
+        sock.recv(1)  # parks; the reader callback resumes it
+        task = asyncio.current_task()
+        # asyncio.timeout / wait_for need the current task (3.11+)
+        await_(asyncio.wait_for(asyncio.sleep(0.001), 5))
+        return task, var.get(), 1.0
+
+    async def main() -> None:
+        sock, peer = _pair()
+        with sock, peer:
+            task = asyncio.ensure_future(async_(sync)(sock))
+            await asyncio.sleep(0.01)
+            peer.send(b"x")
+            current, value, _ = await task
+            assert current is task
+            assert value == "mine"
+            assert asyncio.current_task() is not task
+            assert _registered(asyncio.get_running_loop()) == 0
+
+    aio.run(main)
+
+
+def test_call_ending_in_a_callback_hands_over_result_and_error(aio: Backend) -> None:
+    def ok(sock: Any) -> bytes:
+        return bytes(sock.recv(3))
+
+    def fails(sock: Any) -> None:
+        sock.recv(1)
+        raise KeyError("after the wait")
+
+    async def main() -> None:
+        sock, peer = _pair()
+        with sock, peer:
+            t1 = asyncio.ensure_future(async_(ok)(sock))
+            await asyncio.sleep(0.01)
+            peer.send(b"abc")
+            assert await t1 == b"abc"
+            t2 = asyncio.ensure_future(async_(fails)(sock))
+            await asyncio.sleep(0.01)
+            peer.send(b"x")
+            with pytest.raises(KeyError, match="after the wait") as info:
+                await t2
+            assert any(entry.name == "fails" for entry in info.traceback)
+
+    aio.run(main)
+
+
+def test_worker_reused_while_the_previous_driver_has_not_run_yet(aio: Backend) -> None:
+    # first() ends in a reader callback and starts second() just before: second's
+    # task gets the same pooled worker and parks it before first's task resumes.
+    # first's task must not disturb the worker second now owns.
+    started: list[asyncio.Task[Any]] = []
+
+    async def main() -> None:
+        s1, p1 = _pair()
+        s2, p2 = _pair()
+        with s1, p1, s2, p2:
+
+            def second() -> bytes:
+                return bytes(s2.recv(1))
+
+            def first() -> str:
+                s1.recv(1)
+                started.append(spawn(second))
+                return "first"
+
+            t1 = asyncio.ensure_future(async_(first)())
+            await asyncio.sleep(0.01)
+            p1.send(b"x")
+            assert await t1 == "first"
+            await asyncio.sleep(0.01)
+            p2.send(b"y")
+            assert await asyncio.wait_for(started[0], 5) == b"y"
+
+    aio.run(main)
+
+
+def test_switching_from_hub_waits_to_futures_and_back(aio: Backend) -> None:
+    def sync(sock: Any, fut: asyncio.Future[str]) -> list[Any]:
+        got = [bytes(sock.recv(1))]
+        got.append(await_(fut))  # a plain Future: handed to the task
+        got.append(bytes(sock.recv(1)))
+        await_(asyncio.sleep(0))
+        greenbridge.green.time.sleep(0)  # type: ignore[attr-defined]
+        got.append(bytes(sock.recv(1)))
+        return got
+
+    async def main() -> None:
+        import greenbridge.green.time  # noqa: F401
+
+        loop = asyncio.get_running_loop()
+        sock, peer = _pair()
+        with sock, peer:
+            fut: asyncio.Future[str] = loop.create_future()
+            task = asyncio.ensure_future(async_(sync)(sock, fut))
+            await asyncio.sleep(0.01)
+            peer.send(b"a")
+            await asyncio.sleep(0.01)
+            fut.set_result("f")
+            await asyncio.sleep(0.01)
+            peer.send(b"b")
+            await asyncio.sleep(0.01)
+            peer.send(b"c")
+            assert await task == [b"a", "f", b"b", b"c"]
+
+    aio.run(main)
+
+
+def test_cancelled_while_parked(aio: Backend) -> None:
+    reached: list[str] = []
+
+    def sync(sock: Any) -> None:
+        try:
+            sock.recv(1)
+        except asyncio.CancelledError:
+            reached.append("cancelled")
+            raise
+        finally:
+            reached.append("finally")
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        sock, peer = _pair()
+        with sock, peer:
+            task = asyncio.ensure_future(async_(sync)(sock))
+            await asyncio.sleep(0.01)
+            assert _registered(loop) == 1
+            task.cancel()
+            peer.send(b"x")  # readiness and cancellation in the same turn
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            assert reached == ["cancelled", "finally"]
+            assert _registered(loop) == 0
+
+    aio.run(main)
+
+
+def test_task_cancelled_while_its_code_runs_in_a_callback(aio: Backend) -> None:
+    def sync(sock: Any) -> str:
+        sock.recv(1)
+        current = asyncio.current_task()
+        assert current is not None
+        current.cancel()  # arrives at the next suspension...
+        try:
+            sock.recv(1)
+        except asyncio.CancelledError:
+            return "cancel seen at the next wait"
+        return "not cancelled"
+
+    async def main() -> None:
+        sock, peer = _pair()
+        with sock, peer:
+            task = asyncio.ensure_future(async_(sync)(sock))
+            await asyncio.sleep(0.01)
+            peer.send(b"x")
+            assert await task == "cancel seen at the next wait"
+
+    aio.run(main)
+
+
+def test_task_cancelled_then_its_code_ends_in_a_callback(aio: Backend) -> None:
+    # The code cancels its own task and returns without waiting again: as for
+    # a coroutine, the task ends cancelled; an exception would win instead.
+    def returns(sock: Any) -> str:
+        sock.recv(1)
+        asyncio.current_task().cancel()  # type: ignore[union-attr]
+        return "value"
+
+    def raises(sock: Any) -> None:
+        sock.recv(1)
+        asyncio.current_task().cancel()  # type: ignore[union-attr]
+        raise ValueError("boom")
+
+    async def main() -> None:
+        sock, peer = _pair()
+        with sock, peer:
+            t1 = asyncio.ensure_future(async_(returns)(sock))
+            await asyncio.sleep(0.01)
+            peer.send(b"x")
+            with pytest.raises(asyncio.CancelledError):
+                await t1
+            t2 = asyncio.ensure_future(async_(raises)(sock))
+            await asyncio.sleep(0.01)
+            peer.send(b"x")
+            with pytest.raises(ValueError, match="boom"):
+                await t2
+
+    aio.run(main)
+
+
+def test_writer_then_reader_on_one_descriptor(aio: Backend) -> None:
+    # One descriptor, waited on for writing and then for reading by code resumed
+    # from the writer's callback (on uvloop both share one poll handle).
+    def sync(sock: Any) -> int:
+        sock.setblocking(True)
+        sock.sendall(b"x" * (4 << 20))  # fills the buffers: waits for writability
+        return len(sock.recv(10))
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        sock, peer = _pair()
+        with sock, peer:
+            peer.setblocking(False)
+            task = asyncio.ensure_future(async_(sync)(sock))
+            got = 0
+            while got < 4 << 20:
+                try:
+                    got += len(peer.recv(1 << 20))
+                except BlockingIOError:
+                    await asyncio.sleep(0.001)
+            await asyncio.sleep(0.01)
+            peer.send(b"0123456789")
+            assert await asyncio.wait_for(task, 10) == 10
+            assert _registered(loop) == 0
+
+    aio.run(main)
+
+
+def test_many_parked_workers_woken_in_one_turn(aio: Backend) -> None:
+    n = 200
+
+    def echo_once(sock: Any) -> bytes:
+        data = bytes(sock.recv(16))
+        sock.sendall(data.upper())
+        return data
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        pairs = [_pair() for _ in range(n)]
+        try:
+            tasks = [asyncio.ensure_future(async_(echo_once)(s)) for s, _ in pairs]
+            await asyncio.sleep(0.05)
+            for i, (_, peer) in enumerate(pairs):
+                peer.send(b"m%d" % i)
+            assert await asyncio.gather(*tasks) == [b"m%d" % i for i in range(n)]
+            for i, (_, peer) in enumerate(pairs):
+                assert peer.recv(16) == b"M%d" % i
+            assert _registered(loop) == 0
+        finally:
+            for s, peer in pairs:
+                s.close()
+                peer.close()
+
+    aio.run(main)
