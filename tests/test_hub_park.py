@@ -280,3 +280,78 @@ def test_many_parked_workers_woken_in_one_turn(aio: Backend) -> None:
                 peer.close()
 
     aio.run(main)
+
+
+class _CountingLoop(asyncio.SelectorEventLoop):
+    def __init__(self) -> None:
+        super().__init__()
+        self.added: list[int] = []
+
+    def add_reader(self, fd: Any, callback: Any, *args: Any) -> None:
+        self.added.append(fd)
+        super().add_reader(fd, callback, *args)
+
+
+def _run_counting(main: Any) -> Any:
+    loop = _CountingLoop()
+    try:
+        return loop.run_until_complete(main(loop))
+    finally:
+        loop.close()
+
+
+def test_a_socket_waiting_again_keeps_its_registration() -> None:
+    rounds = 20
+
+    def echo(sock: Any) -> None:
+        for _ in range(rounds):
+            sock.sendall(sock.recv(16))
+
+    async def main(loop: _CountingLoop) -> None:
+        sock, peer = _pair()
+        with sock, peer:
+            peer.setblocking(False)
+            task = asyncio.ensure_future(async_(echo)(sock))
+            for i in range(rounds):
+                await loop.sock_sendall(peer, b"%d" % i)
+                assert await loop.sock_recv(peer, 16) == b"%d" % i
+            await task
+            # One registration for all the rounds: each wait after the first was
+            # made by code resumed from the previous one's callback.
+            assert loop.added.count(sock.fileno()) == 1
+            assert _registered(loop) == 0
+
+    _run_counting(main)
+
+
+def test_a_kept_registration_is_not_reused_by_a_new_owner_of_the_number() -> None:
+    import os
+
+    def sync(first: Any, make_second: Any) -> bytes:
+        first.recv(1)  # woken by a callback: its registration is kept for now
+        fd = first.detach()
+        os.close(fd)  # behind the hub's back: no notify_closing()
+        second = make_second()
+        assert second.fileno() == fd  # the lowest free number: the same one
+        with second:
+            return bytes(second.recv(1))  # must register anew, or it would hang
+
+    async def main(loop: _CountingLoop) -> None:
+        first, peer1 = _pair()
+        holder: list[socket.socket] = []
+
+        def make_second() -> Any:
+            a, b = socket.socketpair()
+            holder.append(b)
+            loop.call_later(0.05, b.send, b"2")
+            return gsocket.socket(fileno=a.detach())
+
+        with peer1:
+            task = asyncio.ensure_future(async_(sync)(first, make_second))
+            await asyncio.sleep(0.01)
+            peer1.send(b"1")
+            assert await asyncio.wait_for(task, 5) == b"2"
+            holder[0].close()
+            assert _registered(loop) == 0
+
+    _run_counting(main)
