@@ -56,7 +56,6 @@ def wait_callback(conn: Any) -> None:
     by :func:`patch_psycopg2`.
     """
     ext = _ext
-    fd = conn.fileno()
     try:
         state = conn.poll()
         if state == ext.POLL_READ:
@@ -69,13 +68,16 @@ def wait_callback(conn: Any) -> None:
                 # let the other tasks run now and then.
                 _hub.share_turn()
                 return
+        # Once connected, a connection keeps its descriptor: it can own the
+        # registration on the loop (libpq may switch sockets while connecting).
+        owner = None if conn.status == ext.STATUS_SETUP else conn
         while True:
             if state == ext.POLL_OK:
                 return
             if state == ext.POLL_READ:
-                _waiting.wait(fd, True, False)
+                _waiting.wait(conn.fileno(), True, False, None, owner)
             elif state == ext.POLL_WRITE:
-                _waiting.wait(fd, False, True)
+                _waiting.wait(conn.fileno(), False, True, None, owner)
             else:  # pragma: no cover - psycopg2 returns no other state
                 raise ext.OperationalError(f"bad state from poll: {state}")
             state = conn.poll()

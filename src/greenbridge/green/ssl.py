@@ -69,16 +69,16 @@ class SSLSocket(_std.SSLSocket, _gsocket.socket):  # type: ignore[misc]
             except _WantRead:
                 if timeout == 0.0:
                     raise
-                wait = _hub.wait_readable
+                readable = True
             except _WantWrite:
                 if timeout == 0.0:
                     raise
-                wait = _hub.wait_writable
+                readable = False
             if deadline is None:
-                wait(self.fileno())
+                _hub.wait_socket(self, self.fileno(), readable)
                 continue
             remaining = deadline - _monotonic()
-            if remaining <= 0 or not wait(self.fileno(), remaining):
+            if remaining <= 0 or not _hub.wait_socket(self, self.fileno(), readable, remaining):
                 raise _timeout_error(f"The {what} operation timed out")
 
     def do_handshake(self, block: bool = False) -> None:
