@@ -355,3 +355,71 @@ def test_a_kept_registration_is_not_reused_by_a_new_owner_of_the_number() -> Non
             assert _registered(loop) == 0
 
     _run_counting(main)
+
+
+def test_cancelled_while_awaiting_a_future_after_a_callback_resumed_it(aio: Backend) -> None:
+    # After a hub wait the code awaits a Future while its task still waits on
+    # the park: cancelling the task cancels that Future, as a Task would.
+    seen: list[str] = []
+
+    def sync(sock: Any, fut: asyncio.Future[None]) -> None:
+        sock.recv(1)
+        try:
+            await_(fut)
+        except asyncio.CancelledError:
+            seen.append("cancelled")
+            raise
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        sock, peer = _pair()
+        with sock, peer:
+            fut: asyncio.Future[None] = loop.create_future()
+            task = asyncio.ensure_future(async_(sync)(sock, fut))
+            await asyncio.sleep(0.01)
+            peer.send(b"x")
+            await asyncio.sleep(0.01)  # now waiting on fut
+            assert not task.done()
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            assert fut.cancelled()
+            assert seen == ["cancelled"]
+
+    aio.run(main)
+
+
+def test_loop_turns_after_a_callback_resumed_it(aio: Backend) -> None:
+    # asyncio.sleep(0) from code resumed by a callback: one turn each, and
+    # other tasks run in between; a cancellation arrives at the next one.
+    order: list[str] = []
+
+    def sync(sock: Any) -> None:
+        sock.recv(1)
+        for i in range(3):
+            order.append(f"sync {i}")
+            await_(asyncio.sleep(0))
+        while True:
+            await_(asyncio.sleep(0))
+
+    async def other() -> None:
+        for i in range(3):
+            order.append(f"other {i}")
+            await asyncio.sleep(0)
+
+    async def main() -> None:
+        sock, peer = _pair()
+        with sock, peer:
+            task = asyncio.ensure_future(async_(sync)(sock))
+            await asyncio.sleep(0.01)
+            peer.send(b"x")
+            other_task = asyncio.ensure_future(other())
+            await other_task
+            assert [o for o in order if o.startswith("sync")] == ["sync 0", "sync 1", "sync 2"]
+            assert order.index("other 0") < order.index("sync 2")
+            assert order.index("sync 0") < order.index("other 2")
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+
+    aio.run(main)

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast, overload
 from greenlet import GreenletExit, getcurrent, greenlet
 
 _current_task = asyncio.current_task
+_Future = asyncio.Future
 _enter_task = asyncio.tasks._enter_task
 _leave_task = asyncio.tasks._leave_task
 
@@ -259,7 +260,7 @@ class _Pending:
     ``msg`` (and ``payload``) before it completes ``fut``.
     """
 
-    __slots__ = ("worker", "msg", "payload", "fut", "task")
+    __slots__ = ("worker", "msg", "payload", "fut", "task", "trap")
 
     def __init__(self, worker: _Worker, msg: Any) -> None:
         self.worker = worker
@@ -267,6 +268,10 @@ class _Pending:
         self.payload: Any = None
         self.fut: asyncio.Future[None] | None = None
         self.task: asyncio.Task[Any] | None = None
+        # While the task waits on ``fut``, what the worker awaits in its place:
+        # a Future (resumed by its done callback) or, for a bare yield, the
+        # Handle that resumes it at the next turn of the loop.
+        self.trap: Any = None
 
     def __await__(self) -> Generator[Any, Any, Any]:
         worker = self.worker
@@ -328,7 +333,7 @@ class _Pending:
                 _unwind(worker)  # still suspended in the sync code
             raise
         except BaseException as exc:  # noqa: BLE001 - forwarded to the sync code
-            handoff = self._release(worker)
+            handoff = self._release(worker, isinstance(exc, asyncio.CancelledError))
             if _ended(handoff):
                 # The call ended in a callback before this reached it.  An error
                 # wins over the exception thrown here (as in a Task's step).
@@ -360,16 +365,34 @@ class _Pending:
             return _Pending
         return handoff  # a trap for the task (_PARK cannot be: fut is done)
 
-    def _release(self, worker: _Worker) -> Any:
+    def _release(self, worker: _Worker, cancel: bool = False) -> Any:
         if worker.drv is self:
             worker.drv = None
         # (Else the call ended in a callback: the worker went back to the pool
         # and may be parked for another call already.)
+        trap = self.trap
+        if trap is not None:  # the worker waits on it: it is resumed another way now
+            self.trap = None
+            if isinstance(trap, asyncio.Future):
+                trap.remove_done_callback(self._trap_done)
+                if cancel:  # as a Task cancels the future it waits on
+                    trap.cancel()
+            else:
+                trap.cancel()
         self.fut = None
         self.task = None
         handoff = self.msg
         self.msg = None
         return handoff
+
+    def _trap_done(self, fut: asyncio.Future[Any]) -> None:
+        if self.trap is fut:
+            self.trap = None
+            wake(self.worker, None)
+
+    def _yielded(self) -> None:
+        self.trap = None
+        wake(self.worker, None)
 
     def _take_payload(self) -> Any:
         """The outcome of a call that ended in a callback (see `_parked`)."""
@@ -404,10 +427,13 @@ def wake(worker: _Worker, value: Any) -> None:
     Called from a loop callback, this switches straight into the worker
     (which runs as its task, for ``asyncio.current_task()``) until it parks
     again, so an I/O wait costs no Future, no Task wake-up and no trip
-    through the driver.  When the worker does something else (awaits a
-    Future, ends), that is handed to its driver through the future its task
-    waits on.  Does nothing when the worker is no longer parked, or when its
-    task was cancelled meanwhile (the cancellation is on its way to it).
+    through the driver.  While its task keeps waiting, the worker may also
+    await a Future of this loop (its done callback resumes the worker the
+    same way) or take a turn of the loop (``asyncio.sleep(0)``).  Anything
+    else (it ends, or awaits something only the task can wait on) is handed
+    to the driver through the future the task waits on.  Does nothing when
+    the worker is no longer parked, or when its task was cancelled meanwhile
+    (the cancellation is on its way to it).
     """
     drv = worker.drv
     if drv is None:
@@ -428,6 +454,16 @@ def wake(worker: _Worker, value: Any) -> None:
             finally:
                 _leave_task(loop, task)
             if msg is _PARK:
+                return
+            # Await a Future or take a turn of the loop without the task: resumed
+            # from the Future's done callback or the next turn, as the task would be.
+            if msg is None:
+                drv.trap = loop.call_soon(drv._yielded)
+                return
+            if isinstance(msg, _Future) and msg._asyncio_future_blocking and msg.get_loop() is loop:
+                msg._asyncio_future_blocking = False
+                drv.trap = msg
+                msg.add_done_callback(drv._trap_done)
                 return
             worker.drv = None
             if msg is _FINISHED or msg is _FAILED:
