@@ -65,6 +65,7 @@ __all__ = [
 ]
 
 _get_running_loop = asyncio.get_running_loop
+_running_asyncio_loop = asyncio.events._get_running_loop  # None when no loop runs
 _original_sleep = _time.sleep
 _monotonic = _time.monotonic
 
@@ -207,9 +208,6 @@ class _Watch:
         self.owner = owner
         self.waiters: list[_Park | _FutureWait] = []
 
-    def fire_soon(self) -> None:
-        self.loop.call_soon(self.fire)
-
     def fire(self) -> None:
         reg = self.reg
         reg.firing += 1
@@ -342,10 +340,17 @@ def _register(
         watch.drop()  # kept for another owner: that descriptor may be gone
     watch = _Watch(loop, reg, fd, readable, owner)
     try:
-        if readable:
-            loop.add_reader(fd, watch.fire if reg.direct else watch.fire_soon)
+        # (Where callbacks may not switch, see _Registry.direct: fire() at the
+        # loop's next turn, through call_soon.)
+        if reg.direct:
+            if readable:
+                loop.add_reader(fd, watch.fire)
+            else:
+                loop.add_writer(fd, watch.fire)
+        elif readable:
+            loop.add_reader(fd, loop.call_soon, watch.fire)
         else:
-            loop.add_writer(fd, watch.fire if reg.direct else watch.fire_soon)
+            loop.add_writer(fd, loop.call_soon, watch.fire)
     except NotImplementedError:
         raise UnsupportedLoop(_UNSUPPORTED_MESSAGE.format(loop=loop)) from None
     watch.waiters.append(waiter)
@@ -567,7 +572,41 @@ def wait_socket(sock: Any, fd: int, readable: bool, timeout: float | None = None
     The green socket's entry point: as :func:`wait_readable` /
     :func:`wait_writable`, without the ``fileno()`` lookup.
     """
+    if timeout is None:
+        current = getcurrent()
+        if type(current) is _Worker:
+            loop = _running_asyncio_loop()
+            if loop is not None:
+                # The common case, in one frame: a worker on an asyncio loop
+                # waiting with no timeout (the general path does the same).
+                try:
+                    return _park_on(loop, current, fd, readable, sock)
+                except _SignalArrived as sig:
+                    sig.handler(sig.signum, sig.frame)  # then wait again, as below
     return _wait(fd, readable, timeout, sock)
+
+
+def _park_on(
+    loop: asyncio.AbstractEventLoop, current: _Worker, fd: int, readable: bool, owner: object
+) -> bool:
+    """`_aio_wait` for a worker, with no timeout."""
+    reg = _last[1] if _last[0] is loop else _registry(loop)
+    waiter = _Park(current)
+    watch = (reg.readers if readable else reg.writers).get(fd)
+    if watch is not None and (watch.waiters or watch.owner is owner):
+        watch.waiters.append(waiter)
+    else:
+        watch = _register(loop, reg, fd, waiter, readable, owner)
+    _waiting[current] = waiter
+    try:
+        value = park()
+    finally:
+        waiter.armed = False
+        del _waiting[current]
+        _unregister(watch, waiter)
+    if value is True:
+        return True
+    return _outcome(value)
 
 
 def wait_readable(fd: Any, timeout: float | None = None) -> bool:

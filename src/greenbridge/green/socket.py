@@ -260,6 +260,8 @@ class socket(_std.socket):  # noqa: N801 - the stdlib's name
             if self._gb_timeout == 0.0 or flags & _DONTWAIT:
                 raise
             sent = 0
+        if type(data) is bytes and sent == len(data):
+            return  # all sent at once: the common case
         with memoryview(data) as view, view.cast("B") as bytes_view:
             total = len(bytes_view)
             if sent >= total:
