@@ -647,8 +647,15 @@ def await_(awaitable: Any) -> Any:
         cls = type(awaitable)
         if cls is types.CoroutineType:
             return _step(awaitable, current)
-        if isinstance(awaitable, asyncio.Future) and awaitable.done():
-            return awaitable.result()  # done: no need to step anything
+        if isinstance(awaitable, asyncio.Future):
+            # What Future.__await__ does, without a stepper: yield it (as a
+            # trap) unless it is done, then take its result.
+            if not awaitable.done():
+                awaitable._asyncio_future_blocking = True
+                current.parent.switch(awaitable)  # type: ignore[union-attr]
+                if not awaitable.done():
+                    raise RuntimeError("await wasn't used with future")
+            return awaitable.result()
         it = _iterator(awaitable)
         if it is None:
             return _not_awaitable(awaitable)

@@ -401,6 +401,7 @@ def _aio_wait_any(
     loop: asyncio.AbstractEventLoop,
     readers: list[int],
     writers: list[int],
+    _unused: None,
     timeout: float | None,
 ) -> bool:
     reg = _registry(loop)
@@ -427,7 +428,9 @@ def _aio_wait_any(
     return _outcome(value)
 
 
-def _aio_sleep(loop: asyncio.AbstractEventLoop, seconds: float) -> None:
+def _aio_sleep(
+    loop: asyncio.AbstractEventLoop, _a: None, _b: None, _c: None, seconds: float
+) -> None:
     current = getcurrent()
     waiter = _waiter(loop, current)
     if seconds <= 0:
@@ -521,22 +524,24 @@ def _check_timeout(timeout: float | None) -> float | None:
     return timeout
 
 
-def _interruptible(fn: Any, loop: Any, timeout: float | None, *args: Any) -> Any:
-    """``fn(loop, *args, timeout)``, running signal handlers delivered to this greenlet.
+def _interruptible(fn: Any, loop: Any, a: Any, b: Any, c: Any, timeout: float | None) -> Any:
+    """``fn(loop, a, b, c, timeout)``, running signal handlers delivered to this greenlet.
 
     A handler's exception propagates; when it returns, the wait goes on with
-    what is left of ``timeout``.
+    what is left of ``timeout``.  (A fixed number of arguments: a call with
+    ``*args`` would add a C-level frame under every suspended wait, which each
+    greenlet switch then copies.)
     """
     if timeout is None:
         while True:
             try:
-                return fn(loop, *args, None)
+                return fn(loop, a, b, c, None)
             except _SignalArrived as sig:
                 sig.handler(sig.signum, sig.frame)
     deadline = _monotonic() + timeout
     while True:
         try:
-            return fn(loop, *args, timeout)
+            return fn(loop, a, b, c, timeout)
         except _SignalArrived as sig:
             sig.handler(sig.signum, sig.frame)
             timeout = max(0.0, deadline - _monotonic())
@@ -551,7 +556,7 @@ def _wait(fd: Any, readable: bool, timeout: float | None, owner: object = None) 
     timeout = _check_timeout(timeout)
     if where == "trio":
         return await_(_trio_wait(fd, readable, timeout))
-    return _interruptible(_aio_wait, where, timeout, fd, readable, owner)  # type: ignore[no-any-return]
+    return _interruptible(_aio_wait, where, fd, readable, owner, timeout)  # type: ignore[no-any-return]
 
 
 def wait_owned(owner: object, fd: int, readable: bool, timeout: float | None = None) -> bool:
@@ -651,7 +656,7 @@ def wait_any(readers: Iterable[int], writers: Iterable[int], timeout: float | No
     timeout = _check_timeout(timeout)
     if where == "trio":
         return await_(_trio_wait_any(rs, ws, timeout))
-    return _interruptible(_aio_wait_any, where, timeout, rs, ws)  # type: ignore[no-any-return]
+    return _interruptible(_aio_wait_any, where, rs, ws, None, timeout)  # type: ignore[no-any-return]
 
 
 _turn = [0.0]  # when share_turn() last gave the loop a turn
@@ -699,7 +704,7 @@ def sleep(seconds: Any) -> None:
 
         await_(trio.sleep(seconds))
         return
-    _interruptible(_aio_sleep, where, float(seconds))  # sleep(0): one trip round the loop
+    _interruptible(_aio_sleep, where, None, None, None, float(seconds))  # 0: one loop turn
 
 
 def _coerce_seconds(seconds: Any) -> float:
