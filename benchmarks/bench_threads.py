@@ -11,6 +11,9 @@ The ``spawn`` row runs the same bodies through ``greenbridge.spawn`` with no
 ``Thread`` object: the difference to the green row is the threading module's
 own cost, the rest is the bridge's and the hub's.
 Targets from issue 4: green time <= 1.3x asyncio, green memory <= 2x asyncio.
+The "floor" row is the least any design that gives each green thread a task
+and a greenlet can pay: bare greenlets, fresh for each task, that switch back
+to their task to sleep (no pool, no bookkeeping).
 """
 
 from __future__ import annotations
@@ -105,6 +108,35 @@ def variant_spawn(n: int, use_uvloop: bool) -> float:
     return _run_on_new_loop(greenbridge.async_(main)(), use_uvloop)
 
 
+def variant_floor(n: int, use_uvloop: bool) -> float:
+    """The least any greenlet-per-task design pays: each asyncio task runs a fresh
+    bare greenlet that asks the task, by switching back to it, to sleep twice.
+    No pool, no bookkeeping: a task, a greenlet and two switches per sleep."""
+    import asyncio
+
+    from greenlet import getcurrent, greenlet
+
+    async def unit() -> None:
+        task_side = getcurrent()
+
+        def body() -> None:
+            task_side.switch(SLEEP)
+            task_side.switch(SLEEP)
+
+        g = greenlet(body)
+        delay = g.switch()
+        while delay is not None:
+            await asyncio.sleep(delay)
+            delay = g.switch()
+
+    async def main() -> float:
+        t0 = time.perf_counter()
+        await asyncio.gather(*[asyncio.ensure_future(unit()) for _ in range(n)])
+        return time.perf_counter() - t0
+
+    return _run_on_new_loop(main(), use_uvloop)
+
+
 def variant_real(n: int, use_uvloop: bool) -> float:
     import threading
 
@@ -125,6 +157,7 @@ VARIANTS = {
     "asyncio": variant_asyncio,
     "green": variant_green,
     "spawn": variant_spawn,
+    "floor": variant_floor,
     "real": variant_real,
 }
 
@@ -171,11 +204,13 @@ def main() -> None:
     base = measure("asyncio", N_GREEN, args.uvloop)
     green = measure("green", N_GREEN, args.uvloop)
     spawned = measure("spawn", N_GREEN, args.uvloop)
+    floor = measure("floor", N_GREEN, args.uvloop)
     real = measure("real", N_REAL, args.uvloop)
     rows = [
         (f"{N_GREEN:,} asyncio tasks (baseline)", base, None),
         (f"{N_GREEN:,} green threads", green, (1.3, 2.0)),
         (f"{N_GREEN:,} spawn() calls, no Thread", spawned, None),
+        ("floor: tasks + bare greenlets", floor, None),
         (f"{N_REAL:,} real threads", real, None),
     ]
     print(f"{'variant':<34}{'wall s':>9}{'x time':>8}{'RSS MiB':>9}{'growth MiB':>12}{'x mem':>8}")
@@ -195,9 +230,11 @@ def main() -> None:
     per_green = (green["time"] - 2 * SLEEP) / N_GREEN * 1e6
     per_spawn = (spawned["time"] - 2 * SLEEP) / N_GREEN * 1e6
     per_task = (base["time"] - 2 * SLEEP) / N_GREEN * 1e6
+    per_floor = (floor["time"] - 2 * SLEEP) / N_GREEN * 1e6
     print(
         f"\noverhead beyond the sleeps: green {per_green:.1f} us/thread "
-        f"(spawn() alone {per_spawn:.1f} us), asyncio {per_task:.1f} us/task"
+        f"(spawn() alone {per_spawn:.1f} us, floor {per_floor:.1f} us), "
+        f"asyncio {per_task:.1f} us/task"
     )
 
 
