@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import json
+import subprocess
 import sys
 import time
 import uuid
@@ -253,3 +255,178 @@ def test_cancelled_request_returns_its_connection(engine: Any, aio: Backend) -> 
 
     assert aio.run(main) == 0
     assert engine.pool.checkedout() == 0
+
+
+# Run in a child process: without green exec-once mutexes the loop blocks for
+# good on a real threading.Lock, and a blocked loop cannot time itself out.
+FIRST_CONNECT_SCRIPT = r"""
+import asyncio, json, sys, time
+
+import sqlalchemy as sa
+
+import greenbridge
+from greenbridge.drivers.sqlalchemy import GreenQueuePool, create_engine
+from greenbridge.green import threading as green_threading
+
+db, loop_name = sys.argv[1], sys.argv[2]
+if db == "postgresql":
+    greenbridge.patch_psycopg2()
+
+    def new_engine():
+        return create_engine(
+            "postgresql+psycopg2://postgres@127.0.0.1:5432/test", pool_size=5, max_overflow=0
+        )
+
+    sleep = sa.text("SELECT pg_sleep(0.01)")
+    listener_sql = "SELECT pg_sleep(0.05)"
+else:
+    with greenbridge.patch_blocking():
+        import pymysql
+
+    def new_engine():
+        return sa.create_engine(
+            "mysql+pymysql://root@127.0.0.1:3306/test",
+            module=pymysql, poolclass=GreenQueuePool, pool_size=5, max_overflow=0,
+        )
+
+    sleep = sa.text("SELECT SLEEP(0.01)")
+    listener_sql = "SELECT SLEEP(0.05)"
+
+
+def slow_setup(dbapi_conn, record):
+    # A connect listener with a query, as applications add (SET ...): SQLAlchemy
+    # runs it under the same exec-once mutex as the dialect's initialisation,
+    # which widens the race (and repeats it on the pool dispose() makes).
+    cursor = dbapi_conn.cursor()
+    cursor.execute(listener_sql)
+    cursor.fetchall()
+    cursor.close()
+    dbapi_conn.rollback()
+
+
+def green_mutexes(engine):
+    return [
+        isinstance(
+            getattr(getattr(engine.pool.dispatch, name), "_exec_once_mutex", None),
+            green_threading.Lock,
+        )
+        for name in ("connect", "first_connect")
+    ]
+
+
+async def burst(engine):
+    # 40 units of work at once on a pool nobody has connected yet: five
+    # greenlets open the first connections together.
+    def work(i):
+        with engine.connect() as conn:
+            conn.execute(sleep)
+        return i
+
+    return await asyncio.wait_for(
+        asyncio.gather(*(greenbridge.async_(work)(i) for i in range(40))), 20
+    )
+
+
+async def main():
+    report = []
+    for _ in range(3):  # a fresh engine each round: the race is timing-dependent
+        engine = new_engine()
+        sa.event.listen(engine, "connect", slow_setup)
+        try:
+            for stage in ("fresh", "disposed"):
+                before = green_mutexes(engine)
+                start = time.perf_counter()
+                done = await burst(engine)
+                report.append({
+                    "stage": stage,
+                    "ok": done == list(range(40)),
+                    "green_before": before,
+                    "green_after": green_mutexes(engine),
+                    "checkedout": engine.pool.checkedout(),
+                    "seconds": round(time.perf_counter() - start, 3),
+                })
+                engine.dispose()  # a new GreenQueuePool: its first connections again
+        finally:
+            engine.dispose()
+    return report
+
+
+if loop_name == "uvloop":
+    import uvloop
+
+    loop = uvloop.new_event_loop()
+else:
+    loop = asyncio.new_event_loop()
+try:
+    print(json.dumps(loop.run_until_complete(main())))
+finally:
+    loop.close()
+"""
+
+
+@pytest.mark.parametrize("db", ["postgresql", "mysql"])
+def test_concurrent_first_connections_do_not_block_the_loop(
+    db: str, aio: Backend, tmp_path: Any
+) -> None:
+    """Issue 5 regression: greenlets opening a fresh engine's first connections together.
+
+    SQLAlchemy runs the dialect's first-connect initialisation (server
+    queries) under an exec-once mutex; as a real ``threading.Lock`` the second
+    greenlet to connect blocked the loop forever while the first waited on it.
+    """
+    if db == "postgresql":
+        require_service("PostgreSQL", "127.0.0.1", 5432)
+    else:
+        require_service("MariaDB", "127.0.0.1", 3306)
+    if aio.name == "uvloop":
+        pytest.importorskip("uvloop")
+    script = tmp_path / "first_connect.py"
+    script.write_text(FIRST_CONNECT_SCRIPT)
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-W", "error", str(script), db, aio.name],
+            capture_output=True,
+            text=True,
+            timeout=90,
+        )
+    except subprocess.TimeoutExpired as exc:
+        pytest.fail(f"the event loop deadlocked on the first connections ({db}, {aio.name}): {exc}")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert [r["stage"] for r in report] == ["fresh", "disposed"] * 3
+    for round_ in report:
+        assert round_["ok"], round_
+        assert round_["green_before"] == [True, True], round_  # before the first connect
+        assert round_["green_after"] == [True, True], round_
+        assert round_["checkedout"] == 0, round_
+
+
+def test_exec_once_mutexes_are_green_from_the_start() -> None:
+    """The pool's connect/first_connect collections hold a green lock before any connect.
+
+    Also after listeners are added later, and on the new pool ``dispose()`` makes.
+    """
+    from greenbridge.green import threading as green_threading
+
+    def mutexes(eng: Any) -> list[Any]:
+        return [
+            getattr(eng.pool.dispatch, name)._exec_once_mutex
+            for name in ("connect", "first_connect")
+        ]
+
+    eng = create_engine("postgresql+psycopg2://postgres@127.0.0.1:5432/test")
+    try:
+        first = mutexes(eng)
+        assert all(isinstance(m, green_threading.Lock) for m in first), first
+        sa.event.listen(eng, "connect", lambda dbapi_conn, record: None)
+        sa.event.listen(eng, "first_connect", lambda dbapi_conn, record: None)
+        assert mutexes(eng) == first  # the same collections: no new mutex
+        old_pool = eng.pool
+        eng.dispose()
+        assert eng.pool is not old_pool
+        assert isinstance(eng.pool, GreenQueuePool)
+        second = mutexes(eng)
+        assert all(isinstance(m, green_threading.Lock) for m in second), second
+        assert all(a is not b for a, b in zip(first, second))
+    finally:
+        eng.dispose()

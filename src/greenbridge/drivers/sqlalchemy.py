@@ -21,14 +21,27 @@ Use it through ``poolclass=``::
 
 or :func:`create_engine`, which sets it for you.  This module imports
 SQLAlchemy (2.0 or newer); ``import greenbridge`` does not.
+
+The pool also greens one lock outside the queue.  SQLAlchemy runs the pool's
+``connect`` (and ``first_connect``) listeners under a per-collection "exec
+once" mutex until they have succeeded once, and the engine's own ``connect``
+listener is the dialect's first-connect initialisation, which queries the
+server.  SQLAlchemy makes that mutex a real ``threading.Lock``: a greenlet
+holding it waits on the loop for those queries, the next greenlet opening a
+connection would block the whole thread on it and the loop would never run
+again.  :class:`GreenQueuePool` gives those listener collections a green
+lock before SQLAlchemy creates its own.
 """
 
 from __future__ import annotations
 
+from contextlib import nullcontext as _nullcontext
 from typing import Any
 
 try:
     import sqlalchemy as _sa
+    from sqlalchemy import util as _sa_util
+    from sqlalchemy.pool import ConnectionPoolEntry as _ConnectionPoolEntry
     from sqlalchemy.pool import QueuePool as _QueuePool
     from sqlalchemy.util import queue as _sa_queue
 except ImportError as exc:  # pragma: no cover - exercised only without SQLAlchemy
@@ -55,6 +68,44 @@ class _GreenQueue(_sa_queue.Queue[Any]):
         self.not_full = _green_threading.Condition(mutex)  # type: ignore[assignment]
 
 
+# Pool events whose listeners SQLAlchemy runs under an "exec once" mutex:
+# ``connect`` (``_exec_w_sync_on_first_run``, the dialect's initialisation)
+# and ``first_connect`` (``exec_once_unless_exception``).
+_EXEC_ONCE_EVENTS = ("connect", "first_connect")
+_MISSING = object()
+
+
+def _green_exec_once_mutexes(pool: Any) -> None:
+    """Give the pool's exec-once listener collections a green mutex.
+
+    SQLAlchemy (``sqlalchemy/event/attr.py``) creates the mutex lazily, as a
+    ``threading.Lock``, in ``_CompoundListener._get_exec_once_mutex()`` unless
+    the collection was set up for asyncio, and keeps it in the collection's
+    ``_exec_once_mutex`` slot.  ``for_modify()`` turns the pool's empty
+    per-event placeholder into its own listener collection now (later
+    ``event.listen()`` calls reuse that collection), and a slot still ``None``
+    gets a :class:`greenbridge.green.threading.Lock`, which suspends a
+    greenlet and blocks a real thread.  A mutex SQLAlchemy already made is
+    left alone.  Anything not shaped as expected (other SQLAlchemy
+    internals) leaves the pool untouched: it then works as ``QueuePool`` does.
+    """
+    dispatch = getattr(pool, "dispatch", None)
+    if dispatch is None:
+        return
+    for name in _EXEC_ONCE_EVENTS:
+        try:
+            collection = getattr(dispatch, name).for_modify(dispatch)
+        except (AttributeError, TypeError, NotImplementedError, AssertionError):
+            continue
+        if getattr(collection, "_exec_once_mutex", _MISSING) is not None:
+            continue  # not there (internals changed), or already made
+        # SQLAlchemy's own lock around creating the mutex: a real RLock under
+        # free-threaded Python, a null context otherwise.  Held for no wait.
+        with getattr(_sa_util, "mini_gil", _nullcontext()):
+            if collection._exec_once_mutex is None:
+                collection._exec_once_mutex = _green_threading.Lock()
+
+
 class GreenQueuePool(_QueuePool):
     """A :class:`sqlalchemy.pool.QueuePool` whose waiting for a free connection is green.
 
@@ -65,6 +116,10 @@ class GreenQueuePool(_QueuePool):
     returned or ``timeout`` (the engine's ``pool_timeout``) seconds pass, when
     SQLAlchemy's ``sqlalchemy.exc.TimeoutError`` is raised as usual.  In a
     thread with no event loop running it blocks like ``QueuePool``.
+
+    Concurrent first connections of a fresh engine (or of the new pool that
+    ``engine.dispose()`` / ``recreate()`` make) wait for the dialect's
+    first-connect initialisation on a green lock too.
     """
 
     _queue_class = _GreenQueue
@@ -74,6 +129,15 @@ class GreenQueuePool(_QueuePool):
         # Only held for a counter update, but green too: a greenlet never
         # blocks the loop on it, whatever SQLAlchemy does under it later.
         self._overflow_lock = _green_threading.Lock()  # type: ignore[assignment]
+        # After super().__init__(): recreate() copies the old pool's
+        # listeners (``_dispatch=``) into fresh collections with no mutex.
+        _green_exec_once_mutexes(self)
+
+    def _create_connection(self) -> _ConnectionPoolEntry:
+        # Again before each new connection, in case SQLAlchemy made a
+        # collection after __init__ (cheap once done: nothing to replace).
+        _green_exec_once_mutexes(self)
+        return super()._create_connection()
 
 
 def create_engine(url: Any, **kwargs: Any) -> _sa.Engine:
