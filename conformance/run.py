@@ -94,7 +94,11 @@ def main():
     result = runner.run(suite)
     return result.outcomes
 
-outcomes = asyncio.run(greenbridge.async_(main)())
+# As `python -m greenbridge` runs a program: a plain loop, so a SIGINT raises
+# KeyboardInterrupt where it lands (asyncio.run() would install its own handler,
+# which cancels the main task instead).
+loop = asyncio.new_event_loop()
+outcomes = loop.run_until_complete(greenbridge.async_(main)())
 if details_path:
     with open(details_path, "w") as f:
         json.dump(details, f, indent=1)
