@@ -380,7 +380,7 @@ def _aio_wait(
 ) -> bool:
     reg = _registry(loop)
     current = getcurrent()
-    waiter = _Park(current) if type(current) is _Worker else _FutureWait(loop)
+    waiter = _waiter(loop, current)
     watch = _register(loop, reg, fd, waiter, readable, owner)
     timer = None if timeout is None else loop.call_later(timeout, waiter.wake, False)
     _waiting[current] = waiter
