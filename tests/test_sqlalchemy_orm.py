@@ -430,3 +430,68 @@ def test_exec_once_mutexes_are_green_from_the_start() -> None:
         assert all(a is not b for a, b in zip(first, second))
     finally:
         eng.dispose()
+
+
+def test_pool_queue_hands_items_to_waiters_in_order(aio: Backend) -> None:
+    # No database needed: the queue under GreenQueuePool.  A get() that had
+    # to wait is served before code that asks later, even code that runs
+    # first after the put() (here: the putter itself, right after putting).
+    from greenbridge.drivers.sqlalchemy import _GreenQueue
+
+    queue = _GreenQueue(maxsize=1)
+    got: list[str] = []
+
+    def waiter(name: str) -> None:
+        item = queue.get(True, 5)
+        got.append(f"{name}:{item}")
+        queue.put(item)
+
+    def putter() -> str:
+        queue.put("conn")
+        try:
+            queue.get(False)  # a latecomer: the waiters come first
+        except sa.util.queue.Empty:
+            return "latecomer waited"
+        return "latecomer barged in"
+
+    async def main() -> None:
+        first = greenbridge.spawn(waiter, "first")
+        second = greenbridge.spawn(waiter, "second")
+        await asyncio.sleep(0.01)  # both wait in get()
+        assert await greenbridge.async_(putter)() == "latecomer waited"
+        await asyncio.wait_for(asyncio.gather(first, second), 5)
+        assert got == ["first:conn", "second:conn"]
+        assert queue.get(False) == "conn"
+
+    aio.run(main)
+
+
+def test_pool_queue_get_times_out_and_a_cancelled_getter_passes_its_item_on(
+    aio: Backend,
+) -> None:
+    from greenbridge.drivers.sqlalchemy import _GreenQueue
+
+    queue = _GreenQueue(maxsize=1)
+
+    def timed_get() -> str:
+        try:
+            queue.get(True, 0.05)
+        except sa.util.queue.Empty:
+            return "empty"
+        return "item"
+
+    async def main() -> None:
+        assert await greenbridge.async_(timed_get)() == "empty"
+        assert not queue._getters
+        # A getter cancelled after the item was handed to it gives the item on.
+        cancelled = greenbridge.spawn(queue.get, True, 5)
+        later = greenbridge.spawn(queue.get, True, 5)
+        await asyncio.sleep(0.01)
+        await greenbridge.async_(queue.put)("conn")  # handed to `cancelled`
+        cancelled.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await cancelled
+        assert await asyncio.wait_for(later, 5) == "conn"
+        assert not queue._getters
+
+    aio.run(main)

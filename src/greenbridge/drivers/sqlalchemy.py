@@ -35,6 +35,7 @@ lock before SQLAlchemy creates its own.
 
 from __future__ import annotations
 
+from collections import deque
 from contextlib import nullcontext as _nullcontext
 from typing import Any
 
@@ -56,16 +57,78 @@ from ..green import threading as _green_threading
 __all__ = ["GreenQueuePool", "create_engine"]
 
 
+class _Getter:
+    """A ``get()`` waiting for an item; ``put()`` fills it and wakes it."""
+
+    __slots__ = ("event", "filled", "item")
+
+    def __init__(self) -> None:
+        self.event = _green_threading.Event()
+        self.filled = False
+        self.item: Any = None
+
+
 class _GreenQueue(_sa_queue.Queue[Any]):
-    """SQLAlchemy's pool queue with green mutex and conditions."""
+    """SQLAlchemy's pool queue with green locks, handing items to waiters in order.
+
+    A ``get()`` that has to wait queues up, and ``put()`` hands its item
+    straight to the oldest waiter.  With a plain condition the woken getter
+    would only look at the queue when it next runs, and code that runs first
+    (another request's sync code, resumed by a loop callback) would take the
+    connection from under it: under load some requests would wait far longer
+    than others.
+    """
 
     def __init__(self, maxsize: int = 0, use_lifo: bool = False) -> None:
         super().__init__(maxsize, use_lifo)
-        # The queue's own logic is unchanged: only what it waits on is green.
         mutex = _green_threading.RLock()
         self.mutex = mutex  # type: ignore[assignment]
         self.not_empty = _green_threading.Condition(mutex)  # type: ignore[assignment]
         self.not_full = _green_threading.Condition(mutex)  # type: ignore[assignment]
+        self._getters: deque[_Getter] = deque()
+
+    def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
+        with self.mutex:
+            if not self._hand_over(item):
+                super().put(item, block, timeout)
+
+    def _hand_over(self, item: Any) -> bool:
+        """Give ``item`` to the oldest waiting getter, if any (mutex held)."""
+        if not self._getters:
+            return False
+        getter = self._getters.popleft()
+        getter.item = item
+        getter.filled = True
+        getter.event.set()
+        return True
+
+    def get(self, block: bool = True, timeout: float | None = None) -> Any:
+        with self.mutex:
+            if not self._getters and not self._empty():
+                item = self._get()
+                self.not_full.notify()
+                return item
+            if not block:
+                raise _sa_queue.Empty
+            if timeout is not None and timeout < 0:
+                raise ValueError("'timeout' must be a positive number")
+            getter = _Getter()
+            self._getters.append(getter)
+        try:
+            getter.event.wait(timeout)
+        except BaseException:
+            with self.mutex:
+                if getter.filled:  # handed over meanwhile: pass it on, not lose it
+                    if not self._hand_over(getter.item):
+                        self._put(getter.item)
+                else:
+                    self._getters.remove(getter)
+            raise
+        with self.mutex:
+            if getter.filled:
+                return getter.item
+            self._getters.remove(getter)
+        raise _sa_queue.Empty
 
 
 # Pool events whose listeners SQLAlchemy runs under an "exec once" mutex:
