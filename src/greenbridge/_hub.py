@@ -109,21 +109,27 @@ def _where() -> Any:
 # asyncio / uvloop backend
 
 
-class _Park:
-    """A hub wait by a greenbridge worker: the worker parks, a loop callback wakes it.
+class _Wait:
+    """One hub wait, woken by a loop callback.
 
     ``wake(value)`` (a reader, writer or timer callback) makes the wait
     return ``value`` (True: ready, False: timed out, an exception: raised);
     the first call wins, later ones (and calls after the wait ended) do
-    nothing.  From a loop callback the worker is resumed on the spot (see
-    `greenbridge._bridge.wake`), so an I/O wait costs no Future and no task
-    wake-up.
+    nothing.  A greenbridge worker parks, and a wake from a loop callback
+    resumes it on the spot (see `greenbridge._bridge.wake`): no Future, no
+    task wake-up.  Other code that can suspend (an SQLAlchemy greenlet)
+    waits on a Future instead.
     """
 
-    __slots__ = ("worker", "armed", "signal")
+    __slots__ = ("worker", "fut", "armed", "signal")
 
-    def __init__(self, worker: _Worker) -> None:
-        self.worker = worker
+    def __init__(self, loop: asyncio.AbstractEventLoop, current: Any) -> None:
+        if type(current) is _Worker:
+            self.worker: _Worker | None = current
+            self.fut: asyncio.Future[Any] | None = None
+        else:
+            self.worker = None
+            self.fut = loop.create_future()
         self.armed = True
         # A signal delivered to this greenlet (see deliver_signal): it wins
         # over whatever wakes the wait first.
@@ -134,38 +140,15 @@ class _Park:
             self.armed = False
             if self.signal is not None:
                 value = self.signal
-            wake(self.worker, value)
+            if self.worker is not None:
+                wake(self.worker, value)
+            elif not self.fut.done():  # type: ignore[union-attr]
+                self.fut.set_result(value)  # type: ignore[union-attr]
 
     def wait(self) -> Any:
-        return park()
-
-
-class _FutureWait:
-    """A hub wait by other suspendable code (an SQLAlchemy greenlet): a Future."""
-
-    __slots__ = ("fut", "armed", "signal")
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.fut: asyncio.Future[Any] = loop.create_future()
-        self.armed = True
-        self.signal: BaseException | None = None
-
-    def wake(self, value: Any) -> None:
-        if self.armed:
-            self.armed = False
-            if self.signal is not None:
-                value = self.signal
-            if not self.fut.done():
-                self.fut.set_result(value)
-
-    def wait(self) -> Any:
-        return await_(self.fut)
-
-
-def _waiter(loop: asyncio.AbstractEventLoop, current: Any) -> _Park | _FutureWait:
-    if type(current) is _Worker:
-        return _Park(current)
-    return _FutureWait(loop)
+        if self.worker is not None:
+            return park()
+        return await_(self.fut)  # type: ignore[arg-type]
 
 
 def _outcome(value: Any) -> bool:
@@ -206,7 +189,7 @@ class _Watch:
         self.fd = fd
         self.readable = readable
         self.owner = owner
-        self.waiters: list[_Park | _FutureWait] = []
+        self.waiters: list[_Wait] = []
 
     def fire(self) -> None:
         reg = self.reg
@@ -290,7 +273,7 @@ def _registry(loop: asyncio.AbstractEventLoop) -> _Registry:
 # call that was waiting (``recv``, ``select``, ``sleep``...); when the handler
 # returns normally the wait resumes with what is left of its timeout (PEP 475).
 
-_waiting: dict[Any, _Park | _FutureWait] = {}  # greenlet -> its wait in the hub
+_waiting: dict[Any, _Wait] = {}  # greenlet -> its wait in the hub
 
 
 class _SignalArrived(BaseException):
@@ -327,7 +310,7 @@ def _register(
     loop: asyncio.AbstractEventLoop,
     reg: _Registry,
     fd: int,
-    waiter: _Park | _FutureWait,
+    waiter: _Wait,
     readable: bool,
     owner: object = None,
 ) -> _Watch:
@@ -358,7 +341,7 @@ def _register(
     return watch
 
 
-def _unregister(watch: _Watch, waiter: _Park | _FutureWait) -> None:
+def _unregister(watch: _Watch, waiter: _Wait) -> None:
     waiters = watch.waiters
     try:
         waiters.remove(waiter)
@@ -380,7 +363,7 @@ def _aio_wait(
 ) -> bool:
     reg = _registry(loop)
     current = getcurrent()
-    waiter = _waiter(loop, current)
+    waiter = _Wait(loop, current)
     watch = _register(loop, reg, fd, waiter, readable, owner)
     timer = None if timeout is None else loop.call_later(timeout, waiter.wake, False)
     _waiting[current] = waiter
@@ -406,7 +389,7 @@ def _aio_wait_any(
 ) -> bool:
     reg = _registry(loop)
     current = getcurrent()
-    waiter = _waiter(loop, current)
+    waiter = _Wait(loop, current)
     watches: list[_Watch] = []
     timer = None
     _waiting[current] = waiter
@@ -432,7 +415,7 @@ def _aio_sleep(
     loop: asyncio.AbstractEventLoop, _a: None, _b: None, _c: None, seconds: float
 ) -> None:
     current = getcurrent()
-    waiter = _waiter(loop, current)
+    waiter = _Wait(loop, current)
     if seconds <= 0:
         timer: asyncio.Handle = loop.call_soon(waiter.wake, True)
     else:
@@ -596,7 +579,7 @@ def _park_on(
 ) -> bool:
     """`_aio_wait` for a worker, with no timeout."""
     reg = _last[1] if _last[0] is loop else _registry(loop)
-    waiter = _Park(current)
+    waiter = _Wait(loop, current)
     watch = (reg.readers if readable else reg.writers).get(fd)
     if watch is not None and (watch.waiters or watch.owner is owner):
         watch.waiters.append(waiter)
