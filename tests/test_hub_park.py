@@ -27,6 +27,13 @@ def _pair() -> tuple[Any, socket.socket]:
     return gsocket.socket(fileno=a.detach()), b
 
 
+async def _started(fn: Any, *args: Any) -> asyncio.Future[Any]:
+    """Run sync ``fn(*args)`` as a task, and give it time to reach its first wait."""
+    task = asyncio.ensure_future(async_(fn)(*args))
+    await asyncio.sleep(0.01)
+    return task
+
+
 def _registered(loop: asyncio.AbstractEventLoop) -> int:
     reg = _hub._registries.get(loop)
     return 0 if reg is None else len(reg.readers) + len(reg.writers)
@@ -46,8 +53,7 @@ def test_resumed_code_runs_as_its_task(aio: Backend) -> None:
     async def main() -> None:
         sock, peer = _pair()
         with sock, peer:
-            task = asyncio.ensure_future(async_(sync)(sock))
-            await asyncio.sleep(0.01)
+            task = await _started(sync, sock)
             peer.send(b"x")
             current, value, _ = await task
             assert current is task
@@ -69,12 +75,10 @@ def test_call_ending_in_a_callback_hands_over_result_and_error(aio: Backend) -> 
     async def main() -> None:
         sock, peer = _pair()
         with sock, peer:
-            t1 = asyncio.ensure_future(async_(ok)(sock))
-            await asyncio.sleep(0.01)
+            t1 = await _started(ok, sock)
             peer.send(b"abc")
             assert await t1 == b"abc"
-            t2 = asyncio.ensure_future(async_(fails)(sock))
-            await asyncio.sleep(0.01)
+            t2 = await _started(fails, sock)
             peer.send(b"x")
             with pytest.raises(KeyError, match="after the wait") as info:
                 await t2
@@ -102,8 +106,7 @@ def test_worker_reused_while_the_previous_driver_has_not_run_yet(aio: Backend) -
                 started.append(spawn(second))
                 return "first"
 
-            t1 = asyncio.ensure_future(async_(first)())
-            await asyncio.sleep(0.01)
+            t1 = await _started(first)
             p1.send(b"x")
             assert await t1 == "first"
             await asyncio.sleep(0.01)
@@ -130,8 +133,7 @@ def test_switching_from_hub_waits_to_futures_and_back(aio: Backend) -> None:
         sock, peer = _pair()
         with sock, peer:
             fut: asyncio.Future[str] = loop.create_future()
-            task = asyncio.ensure_future(async_(sync)(sock, fut))
-            await asyncio.sleep(0.01)
+            task = await _started(sync, sock, fut)
             peer.send(b"a")
             await asyncio.sleep(0.01)
             fut.set_result("f")
@@ -160,8 +162,7 @@ def test_cancelled_while_parked(aio: Backend) -> None:
         loop = asyncio.get_running_loop()
         sock, peer = _pair()
         with sock, peer:
-            task = asyncio.ensure_future(async_(sync)(sock))
-            await asyncio.sleep(0.01)
+            task = await _started(sync, sock)
             assert _registered(loop) == 1
             task.cancel()
             peer.send(b"x")  # readiness and cancellation in the same turn
@@ -188,8 +189,7 @@ def test_task_cancelled_while_its_code_runs_in_a_callback(aio: Backend) -> None:
     async def main() -> None:
         sock, peer = _pair()
         with sock, peer:
-            task = asyncio.ensure_future(async_(sync)(sock))
-            await asyncio.sleep(0.01)
+            task = await _started(sync, sock)
             peer.send(b"x")
             assert await task == "cancel seen at the next wait"
 
@@ -212,13 +212,11 @@ def test_task_cancelled_then_its_code_ends_in_a_callback(aio: Backend) -> None:
     async def main() -> None:
         sock, peer = _pair()
         with sock, peer:
-            t1 = asyncio.ensure_future(async_(returns)(sock))
-            await asyncio.sleep(0.01)
+            t1 = await _started(returns, sock)
             peer.send(b"x")
             with pytest.raises(asyncio.CancelledError):
                 await t1
-            t2 = asyncio.ensure_future(async_(raises)(sock))
-            await asyncio.sleep(0.01)
+            t2 = await _started(raises, sock)
             peer.send(b"x")
             with pytest.raises(ValueError, match="boom"):
                 await t2
@@ -347,8 +345,7 @@ def test_a_kept_registration_is_not_reused_by_a_new_owner_of_the_number() -> Non
             return gsocket.socket(fileno=a.detach())
 
         with peer1:
-            task = asyncio.ensure_future(async_(sync)(first, make_second))
-            await asyncio.sleep(0.01)
+            task = await _started(sync, first, make_second)
             peer1.send(b"1")
             assert await asyncio.wait_for(task, 5) == b"2"
             holder[0].close()
@@ -375,8 +372,7 @@ def test_cancelled_while_awaiting_a_future_after_a_callback_resumed_it(aio: Back
         sock, peer = _pair()
         with sock, peer:
             fut: asyncio.Future[None] = loop.create_future()
-            task = asyncio.ensure_future(async_(sync)(sock, fut))
-            await asyncio.sleep(0.01)
+            task = await _started(sync, sock, fut)
             peer.send(b"x")
             await asyncio.sleep(0.01)  # now waiting on fut
             assert not task.done()
@@ -410,8 +406,7 @@ def test_loop_turns_after_a_callback_resumed_it(aio: Backend) -> None:
     async def main() -> None:
         sock, peer = _pair()
         with sock, peer:
-            task = asyncio.ensure_future(async_(sync)(sock))
-            await asyncio.sleep(0.01)
+            task = await _started(sync, sock)
             peer.send(b"x")
             other_task = asyncio.ensure_future(other())
             await other_task
