@@ -56,6 +56,35 @@ def test_greenbridge_inside_a_sqlalchemy_greenlet(aio: Backend) -> None:
     assert aio.run(main) == [2 * i + (2 * i + 100) + 2 * i for i in range(10)]
 
 
+def test_green_io_inside_a_sqlalchemy_greenlet(aio: Backend) -> None:
+    # The hub's waits from SQLAlchemy's greenlet (not a greenbridge worker):
+    # they wait on a Future through SQLAlchemy's driver instead of parking.
+    import socket as std_socket
+
+    from greenbridge import _hub
+    from greenbridge.green import socket as gsocket
+    from greenbridge.green import time as gtime
+
+    def sa_sync(sock: Any) -> tuple[bytes, bool]:
+        gtime.sleep(0.01)
+        data = bytes(sock.recv(8))
+        timed_out = not _hub.wait_readable(sock.fileno(), 0.01)
+        return data, timed_out
+
+    async def main() -> None:
+        a, b = std_socket.socketpair()
+        sock = gsocket.socket(fileno=a.detach())
+        with sock, b:
+            task = asyncio.ensure_future(greenlet_spawn(sa_sync, sock))
+            await asyncio.sleep(0.05)
+            b.send(b"payload")
+            assert await asyncio.wait_for(task, 5) == (b"payload", True)
+            reg = _hub._registries.get(asyncio.get_running_loop())
+            assert reg is None or not (reg.readers or reg.writers)
+
+    aio.run(main)
+
+
 def test_sqlalchemy_errors_cross_both_bridges(aio: Backend) -> None:
     async def fails() -> None:
         await asyncio.sleep(0)
