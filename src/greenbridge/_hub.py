@@ -51,7 +51,16 @@ from typing import Any
 
 from greenlet import getcurrent
 
-from ._bridge import _MISSING_MESSAGE, MissingBridge, _running_loop, _Worker, await_, park, wake
+from ._bridge import (
+    _MISSING_MESSAGE,
+    _PARK,
+    MissingBridge,
+    _running_loop,
+    _Worker,
+    await_,
+    park,
+    wake,
+)
 
 __all__ = [
     "wait_readable",
@@ -197,7 +206,13 @@ class _Watch:
         try:
             waiters = self.waiters
             if len(waiters) == 1:
-                waiters[0].wake(True)
+                waiter = waiters[0]
+                worker = waiter.worker
+                if worker is not None and waiter.armed and waiter.signal is None:
+                    waiter.armed = False  # _Wait.wake(True), inlined: the hot path
+                    wake(worker, True)
+                else:
+                    waiter.wake(True)
             else:
                 # A woken worker runs here and leaves (or re-enters) the list.
                 for waiter in waiters[:]:
@@ -587,7 +602,7 @@ def _park_on(
         watch = _register(loop, reg, fd, waiter, readable, owner)
     _waiting[current] = waiter
     try:
-        value = park()
+        value = current.parent.switch(_PARK)  # type: ignore[union-attr]  # park()
     finally:
         waiter.armed = False
         del _waiting[current]
