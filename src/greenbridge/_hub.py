@@ -369,39 +369,14 @@ def _unregister(watch: _Watch, waiter: _Wait) -> None:
             watch.drop()
 
 
-def _aio_wait(
-    loop: asyncio.AbstractEventLoop,
-    fd: int,
-    readable: bool,
-    owner: object,
-    timeout: float | None,
-) -> bool:
-    reg = _registry(loop)
-    current = getcurrent()
-    waiter = _Wait(loop, current)
-    watch = _register(loop, reg, fd, waiter, readable, owner)
-    timer = None if timeout is None else loop.call_later(timeout, waiter.wake, False)
-    _waiting[current] = waiter
-    try:
-        value = waiter.wait()
-    finally:
-        waiter.armed = False
-        del _waiting[current]
-        if timer is not None:
-            timer.cancel()
-        _unregister(watch, waiter)
-    if value is True:
-        return True
-    return _outcome(value)
-
-
 def _aio_wait_any(
     loop: asyncio.AbstractEventLoop,
     readers: list[int],
     writers: list[int],
-    _unused: None,
+    owner: object,
     timeout: float | None,
 ) -> bool:
+    """Wait on asyncio/uvloop until one descriptor is ready (``owner``: see `_Watch`)."""
     reg = _registry(loop)
     current = getcurrent()
     waiter = _Wait(loop, current)
@@ -410,9 +385,9 @@ def _aio_wait_any(
     _waiting[current] = waiter
     try:
         for fd in readers:
-            watches.append(_register(loop, reg, fd, waiter, True))
+            watches.append(_register(loop, reg, fd, waiter, True, owner))
         for fd in writers:
-            watches.append(_register(loop, reg, fd, waiter, False))
+            watches.append(_register(loop, reg, fd, waiter, False, owner))
         if timeout is not None:
             timer = loop.call_later(timeout, waiter.wake, False)
         value = waiter.wait()
@@ -554,7 +529,9 @@ def _wait(fd: Any, readable: bool, timeout: float | None, owner: object = None) 
     timeout = _check_timeout(timeout)
     if where == "trio":
         return await_(_trio_wait(fd, readable, timeout))
-    return _interruptible(_aio_wait, where, fd, readable, owner, timeout)  # type: ignore[no-any-return]
+    fds = [fd]
+    readers, writers = (fds, []) if readable else ([], fds)
+    return _interruptible(_aio_wait_any, where, readers, writers, owner, timeout)  # type: ignore[no-any-return]
 
 
 def wait_owned(owner: object, fd: int, readable: bool, timeout: float | None = None) -> bool:
@@ -592,14 +569,9 @@ def wait_socket(sock: Any, fd: int, readable: bool, timeout: float | None = None
 def _park_on(
     loop: asyncio.AbstractEventLoop, current: _Worker, fd: int, readable: bool, owner: object
 ) -> bool:
-    """`_aio_wait` for a worker, with no timeout."""
-    reg = _last[1] if _last[0] is loop else _registry(loop)
+    """`_aio_wait_any` on one descriptor, for a worker, with no timeout."""
     waiter = _Wait(loop, current)
-    watch = (reg.readers if readable else reg.writers).get(fd)
-    if watch is not None and (watch.waiters or watch.owner is owner):
-        watch.waiters.append(waiter)
-    else:
-        watch = _register(loop, reg, fd, waiter, readable, owner)
+    watch = _register(loop, _registry(loop), fd, waiter, readable, owner)
     _waiting[current] = waiter
     try:
         value = current.parent.switch(_PARK)  # type: ignore[union-attr]  # park()
