@@ -24,6 +24,7 @@ import resource
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 N_GREEN = 10_000
@@ -68,14 +69,22 @@ def variant_asyncio(n: int, use_uvloop: bool) -> float:
     return _run_on_new_loop(main(), use_uvloop)
 
 
-def variant_green(n: int, use_uvloop: bool) -> float:
-    import greenbridge
-    from greenbridge.green import threading
+def _green_body() -> Callable[[], None]:
+    """What each green unit runs: two green sleeps."""
     from greenbridge.green import time as green_time
 
     def body() -> None:
         green_time.sleep(SLEEP)
         green_time.sleep(SLEEP)
+
+    return body
+
+
+def variant_green(n: int, use_uvloop: bool) -> float:
+    import greenbridge
+    from greenbridge.green import threading
+
+    body = _green_body()
 
     def main() -> float:
         t0 = time.perf_counter()
@@ -92,11 +101,8 @@ def variant_green(n: int, use_uvloop: bool) -> float:
 def variant_spawn(n: int, use_uvloop: bool) -> float:
     """The bridge alone: each unit is greenbridge.spawn(body), no Thread object around it."""
     import greenbridge
-    from greenbridge.green import time as green_time
 
-    def body() -> None:
-        green_time.sleep(SLEEP)
-        green_time.sleep(SLEEP)
+    body = _green_body()
 
     def main() -> float:
         t0 = time.perf_counter()
