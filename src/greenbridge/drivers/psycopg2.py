@@ -56,6 +56,13 @@ def wait_callback(conn: Any) -> None:
     by :func:`patch_psycopg2`.
     """
     ext = _ext
+    # Once connected, a connection keeps its descriptor: it can own the
+    # registration on the loop.  Not while connecting: libpq then closes its
+    # socket and opens another (often with the same number) when it moves on
+    # to the next host or address, and a registration kept for the closed
+    # one would never fire.  (Checked before the first poll, which moves the
+    # status on from STATUS_SETUP.)
+    owner = None if conn.status == ext.STATUS_SETUP else conn
     try:
         state = conn.poll()
         if state == ext.POLL_READ:
@@ -68,9 +75,6 @@ def wait_callback(conn: Any) -> None:
                 # let the other tasks run now and then.
                 _hub.share_turn()
                 return
-        # Once connected, a connection keeps its descriptor: it can own the
-        # registration on the loop (libpq may switch sockets while connecting).
-        owner = None if conn.status == ext.STATUS_SETUP else conn
         while True:
             if state == ext.POLL_OK:
                 return
