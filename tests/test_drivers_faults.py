@@ -16,7 +16,9 @@ from typing import Any
 import pytest
 
 import greenbridge
+from greenbridge.green import socket as gsocket
 
+from ._driver_helpers import PG_DSN
 from .conftest import Backend, require_service
 
 psycopg2 = pytest.importorskip("psycopg2")
@@ -89,3 +91,58 @@ def test_psycopg2_connect_moves_on_to_the_next_host(aio: Backend) -> None:
         extensions.set_wait_callback(callback)
     assert native == ("ok", (5432, 42))
     assert on_loop(aio, connect_and_query) == native
+
+
+def _query_close(conn: Any) -> int:
+    """A query that waits for the server, then close: returns the freed descriptor."""
+    with conn.cursor() as cur:
+        cur.execute("SELECT pg_sleep(0.01)")
+        cur.fetchone()
+    fd: int = conn.fileno()
+    conn.close()
+    return fd
+
+
+def test_psycopg2_reconnect_at_once_after_close(aio: Backend) -> None:
+    # Query, close, connect again in one go (as a pool replacing a connection):
+    # the new connection's socket gets the closed one's number while the loop
+    # still held a registration for the old one, and asyncio raised
+    # FileNotFoundError (epoll_ctl MOD of a descriptor it no longer watched).
+    def work() -> list[Any]:
+        out: list[Any] = []
+        conn = psycopg2.connect(PG_DSN)
+        for _ in range(3):
+            fd = _query_close(conn)
+            conn = psycopg2.connect(PG_DSN)
+            out.append(conn.fileno() == fd)  # the number was reused (the point of the test)
+        with conn.cursor() as cur:
+            cur.execute("SELECT 7")
+            out.append(cur.fetchone()[0])
+        conn.close()
+        return out
+
+    native = in_thread(work)
+    assert native == ("ok", [True, True, True, 7])
+    assert on_loop(aio, work) == native
+
+
+def test_green_socket_after_a_psycopg2_connection_closed_at_once(aio: Backend) -> None:
+    # The same with a green socket taking the number and waiting to write.
+    def work() -> list[Any]:
+        fd = _query_close(psycopg2.connect(PG_DSN))
+        a, b = gsocket.socketpair()
+        try:
+            out: list[Any] = [a.fileno() == fd]
+            a.settimeout(0.2)
+            try:
+                a.sendall(b"x" * 20_000_000)  # more than the buffers hold: waits to write
+            except socket.timeout:
+                out.append("timed out")
+            return out
+        finally:
+            a.close()
+            b.close()
+
+    native = in_thread(work)
+    assert native == ("ok", [True, "timed out"])
+    assert on_loop(aio, work) == native

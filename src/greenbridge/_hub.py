@@ -179,7 +179,11 @@ class _Watch:
     ``fire`` returns, because the code it resumed usually waits on the same
     descriptor again before it suspends.  Only a wait by the same owner reuses
     it, and an owner cannot close its descriptor and get a new one with the
-    same number (a green socket also calls :func:`notify_closing`).
+    same number (a green socket also calls :func:`notify_closing`).  An owner
+    may close its descriptor without telling us (a psycopg2 connection), and
+    the code still running may open another one with that number at once: a
+    new watch drops a kept one of another owner in either direction (asyncio
+    has one selector key per descriptor, for reading and writing).
     """
 
     __slots__ = ("loop", "reg", "table", "fd", "readable", "owner", "waiters")
@@ -336,6 +340,9 @@ def _register(
             watch.waiters.append(waiter)
             return watch
         watch.drop()  # kept for another owner: that descriptor may be gone
+    kept = (reg.writers if readable else reg.readers).get(fd)
+    if kept is not None and not kept.waiters and kept.owner is not owner:
+        kept.drop()  # the same, the other way: add_reader/add_writer would modify its key
     watch = _Watch(loop, reg, fd, readable, owner)
     try:
         # (Where callbacks may not switch, see _Registry.direct: fire() at the
