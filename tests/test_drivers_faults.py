@@ -9,7 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import subprocess
+import sys
 import threading
+import time
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -146,3 +150,135 @@ def test_green_socket_after_a_psycopg2_connection_closed_at_once(aio: Backend) -
     native = in_thread(work)
     assert native == ("ok", [True, "timed out"])
     assert on_loop(aio, work) == native
+
+
+# A TCP proxy to PostgreSQL, in its own process, that holds every cancel
+# request (a connection opening with CancelRequest) for DELAY seconds first:
+# a slow or distant server.  (Its own process: libpq's blocking PQcancel
+# holds the GIL, which would also stop a proxy thread.)
+_PROXY = r"""
+import asyncio, struct, sys
+
+DELAY = float(sys.argv[1])
+
+async def pipe(reader, writer):
+    try:
+        while True:
+            data = await reader.read(65536)
+            if not data:
+                break
+            writer.write(data)
+            await writer.drain()
+    except OSError:
+        pass
+    finally:
+        try:
+            writer.write_eof()
+        except (OSError, RuntimeError):
+            pass
+
+async def serve(client_r, client_w):
+    try:
+        head = await client_r.readexactly(8)
+        if struct.unpack("!ii", head) == (16, 80877102):  # CancelRequest
+            await asyncio.sleep(DELAY)
+        up_r, up_w = await asyncio.open_connection("127.0.0.1", 5432)
+        up_w.write(head)
+        await asyncio.gather(pipe(client_r, up_w), pipe(up_r, client_w))
+        up_w.close()
+    except (OSError, asyncio.IncompleteReadError):
+        pass
+    client_w.close()
+
+async def main():
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    print(server.sockets[0].getsockname()[1], flush=True)
+    await asyncio.sleep(3600)
+
+asyncio.run(main())
+"""
+
+CANCEL_DELAY = 1.5
+
+
+def test_psycopg2_cancel_waits_for_the_server_on_the_loop(aio: Backend) -> None:
+    # psycopg2's conn.cancel() (libpq's PQcancel) connects to the server and
+    # waits for its answer blocking, holding the GIL: the loop stood still for
+    # the whole round trip of every cancelled query (here 1.5 s).  psycopg's
+    # AsyncConnection (the native twin) waits for it on the loop, and so does
+    # psycopg 3's sync API under patch_psycopg() (its cancel_safe, libpq >= 17).
+    psycopg = pytest.importorskip("psycopg")
+    greenbridge.patch_psycopg()
+    proxy = subprocess.Popen(
+        [sys.executable, "-c", _PROXY, str(CANCEL_DELAY)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert proxy.stdout is not None
+        dsn = f"host=127.0.0.1 port={int(proxy.stdout.readline())} user=postgres dbname=test"
+        outcomes = aio.run(lambda: _cancel_through(psycopg, dsn))
+    finally:
+        proxy.kill()
+        proxy.wait()
+        if proxy.stdout is not None:
+            proxy.stdout.close()
+    assert outcomes["native"] == ("TimeoutError", 0, True), outcomes
+    assert outcomes["green"] == outcomes["native"], outcomes
+    assert outcomes["green psycopg 3"] == outcomes["native"], outcomes
+
+
+async def _beat(gaps: list[float], stop: asyncio.Event) -> None:
+    last = time.perf_counter()
+    while not stop.is_set():
+        await asyncio.sleep(0.005)
+        now = time.perf_counter()
+        gaps.append(now - last)
+        last = now
+
+
+async def _cancel_through(psycopg: Any, dsn: str) -> dict[str, Any]:
+    admin = await psycopg.AsyncConnection.connect(PG_DSN, autocommit=True)
+    marker = f"gb-slow-cancel-{uuid.uuid4().hex}"
+
+    def green_query(conn: Any, sql: str) -> None:
+        with conn.cursor() as cur:
+            cur.execute(sql)
+
+    out: dict[str, Any] = {"max gaps": {}}
+    try:
+        for name in ("native", "green", "green psycopg 3"):
+            sql = f"SELECT pg_sleep(30) -- {marker}-{name}"
+            if name == "native":
+                conn = await psycopg.AsyncConnection.connect(dsn, autocommit=True)
+                run = conn.execute(sql)
+            elif name == "green psycopg 3":
+                conn = await greenbridge.async_(psycopg.connect)(dsn, autocommit=True)
+                run = greenbridge.async_(conn.execute)(sql)
+            else:
+                conn = await greenbridge.async_(psycopg2.connect)(dsn)
+                run = greenbridge.async_(green_query)(conn, sql)
+            gaps = [0.0]
+            stop = asyncio.Event()
+            ticker = asyncio.ensure_future(_beat(gaps, stop))
+            try:
+                await asyncio.wait_for(run, 0.2)
+                outcome = "finished"
+            except asyncio.TimeoutError:
+                outcome = "TimeoutError"
+            stop.set()
+            await ticker
+            cur = await admin.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' "
+                "AND query LIKE %s AND pid <> pg_backend_pid()",
+                (f"%{marker}-{name}%",),
+            )
+            left = (await cur.fetchone())[0]
+            # The loop kept running while the cancel request waited (a generous bound).
+            out[name] = (outcome, left, max(gaps) < CANCEL_DELAY / 2)
+            out["max gaps"][name] = round(max(gaps), 3)
+            if name == "native":
+                await conn.close()
+            else:
+                await greenbridge.async_(conn.close)()
+    finally:
+        await admin.close()
+    return out

@@ -8,9 +8,12 @@ event loop from bridged sync code (only the calling greenlet is suspended),
 and blocks as usual in a thread with no event loop running.
 
 Cancellation: if the task waiting for a query is cancelled (or times out),
-the query is cancelled *on the server* (``conn.cancel()``), greenbridge waits
-(at most :data:`CANCEL_TIMEOUT` seconds) for the server to acknowledge, and
-the cancellation is raised to the caller.  psycopg2 then **closes the
+the query is cancelled *on the server*, greenbridge waits (at most
+:data:`CANCEL_TIMEOUT` seconds in all) for the server to take the request and
+end the query, and the cancellation is raised to the caller.  With libpq 17
+or newer the cancel request waits on the loop like a query (libpq's
+non-blocking cancel API); with an older libpq it is psycopg2's
+``conn.cancel()``, a round trip to the server that blocks the whole process.  psycopg2 then **closes the
 connection** (it closes any connection whose wait callback raised, as its
 state cannot be trusted), so a pool discards it and opens a new one.  Code
 that keeps the connection must expect ``conn.closed`` to be true after a
@@ -19,6 +22,8 @@ cancellation.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import importlib
 import time
 from typing import Any
@@ -94,16 +99,18 @@ def wait_callback(conn: Any) -> None:
 def _cancel_on_server(conn: Any, exc: BaseException) -> None:
     """The wait was interrupted: stop the query on the server, then let the error out."""
     ext = _ext
-    try:
-        conn.cancel()  # a short blocking round trip on a new socket (libpq's PQcancel)
-    except Exception:
-        return  # nothing was running, or the server is gone
     if isinstance(exc, GeneratorExit):
-        return  # the coroutine is being closed: nothing may wait any more
+        # The coroutine is being closed: nothing may wait any more.  Stop the
+        # query with libpq's blocking cancel (a short round trip) and go.
+        with contextlib.suppress(Exception):  # nothing was running, or the server is gone
+            conn.cancel()
+        return
     deadline = time.monotonic() + CANCEL_TIMEOUT
-    fd = conn.fileno()
     try:
         with _waiting.shielded():
+            if not _request_cancel(conn, deadline):
+                return
+            fd = conn.fileno()
             while True:
                 state = conn.poll()
                 if state == ext.POLL_OK:
@@ -117,6 +124,79 @@ def _cancel_on_server(conn: Any, exc: BaseException) -> None:
                     return
     except BaseException:  # noqa: BLE001 - interrupted again, or the poll failed:
         return  # psycopg2 closes the connection anyway when the callback raises
+
+
+# libpq's polling status (PostgresPollingStatusType)
+_POLLING_READING = 1
+_POLLING_WRITING = 2
+_POLLING_OK = 3
+
+_libpq: Any = False  # libpq's non-blocking cancel functions; None: not available
+
+
+def _cancel_functions() -> Any:
+    """libpq (>= 17) as psycopg2 links it, with the non-blocking cancel API; None without it.
+
+    psycopg2 only offers ``conn.cancel()``, libpq's ``PQcancel``: it connects
+    to the server, sends the request and waits for the server to hang up, all
+    blocking and holding the GIL (the whole process waits; for minutes when
+    the server is unreachable).  libpq 17 added ``PQcancelStart`` /
+    ``PQcancelPoll``, which connect and wait like a connection does: through
+    the loop.  The symbols are looked up through psycopg2's own extension
+    module, so they come from the very libpq its connections use.
+    """
+    global _libpq
+    if _libpq is False:
+        _libpq = None
+        try:
+            if _ext.libpq_version() >= 170000:
+                lib = ctypes.CDLL(importlib.import_module("psycopg2._psycopg").__file__)
+                pointer = ctypes.c_void_p
+                for name, restype in (
+                    ("PQcancelCreate", pointer),
+                    ("PQcancelStart", ctypes.c_int),
+                    ("PQcancelPoll", ctypes.c_int),
+                    ("PQcancelSocket", ctypes.c_int),
+                    ("PQcancelFinish", None),
+                ):
+                    fn = getattr(lib, name)
+                    fn.restype = restype
+                    fn.argtypes = [pointer]
+                _libpq = lib
+        except (OSError, AttributeError, TypeError):  # no such symbol, or no file to load
+            _libpq = None
+    return _libpq
+
+
+def _request_cancel(conn: Any, deadline: float) -> bool:
+    """Ask the server to cancel ``conn``'s query; False if that failed or timed out."""
+    lib = _cancel_functions()
+    if lib is None:  # libpq < 17: the blocking PQcancel
+        try:
+            conn.cancel()
+        except Exception:  # noqa: BLE001 - nothing was running, or the server is gone
+            return False
+        return True
+    cancel = lib.PQcancelCreate(conn.pgconn_ptr)
+    if not cancel:
+        return False
+    try:
+        if not lib.PQcancelStart(cancel):
+            return False
+        while True:
+            status = lib.PQcancelPoll(cancel)
+            if status == _POLLING_OK:
+                return True
+            if status not in (_POLLING_READING, _POLLING_WRITING):
+                return False  # PGRES_POLLING_FAILED
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            readable = status == _POLLING_READING
+            if not _waiting.wait(lib.PQcancelSocket(cancel), readable, not readable, remaining):
+                return False
+    finally:
+        lib.PQcancelFinish(cancel)
 
 
 def wait_notifies(conn: Any, timeout: float | None = None) -> list[Any]:
