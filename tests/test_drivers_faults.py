@@ -282,3 +282,43 @@ async def _cancel_through(psycopg: Any, dsn: str) -> dict[str, Any]:
     finally:
         await admin.close()
     return out
+
+
+@pytest.mark.parametrize("libpq", ["17 or newer", "older (PQcancel)"])
+def test_psycopg2_cancel_either_way(aio: Backend, libpq: str, monkeypatch: Any) -> None:
+    # The fallback for a libpq without the non-blocking cancel API ends the same way.
+    from greenbridge.drivers import psycopg2 as driver
+
+    if libpq.startswith("older"):
+        monkeypatch.setattr(driver, "_libpq", None)
+    else:
+        assert driver._cancel_functions() is not None, "this libpq has no PQcancelStart"
+    marker = f"gb-cancel-either-{uuid.uuid4().hex}"
+
+    def query(conn: Any) -> None:
+        with conn.cursor() as cur:
+            cur.execute(f"SELECT pg_sleep(30) -- {marker}")
+
+    def active() -> int:
+        admin = psycopg2.connect(PG_DSN)
+        try:
+            with admin.cursor() as cur:
+                cur.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' "
+                    "AND query LIKE %s AND pid <> pg_backend_pid()",
+                    (f"%{marker}%",),
+                )
+                return int(cur.fetchone()[0])
+        finally:
+            admin.close()
+
+    async def main() -> tuple[str, int, bool]:
+        conn = await greenbridge.async_(psycopg2.connect)(PG_DSN)
+        try:
+            await asyncio.wait_for(greenbridge.async_(query)(conn), 0.3)
+            outcome = "finished"
+        except asyncio.TimeoutError:
+            outcome = "TimeoutError"
+        return outcome, await greenbridge.async_(active)(), bool(conn.closed)
+
+    assert aio.run(main) == ("TimeoutError", 0, True)
