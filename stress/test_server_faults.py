@@ -552,14 +552,19 @@ def test_psycopg2_queries_cut_by_wait_for_and_the_pool_replaces_them(
 
 @LOOPS
 def test_sqlalchemy_pool_recovers_from_killed_backends(loop_name: str, postgres: None) -> None:
-    """50 units of work on a GreenQueuePool of 10 (pool_pre_ping) while backends are killed."""
+    """50 units of work on a GreenQueuePool of 10 (pool_pre_ping) while backends are killed.
+
+    After a disconnect error SQLAlchemy invalidates the whole pool (its
+    default), so each kill that reaches a unit of work reopens every pooled
+    connection: "reconnects" counts them all.
+    """
     pytest.importorskip("psycopg2")
     sa = pytest.importorskip("sqlalchemy")
     from greenbridge.drivers.sqlalchemy import create_engine
 
     greenbridge.patch_psycopg2()
     app = f"gb-faults-{RUN}-pool-{loop_name}"
-    pool_size = 10
+    pool_size = max(2, WORKERS // 5)  # units of work wait for a connection
     engine = create_engine(
         "postgresql+psycopg2://postgres@127.0.0.1:5432/test",
         pool_size=pool_size,
@@ -655,7 +660,7 @@ def test_sqlalchemy_pool_recovers_from_killed_backends(loop_name: str, postgres:
     load.reconnects = len(connects) - pool_size
     load.report(f"SQLAlchemy GreenQueuePool, pre-ping, pg_terminate_backend ({loop_name})")
     print(
-        f"[server faults]   {len(errors_seen)} kills reached a unit of work "
+        f"[server faults]   pool of {pool_size}: {len(errors_seen)} kills reached a unit of work "
         f"(the others were caught by pool_pre_ping), {load.reconnects} new connections"
     )
     assert load.kills > 0
