@@ -73,13 +73,15 @@ class Load:
     since_open: dict[int, int] = field(default_factory=dict)  # worker -> queries on its connection
     max_gap: float = 0.0
     stop: bool = False
+    burst: int = 0  # connections killed at once, halfway (as a server restart)
 
     def report(self, name: str) -> None:
         lat = sorted(self.latencies)
         med = statistics.median(lat) * 1000 if lat else float("nan")
         top = lat[-1] * 1000 if lat else float("nan")
         print(
-            f"\n[server faults] {name}: {WORKERS} workers, {self.kills} kills, "
+            f"\n[server faults] {name}: {WORKERS} workers, {self.kills} kills "
+            f"({self.burst} of them at once), "
             f"time to error median {med:.1f} ms max {top:.1f} ms, "
             f"{self.reconnects} reconnects, {self.queries} queries, "
             f"heartbeat max gap {self.max_gap * 1000:.1f} ms"
@@ -87,6 +89,7 @@ class Load:
 
     def check(self) -> None:
         assert self.kills > 0
+        assert self.burst > 0
         assert not self.unexpected, self.unexpected
         assert not self.killed_at, f"kills never seen by their worker: {self.killed_at}"
         assert len(self.latencies) == self.kills
@@ -137,11 +140,23 @@ async def _kill_under_load(client: Client, seconds: float) -> Load:
             load.max_gap = max(load.max_gap, now - last)
             last = now
 
-    async def killer(until: float) -> None:
+    def kill_all(admin: Any) -> None:
+        # As a server restart: every connection at once, from one bridged call.
+        victims = [x for x in load.live.values() if x not in load.killed_at]
+        for victim in victims:
+            load.killed_at[victim] = time.perf_counter()
+            assert client.kill(admin, victim), victim
+        load.kills += len(victims)
+        load.burst = len(victims)
+
+    async def killer(until: float, burst_at: float) -> None:
         admin = await greenbridge.async_(client.admin)()
         try:
             while time.perf_counter() < until:
                 await asyncio.sleep(KILL_EVERY)
+                if not load.burst and time.perf_counter() >= burst_at:
+                    await greenbridge.async_(kill_all)(admin)
+                    continue
                 victims = [x for x in load.live.values() if x not in load.killed_at]
                 if not victims:
                     continue
@@ -157,7 +172,7 @@ async def _kill_under_load(client: Client, seconds: float) -> Load:
     workers = [asyncio.ensure_future(bridged(i, load, client)) for i in range(WORKERS)]
     try:
         start = time.perf_counter()
-        await killer(start + seconds - QUIET_TAIL)
+        await killer(start + seconds - QUIET_TAIL, start + (seconds - QUIET_TAIL) / 2)
         await asyncio.sleep(max(0.0, start + seconds - time.perf_counter()))
     finally:
         load.stop = True
@@ -634,14 +649,18 @@ def test_sqlalchemy_pool_recovers_from_killed_backends(loop_name: str, postgres:
                 await asyncio.sleep(KILL_EVERY)
                 pids = await greenbridge.async_(ours)(admin)
                 victims = [pid for pid in pids if pid not in load.killed_at]
-                if not victims:
-                    continue
-                victim = random.choice(victims)
-                load.killed_at[victim] = time.perf_counter()
-                if await greenbridge.async_(kill)(admin, victim):
-                    load.kills += 1
-                else:  # it went away meanwhile (the pool closed it)
-                    del load.killed_at[victim]
+                if not load.burst and time.perf_counter() >= start + (seconds - QUIET_TAIL) / 2:
+                    pass  # as a server restart: every connection of the pool at once
+                elif victims:
+                    victims = [random.choice(victims)]
+                for victim in victims:
+                    load.killed_at[victim] = time.perf_counter()
+                    if await greenbridge.async_(kill)(admin, victim):
+                        load.kills += 1
+                        if len(victims) > 1:
+                            load.burst += 1
+                    else:  # it went away meanwhile (the pool closed it)
+                        del load.killed_at[victim]
             await asyncio.sleep(max(0.0, start + seconds - time.perf_counter()))
         finally:
             load.stop = True
