@@ -322,3 +322,37 @@ def test_psycopg2_cancel_either_way(aio: Backend, libpq: str, monkeypatch: Any) 
         return outcome, await greenbridge.async_(active)(), bool(conn.closed)
 
     assert aio.run(main) == ("TimeoutError", 0, True)
+
+
+def test_psycopg2_connect_cut_by_a_timeout_returns_at_once(aio: Backend) -> None:
+    # A connect to a server that never answers, cut by wait_for: there is no
+    # query to cancel on the server yet.  The cancel request (to a connection
+    # not established) kept the TimeoutError waiting CANCEL_TIMEOUT (5 s).
+    # psycopg's AsyncConnection (the native twin) gives up at once.
+    psycopg = pytest.importorskip("psycopg")
+    with socket.socket() as silent:  # accepts connections (the backlog) and never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        dsn = (
+            f"host=127.0.0.1 port={silent.getsockname()[1]} user=postgres dbname=test "
+            "sslmode=disable gssencmode=disable"
+        )
+
+        async def cut(connect: Any) -> tuple[str, bool]:
+            start = time.perf_counter()
+            try:
+                await asyncio.wait_for(connect(dsn), 0.2)
+                outcome = "connected"
+            except asyncio.TimeoutError:
+                outcome = "TimeoutError"
+            return outcome, time.perf_counter() - start < 2.5  # a generous bound
+
+        async def main() -> dict[str, Any]:
+            return {
+                "native": await cut(psycopg.AsyncConnection.connect),
+                "green": await cut(greenbridge.async_(psycopg2.connect)),
+            }
+
+        outcomes = aio.run(main)
+    assert outcomes["native"] == ("TimeoutError", True), outcomes
+    assert outcomes["green"] == outcomes["native"], outcomes

@@ -13,11 +13,12 @@ the query is cancelled *on the server*, greenbridge waits (at most
 end the query, and the cancellation is raised to the caller.  With libpq 17
 or newer the cancel request waits on the loop like a query (libpq's
 non-blocking cancel API); with an older libpq it is psycopg2's
-``conn.cancel()``, a round trip to the server that blocks the whole process.  psycopg2 then **closes the
-connection** (it closes any connection whose wait callback raised, as its
-state cannot be trusted), so a pool discards it and opens a new one.  Code
-that keeps the connection must expect ``conn.closed`` to be true after a
-cancellation.
+``conn.cancel()``, a round trip to the server that blocks the whole process.
+psycopg2 then **closes the connection** (it closes any connection whose wait
+callback raised, as its state cannot be trusted), so a pool discards it and
+opens a new one.  Code that keeps the connection must expect ``conn.closed``
+to be true after a cancellation.  A connect that is cancelled just stops
+(there is nothing to cancel on the server yet).
 """
 
 from __future__ import annotations
@@ -91,8 +92,8 @@ def wait_callback(conn: Any) -> None:
                 raise ext.OperationalError(f"bad state from poll: {state}")
             state = conn.poll()
     except BaseException as exc:
-        if _waiting.is_interruption(exc):
-            _cancel_on_server(conn, exc)
+        if _waiting.is_interruption(exc) and owner is not None:
+            _cancel_on_server(conn, exc)  # (while connecting there is nothing to cancel)
         raise
 
 
