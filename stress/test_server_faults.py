@@ -566,22 +566,26 @@ def test_psycopg2_queries_cut_by_wait_for_and_the_pool_replaces_them(
 
 
 @LOOPS
-def test_sqlalchemy_pool_recovers_from_killed_backends(loop_name: str, postgres: None) -> None:
+@pytest.mark.parametrize("driver", ["psycopg2", "psycopg"])
+def test_sqlalchemy_pool_recovers_from_killed_backends(
+    driver: str, loop_name: str, postgres: None
+) -> None:
     """50 units of work on a GreenQueuePool of 10 (pool_pre_ping) while backends are killed.
 
     After a disconnect error SQLAlchemy invalidates the whole pool (its
     default), so each kill that reaches a unit of work reopens every pooled
     connection: "reconnects" counts them all.
     """
-    pytest.importorskip("psycopg2")
+    pytest.importorskip(driver)
     sa = pytest.importorskip("sqlalchemy")
     from greenbridge.drivers.sqlalchemy import create_engine
 
     greenbridge.patch_psycopg2()
-    app = f"gb-faults-{RUN}-pool-{loop_name}"
+    greenbridge.patch_psycopg()
+    app = f"gb-faults-{RUN}-pool-{driver}-{loop_name}"
     pool_size = max(2, WORKERS // 5)  # units of work wait for a connection
     engine = create_engine(
-        "postgresql+psycopg2://postgres@127.0.0.1:5432/test",
+        f"postgresql+{driver}://postgres@127.0.0.1:5432/test",
         pool_size=pool_size,
         max_overflow=0,
         pool_pre_ping=True,
@@ -599,7 +603,7 @@ def test_sqlalchemy_pool_recovers_from_killed_backends(loop_name: str, postgres:
             pid = None
             try:
                 with engine.connect() as conn:
-                    pid = conn.connection.dbapi_connection.get_backend_pid()  # type: ignore[union-attr]
+                    pid = conn.connection.dbapi_connection.info.backend_pid  # type: ignore[union-attr]
                     conn.execute(sa.text("SELECT pg_sleep(0.01)")).scalar()
             except sa.exc.DBAPIError as exc:
                 now = time.perf_counter()
@@ -642,7 +646,7 @@ def test_sqlalchemy_pool_recovers_from_killed_backends(loop_name: str, postgres:
         beat = asyncio.ensure_future(heartbeat())
         bridged = greenbridge.async_(worker)
         workers = [asyncio.ensure_future(bridged(i)) for i in range(WORKERS)]
-        seconds = scaled(5.0, 1.5)
+        seconds = scaled(3.0, 1.5)
         start = time.perf_counter()
         try:
             while time.perf_counter() < start + seconds - QUIET_TAIL:
@@ -677,7 +681,9 @@ def test_sqlalchemy_pool_recovers_from_killed_backends(loop_name: str, postgres:
 
     _run(loop_name, main)
     load.reconnects = len(connects) - pool_size
-    load.report(f"SQLAlchemy GreenQueuePool, pre-ping, pg_terminate_backend ({loop_name})")
+    load.report(
+        f"SQLAlchemy GreenQueuePool, {driver}, pre-ping, pg_terminate_backend ({loop_name})"
+    )
     print(
         f"[server faults]   pool of {pool_size}: {len(errors_seen)} kills reached a unit of work "
         f"(the others were caught by pool_pre_ping), {load.reconnects} new connections"
