@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -149,6 +150,30 @@ def test_green_socket_after_a_psycopg2_connection_closed_at_once(aio: Backend) -
 
     native = in_thread(work)
     assert native == ("ok", [True, "timed out"])
+    assert on_loop(aio, work) == native
+
+
+async def _ssl_request() -> bytes:
+    """A plain asyncio client: ask PostgreSQL for TLS and return its one-byte answer."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", 5432)
+    writer.write(struct.pack("!ii", 8, 80877103))  # SSLRequest
+    await writer.drain()
+    answer = await reader.readexactly(1)
+    writer.close()
+    await writer.wait_closed()
+    return answer
+
+
+def test_asyncio_client_after_a_psycopg2_connection_closed_at_once(aio: Backend) -> None:
+    # The same with an asyncio client awaited from the same sync code: its
+    # socket gets the number, and asyncio's own add_writer met the key left
+    # for the closed connection (FileNotFoundError; a reader would never fire).
+    def work() -> bytes:
+        _query_close(psycopg2.connect(PG_DSN))
+        return greenbridge.await_(_ssl_request())
+
+    native = in_thread(work)  # await_ with no loop running uses a private loop
+    assert native[0] == "ok", native
     assert on_loop(aio, work) == native
 
 

@@ -179,11 +179,7 @@ class _Watch:
     ``fire`` returns, because the code it resumed usually waits on the same
     descriptor again before it suspends.  Only a wait by the same owner reuses
     it, and an owner cannot close its descriptor and get a new one with the
-    same number (a green socket also calls :func:`notify_closing`).  An owner
-    may close its descriptor without telling us (a psycopg2 connection), and
-    the code still running may open another one with that number at once: a
-    new watch drops a kept one of another owner in either direction (asyncio
-    has one selector key per descriptor, for reading and writing).
+    same number (a green socket also calls :func:`notify_closing`).
     """
 
     __slots__ = ("loop", "reg", "table", "fd", "readable", "owner", "waiters")
@@ -340,9 +336,6 @@ def _register(
             watch.waiters.append(waiter)
             return watch
         watch.drop()  # kept for another owner: that descriptor may be gone
-    kept = (reg.writers if readable else reg.readers).get(fd)
-    if kept is not None and not kept.waiters and kept.owner is not owner:
-        kept.drop()  # the same, the other way: add_reader/add_writer would modify its key
     watch = _Watch(loop, reg, fd, readable, owner)
     try:
         # (Where callbacks may not switch, see _Registry.direct: fire() at the
@@ -548,7 +541,12 @@ def wait_owned(owner: object, fd: int, readable: bool, timeout: float | None = N
     object that owns the descriptor for its whole life (a socket, a database
     connection): consecutive waits by one owner may reuse the registration
     on the loop (see `_Watch`).  Never pass an owner that can close its
-    descriptor and open another one.
+    descriptor and open another one, nor one that closes it without calling
+    :func:`notify_closing` first: the registration kept for it would outlive
+    the descriptor, and a new one with the same number (opened by the code
+    still running) would meet its key in asyncio's selector
+    (``FileNotFoundError``, or a reader that never fires).  psycopg2's
+    connections close theirs unannounced, so its driver names no owner.
     """
     return _wait(fd, readable, timeout, owner)
 

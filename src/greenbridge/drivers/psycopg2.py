@@ -62,13 +62,15 @@ def wait_callback(conn: Any) -> None:
     by :func:`patch_psycopg2`.
     """
     ext = _ext
-    # Once connected, a connection keeps its descriptor: it can own the
-    # registration on the loop.  Not while connecting: libpq then closes its
-    # socket and opens another (often with the same number) when it moves on
-    # to the next host or address, and a registration kept for the closed
-    # one would never fire.  (Checked before the first poll, which moves the
-    # status on from STATUS_SETUP.)
-    owner = None if conn.status == ext.STATUS_SETUP else conn
+    # The waits name no owner (see ``greenbridge._hub.wait_owned``): psycopg2
+    # closes its socket without telling the hub (conn.close(), a pool
+    # discarding it), so a registration kept on the loop for the connection
+    # could outlive the descriptor.  A new one with the same number, opened
+    # by the code still running (a new connection, an asyncio client), would
+    # then find the closed one's key in asyncio's selector: FileNotFoundError,
+    # or a registration that never fires.  libpq also replaces its socket
+    # while connecting, when it moves on to the next host.
+    connected = conn.status != ext.STATUS_SETUP  # (before poll() moves it on)
     try:
         state = conn.poll()
         if state == ext.POLL_READ:
@@ -85,14 +87,14 @@ def wait_callback(conn: Any) -> None:
             if state == ext.POLL_OK:
                 return
             if state == ext.POLL_READ:
-                _waiting.wait(conn.fileno(), True, False, None, owner)
+                _waiting.wait(conn.fileno(), True, False)
             elif state == ext.POLL_WRITE:
-                _waiting.wait(conn.fileno(), False, True, None, owner)
+                _waiting.wait(conn.fileno(), False, True)
             else:  # pragma: no cover - psycopg2 returns no other state
                 raise ext.OperationalError(f"bad state from poll: {state}")
             state = conn.poll()
     except BaseException as exc:
-        if _waiting.is_interruption(exc) and owner is not None:
+        if _waiting.is_interruption(exc) and connected:
             _cancel_on_server(conn, exc)  # (while connecting there is nothing to cancel)
         raise
 
