@@ -81,20 +81,17 @@ async def _trio_shielded_wait(
     return ready
 
 
-def wait(
-    fd: int, readable: bool, writable: bool, timeout: float | None = None, owner: object = None
-) -> bool:
+def wait(fd: int, readable: bool, writable: bool, timeout: float | None = None) -> bool:
     """Wait until ``fd`` is readable and/or writable; False on timeout.
 
-    ``owner``: the connection that owns ``fd`` for its whole life, if known
-    (see ``greenbridge._hub.wait_owned``).
+    The waits name no owner (``greenbridge._hub.wait_owned``): the drivers'
+    libraries close their sockets without telling the hub, so a registration
+    kept on the loop for the next wait could outlive the descriptor.
     """
     if _shielded.get() and _in_trio():
         return bool(await_(_trio_shielded_wait(fd, readable, writable, timeout)))
     if readable and writable:
         return _hub.wait_any([fd], [fd], timeout)
-    if owner is not None:
-        return _hub.wait_owned(owner, fd, readable, timeout)
     if readable:
         return _hub.wait_readable(fd, timeout)
     return _hub.wait_writable(fd, timeout)
