@@ -399,16 +399,37 @@ def _active(admin: Any, tag: str) -> int:
     return admin.execute(sql, (f"%{tag}%",)).fetchone()[0]  # type: ignore[no-any-return]
 
 
-async def _cut_all(run: Callable[[int, str], Any], n: int, tag: str) -> float:
-    """Start ``n`` 10 s queries tagged ``tag`` and cut each after CUT_AFTER s; the time taken."""
+async def _cut_all(run: Callable[[int, str], Any], n: int, tag: str) -> tuple[float, float]:
+    """Start ``n`` 10 s queries tagged ``tag`` and cut each after CUT_AFTER s.
+
+    Returns the time taken and the heartbeat's largest gap meanwhile (the
+    cancel requests all leave in the same loop turn).
+    """
+    loop = asyncio.get_running_loop()
+    gaps = [0.0]
+    done = asyncio.Event()
+
+    async def heartbeat() -> None:
+        last = loop.time()
+        while not done.is_set():
+            await asyncio.sleep(0.005)
+            now = loop.time()
+            gaps.append(now - last)
+            last = now
 
     async def cut(i: int) -> None:
         with pytest.raises(asyncio.TimeoutError):
             await asyncio.wait_for(run(i, f"SELECT pg_sleep(10) -- {tag}"), CUT_AFTER)
 
+    beat = asyncio.ensure_future(heartbeat())
     start = time.perf_counter()
-    await asyncio.gather(*(cut(i) for i in range(n)))
-    return time.perf_counter() - start
+    try:
+        await asyncio.gather(*(cut(i) for i in range(n)))
+    finally:
+        took = time.perf_counter() - start
+        done.set()
+        await beat
+    return took, max(gaps)
 
 
 async def _until_gone(admin: Any, tag: str) -> tuple[int, float]:
@@ -460,10 +481,16 @@ def test_psycopg_queries_cut_by_wait_for(loop_name: str, postgres: None) -> None
         out: dict[str, Any] = {}
         try:
             for name, run in runs.items():
-                took = await _cut_all(run, n, f"{tag}-{name}")
+                took, gap = await _cut_all(run, n, f"{tag}-{name}")
                 left, waited = await _until_gone(admin, f"{tag}-{name}")
                 again = await asyncio.gather(*(run(i, "SELECT 1") for i in range(n)))
-                out[name] = {"cut": took, "left": left, "waited": waited, "again": again}
+                out[name] = {
+                    "cut": took,
+                    "gap": gap,
+                    "left": left,
+                    "waited": waited,
+                    "again": again,
+                }
         finally:
             for conn in green:
                 await greenbridge.async_(conn.close)()
@@ -476,12 +503,14 @@ def test_psycopg_queries_cut_by_wait_for(loop_name: str, postgres: None) -> None
     for name, fig in out.items():
         print(
             f"\n[server faults] psycopg 3 {name} ({loop_name}): {n} queries cut after "
-            f"{CUT_AFTER * 1000:.0f} ms, all cut in {fig['cut'] * 1000:.1f} ms, "
+            f"{CUT_AFTER * 1000:.0f} ms, all cut in {fig['cut'] * 1000:.1f} ms "
+            f"(heartbeat max gap {fig['gap'] * 1000:.1f} ms), "
             f"{fig['left']} still running on the server after {fig['waited'] * 1000:.1f} ms"
         )
     for fig in out.values():
         assert fig["left"] == 0  # the server stopped every cut query
         assert fig["again"] == [1] * n  # and every connection is usable again
+        assert fig["gap"] < GAP_BOUND, fig["gap"]
 
 
 @LOOPS
@@ -529,13 +558,17 @@ def test_psycopg2_queries_cut_by_wait_for_and_the_pool_replaces_them(
         await asyncio.gather(*(greenbridge.async_(unit)("SELECT 1") for _ in range(n)))  # fill
         out: dict[str, Any] = {}
         try:
-            took = await _cut_all(lambda i, sql: greenbridge.async_(plain)(conns[i], sql), n, tag)
+            took, gap = await _cut_all(
+                lambda i, sql: greenbridge.async_(plain)(conns[i], sql), n, tag
+            )
             left, waited = await _until_gone(admin, tag)
-            out["plain"] = {"cut": took, "left": left, "waited": waited}
+            out["plain"] = {"cut": took, "gap": gap, "left": left, "waited": waited}
             out["closed"] = [bool(conn.closed) for conn in conns]
-            took = await _cut_all(lambda _i, sql: greenbridge.async_(unit)(sql), n, tag + "-pool")
+            took, gap = await _cut_all(
+                lambda _i, sql: greenbridge.async_(unit)(sql), n, tag + "-pool"
+            )
             left, waited = await _until_gone(admin, tag + "-pool")
-            out["pool"] = {"cut": took, "left": left, "waited": waited}
+            out["pool"] = {"cut": took, "gap": gap, "left": left, "waited": waited}
             out["checked out"] = engine.pool.checkedout()  # type: ignore[attr-defined]
             out["again"] = await asyncio.gather(
                 *(greenbridge.async_(unit)("SELECT 1") for _ in range(n))
@@ -552,11 +585,13 @@ def test_psycopg2_queries_cut_by_wait_for_and_the_pool_replaces_them(
         fig = out[name]
         print(
             f"\n[server faults] psycopg2 {name} ({loop_name}): {n} queries cut after "
-            f"{CUT_AFTER * 1000:.0f} ms, all cut in {fig['cut'] * 1000:.1f} ms, "
+            f"{CUT_AFTER * 1000:.0f} ms, all cut in {fig['cut'] * 1000:.1f} ms "
+            f"(heartbeat max gap {fig['gap'] * 1000:.1f} ms), "
             f"{fig['left']} still running on the server after {fig['waited'] * 1000:.1f} ms"
             + (f", {len(invalidated)} pool connections invalidated" if name == "pool" else "")
         )
     assert out["plain"]["left"] == 0
+    assert out["plain"]["gap"] < GAP_BOUND and out["pool"]["gap"] < GAP_BOUND, out
     assert out["closed"] == [True] * n  # psycopg2 closes a connection whose wait was interrupted
     assert out["pool"]["left"] == 0
     assert len(invalidated) == n  # the pool dropped each cut connection...
