@@ -174,13 +174,14 @@ def _cancel_functions() -> Any:
 def _request_cancel(conn: Any, deadline: float) -> bool:
     """Ask the server to cancel ``conn``'s query; False if that failed or timed out."""
     lib = _cancel_functions()
-    if lib is None:  # libpq < 17: the blocking PQcancel
+    pgconn = getattr(conn, "pgconn_ptr", None)  # psycopg2 >= 2.8
+    if lib is None or pgconn is None:  # libpq < 17: the blocking PQcancel
         try:
             conn.cancel()
         except Exception:  # noqa: BLE001 - nothing was running, or the server is gone
             return False
         return True
-    cancel = lib.PQcancelCreate(conn.pgconn_ptr)
+    cancel = lib.PQcancelCreate(pgconn)
     if not cancel:
         return False
     try:
