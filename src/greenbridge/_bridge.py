@@ -22,6 +22,7 @@ import asyncio
 import contextvars
 import functools
 import inspect
+import signal
 import sys
 import threading
 import types
@@ -766,15 +767,168 @@ _MISSING_MESSAGE = (
     "callback."
 )
 
+# Under trio there is no spawn() and no task factory: name trio's fixes.
+_MISSING_MESSAGE_TRIO = (
+    "await_() was called from sync code that is not running under greenbridge, "
+    "while trio is running in this thread. Fix it by calling the sync function "
+    "through greenbridge: `await greenbridge.async_(fn)(...)`, or "
+    "`nursery.start_soon(greenbridge.async_(fn), ...)` for a concurrent task; or "
+    "give the calling task a portal with `await greenbridge.ensure_portal()`. "
+    "await_() cannot run in a trio system task or outside a task."
+)
+
+
+def _missing_message(running: object) -> str:
+    """The MissingBridge message for the loop family of ``running``."""
+    if isinstance(running, asyncio.AbstractEventLoop):
+        return _MISSING_MESSAGE
+    return _MISSING_MESSAGE_TRIO
+
 
 def _await_outside(awaitable: Any) -> Any:
-    if _running_loop() is not None:
+    running = _running_loop()
+    if running is not None:
         if inspect.iscoroutine(awaitable):
             awaitable.close()
-        raise MissingBridge(_MISSING_MESSAGE)
+        raise MissingBridge(_missing_message(running))
     loop = _private_loop()
-    # Run through a portal, so sync code the awaitable calls can await_ too.
-    return loop.run_until_complete(_portal(awaitable))
+    # The awaitable runs in the caller's own Context (not a copy), as a native
+    # ``await`` would: a ContextVar it sets is seen by the caller afterwards.
+    # The Task is made directly (not through the loop's portal factory): its
+    # coroutine starts a worker itself, so sync code the awaitable calls can
+    # await_ too.
+    context = getcurrent().gr_context
+    if context is None:  # no Context in this thread yet: copying makes the thread's one
+        contextvars.copy_context()
+        context = getcurrent().gr_context
+    task = asyncio.Task(_outside(awaitable, cast(contextvars.Context, context)), loop=loop)
+    return _run_private(loop, task)
+
+
+async def _outside(awaitable: Any, context: contextvars.Context) -> Any:
+    """The private loop's task for one `await_` call (see `_await_outside`)."""
+    result = _launch(_await_in_current_worker, (awaitable,), {}, context)
+    if type(result) is _Pending:
+        result = await _no_trio_traps(result)
+    return result
+
+
+@types.coroutine
+def _no_trio_traps(pending: _Pending) -> Generator[Any, Any, Any]:
+    """Drive ``pending`` for the private loop, stopping trio traps at the door.
+
+    A trio awaitable yields trio's own traps, which asyncio cannot run ("Task
+    got bad yield").  The trap is answered instead by throwing `MissingBridge`
+    into the awaitable, so its ``finally`` blocks run and the error says what
+    to do.
+    """
+    it = pending.__await__()
+    value: Any = None
+    exc: BaseException | None = None
+    while True:
+        try:
+            trap = it.send(value) if exc is None else it.throw(exc)
+        except StopIteration as stop:
+            return stop.value
+        value = exc = None
+        if trap is not None and _is_trio_trap(trap):
+            exc = MissingBridge(
+                "await_() got a trio awaitable while no event loop runs in this thread; "
+                "trio awaitables need a running trio.run(): call this code from a trio "
+                "task (through greenbridge.async_, or after greenbridge.ensure_portal())"
+            )
+            continue
+        try:
+            value = yield trap
+        except GeneratorExit:
+            it.close()
+            raise
+        except BaseException as thrown:  # noqa: BLE001 - forwarded to the awaitable
+            exc = thrown
+            del thrown
+
+
+def _is_trio_trap(trap: Any) -> bool:
+    if hasattr(trap, "_asyncio_future_blocking"):
+        return False
+    cls = trap if isinstance(trap, type) else type(trap)
+    module = getattr(cls, "__module__", None) or ""
+    return module == "trio" or module.startswith("trio.")
+
+
+def _run_private(loop: asyncio.AbstractEventLoop, task: asyncio.Task[Any]) -> Any:
+    """Run ``task`` to its end on the private ``loop``, as `asyncio.run` runs its main task.
+
+    Ctrl-C: as `asyncio.Runner` does (3.11+), a SIGINT handler is installed
+    while the loop runs (main thread, default handler only); the first
+    Ctrl-C cancels the task, so its ``finally`` blocks see CancelledError,
+    and KeyboardInterrupt is raised here once it has ended; a second one
+    raises KeyboardInterrupt at once.  Whenever an exception that is not an
+    ``Exception`` (KeyboardInterrupt, SystemExit...) leaves this call, every
+    task still pending on the private loop is cancelled and run to its end,
+    as `asyncio.run` does when it finishes; the loop itself stays open.
+    """
+    interrupts = 0
+
+    def on_sigint(signum: int, frame: types.FrameType | None) -> None:
+        nonlocal interrupts
+        interrupts += 1
+        if interrupts == 1 and not task.done():
+            task.cancel()
+            loop.call_soon_threadsafe(_nothing)  # wake the loop out of its selector
+            return
+        raise KeyboardInterrupt()
+
+    handler: Any = None
+    if (
+        threading.current_thread() is threading.main_thread()
+        and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    ):
+        handler = on_sigint
+        signal.signal(signal.SIGINT, handler)
+    try:
+        try:
+            return loop.run_until_complete(task)
+        except asyncio.CancelledError:
+            if interrupts:
+                uncancel = getattr(task, "uncancel", None)  # 3.11+
+                if uncancel is None or uncancel() == 0:
+                    raise KeyboardInterrupt() from None
+            raise
+        finally:
+            if handler is not None and signal.getsignal(signal.SIGINT) is handler:
+                signal.signal(signal.SIGINT, signal.default_int_handler)
+    except Exception:
+        raise
+    except BaseException:
+        _cancel_pending(loop)
+        raise
+
+
+def _nothing() -> None:
+    pass
+
+
+def _cancel_pending(loop: asyncio.AbstractEventLoop) -> None:
+    """Cancel every task pending on ``loop`` and run them to their end (as asyncio.run)."""
+    pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
+    if not pending:
+        return
+    for t in pending:
+        t.cancel()
+    loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+    for t in pending:
+        if t.cancelled():
+            continue
+        exc = t.exception()
+        if exc is not None:
+            loop.call_exception_handler(
+                {
+                    "message": "unhandled exception during greenbridge private loop shutdown",
+                    "exception": exc,
+                    "task": t,
+                }
+            )
 
 
 # ---------------------------------------------------------------------------
@@ -812,16 +966,21 @@ def close_private_loop() -> None:
     objects bound to it (connections, locks, futures) stay usable.  It is
     closed when the thread ends (for the main thread: at interpreter exit) or
     when you call this function; the next `await_` then creates a new
-    one.  Pending async generators are finalized first.
+    one.  This function shuts the loop down as `asyncio.run` does when it
+    ends: tasks still pending on it are cancelled and run to their end,
+    then async generators are finalized and the default executor is shut down.
     """
     loop = _state.private_loop
     _state.private_loop = None
     if loop is None or loop.is_closed():
         return
     if loop.is_running():
+        _state.private_loop = loop
         raise RuntimeError("close_private_loop() called while the private loop is running")
     try:
+        _cancel_pending(loop)
         loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.run_until_complete(loop.shutdown_default_executor())
     finally:
         loop.close()
 

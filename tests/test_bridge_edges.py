@@ -1,0 +1,362 @@
+"""Edge cases of the bridge, each compared with the same program written natively.
+
+The private loop (await_ with no loop running): Ctrl-C, SystemExit, context
+variables, trio awaitables, shutdown; validation of what async_, spawn and
+await_ accept; how spawn() tasks and warnings name the user's code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable, Coroutine, Iterator
+from typing import Any
+
+import pytest
+
+from greenbridge import MissingBridge, async_, await_, close_private_loop
+
+
+@pytest.fixture(autouse=True)
+def _fresh_private_loop() -> Iterator[None]:
+    close_private_loop()
+    yield
+    close_private_loop()
+
+
+@pytest.fixture
+def default_sigint() -> Iterator[None]:
+    """Ctrl-C raises KeyboardInterrupt, as in a program run by ``python``."""
+    if threading.current_thread() is not threading.main_thread():
+        pytest.skip("signals are delivered to the main thread only")
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _ctrl_c_soon() -> None:
+    """Press Ctrl-C once the loop is idle (from a loop callback, as a real one lands)."""
+    asyncio.get_running_loop().call_later(0.02, os.kill, os.getpid(), signal.SIGINT)
+
+
+def _outcome(run: Callable[[], Any]) -> str:
+    try:
+        return f"returned {run()!r}"
+    except BaseException as exc:  # noqa: BLE001 - what escaped is the result
+        return f"raised {type(exc).__name__}"
+
+
+# ---------------------------------------------------------------------------
+# Ctrl-C and SystemExit on the private loop
+
+
+def _interrupted_program(log: list[str]) -> Callable[[], Coroutine[Any, Any, str]]:
+    async def child() -> None:
+        try:
+            await asyncio.sleep(10)
+            log.append("child done")
+        except BaseException as exc:
+            log.append(f"child {type(exc).__name__}")
+            raise
+
+    async def job() -> str:
+        asyncio.ensure_future(child())
+        _ctrl_c_soon()
+        try:
+            await asyncio.sleep(10)
+            log.append("job done")
+        except BaseException as exc:
+            log.append(f"job {type(exc).__name__}")
+            raise
+        finally:
+            log.append("job finally")
+        return "result"
+
+    return job
+
+
+def test_ctrl_c_during_await_cancels_the_job_like_asyncio_run(default_sigint: None) -> None:
+    native: list[str] = []
+    outcome = _outcome(lambda: asyncio.run(_interrupted_program(native)()))
+    assert outcome == "raised KeyboardInterrupt"
+
+    bridged: list[str] = []
+    assert _outcome(lambda: await_(_interrupted_program(bridged)())) == outcome
+    # The job saw CancelledError and ran its finally before KeyboardInterrupt
+    # left await_; the child task it started was cancelled too.
+    assert sorted(bridged) == sorted(native)
+    assert sorted(native) == ["child CancelledError", "job CancelledError", "job finally"]
+    assert bridged.index("job CancelledError") < bridged.index("job finally")
+
+    # The interrupted work does not come back to life in a later call.
+    await_(asyncio.sleep(0.05))
+    assert sorted(bridged) == sorted(native)
+    # The private loop is still usable and its SIGINT handler is gone.
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert await_(asyncio.sleep(0, "again")) == "again"
+
+
+def test_ctrl_c_in_nested_await_through_a_portal(default_sigint: None) -> None:
+    """The cancellation reaches an await_ in sync code the job calls, as a native await."""
+
+    def program(log: list[str], call: Callable[[], Any]) -> Callable[[], Coroutine[Any, Any, Any]]:
+        async def inner() -> None:
+            _ctrl_c_soon()
+            try:
+                await asyncio.sleep(10)
+            except BaseException as exc:
+                log.append(f"inner {type(exc).__name__}")
+                raise
+
+        async def job() -> Any:
+            try:
+                return await call_inner(inner)
+            finally:
+                log.append("job finally")
+
+        async def call_inner(inner: Callable[[], Coroutine[Any, Any, None]]) -> Any:
+            return await call(inner)
+
+        return job
+
+    async def native_call(inner: Callable[[], Coroutine[Any, Any, None]]) -> Any:
+        return await inner()
+
+    def sync_middle(inner: Callable[[], Coroutine[Any, Any, None]]) -> Any:
+        return await_(inner())  # a plain sync function: runs through the job's portal
+
+    async def bridged_call(inner: Callable[[], Coroutine[Any, Any, None]]) -> Any:
+        return sync_middle(inner)
+
+    native: list[str] = []
+    outcome = _outcome(lambda: asyncio.run(program(native, native_call)()))
+    bridged: list[str] = []
+    assert _outcome(lambda: await_(program(bridged, bridged_call)())) == outcome
+    assert outcome == "raised KeyboardInterrupt"
+    assert bridged == native == ["inner CancelledError", "job finally"]
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="asyncio.Runner's SIGINT handling (3.11+)")
+def test_ctrl_c_swallowed_by_the_job_returns_its_result(default_sigint: None) -> None:
+    def program(log: list[str]) -> Callable[[], Coroutine[Any, Any, str]]:
+        async def job() -> str:
+            _ctrl_c_soon()
+            try:
+                await asyncio.sleep(10)
+            except asyncio.CancelledError:
+                log.append("swallowed")
+                asyncio.current_task().uncancel()  # type: ignore[union-attr]
+            return "finished anyway"
+
+        return job
+
+    native: list[str] = []
+    outcome = _outcome(lambda: asyncio.run(program(native)()))
+    bridged: list[str] = []
+    assert _outcome(lambda: await_(program(bridged)())) == outcome
+    assert outcome == "returned 'finished anyway'"
+    assert bridged == native == ["swallowed"]
+
+
+def _exiting_program(log: list[str]) -> Callable[[], Coroutine[Any, Any, None]]:
+    async def child() -> None:
+        try:
+            await asyncio.sleep(10)
+        finally:
+            log.append("child finally")
+
+    def leave() -> None:
+        sys.exit(3)
+
+    async def job() -> None:
+        asyncio.ensure_future(child())
+        await asyncio.sleep(0)  # the child starts
+        try:
+            leave()
+        finally:
+            log.append("job finally")
+
+    return job
+
+
+@pytest.mark.parametrize("where", ["main thread", "other thread"])
+def test_system_exit_cancels_what_the_job_started(where: str) -> None:
+    def compare() -> tuple[str, list[str], str, list[str]]:
+        native: list[str] = []
+        native_outcome = _outcome(lambda: asyncio.run(_exiting_program(native)()))
+        bridged: list[str] = []
+        bridged_outcome = _outcome(lambda: await_(_exiting_program(bridged)()))
+        await_(asyncio.sleep(0.01))  # a later call: nothing left to resume
+        return native_outcome, native, bridged_outcome, bridged
+
+    if where == "main thread":
+        results = compare()
+    else:
+        box: list[Any] = []
+        thread = threading.Thread(target=lambda: box.append(compare()))
+        thread.start()
+        thread.join()
+        results = box[0]
+    native_outcome, native, bridged_outcome, bridged = results
+    assert native_outcome == bridged_outcome == "raised SystemExit"
+    assert bridged == native == ["job finally", "child finally"]
+
+
+# ---------------------------------------------------------------------------
+# context variables
+
+
+_var: contextvars.ContextVar[str] = contextvars.ContextVar("_var", default="unset")
+
+
+async def _set_var(value: str) -> None:
+    await asyncio.sleep(0)
+    _var.set(value)
+
+
+def test_context_var_set_by_the_awaited_coroutine_is_seen_by_the_caller() -> None:
+    async def native_caller() -> str:
+        await _set_var("native")
+        return _var.get()
+
+    def bridged_caller() -> str:
+        await_(_set_var("bridged"))
+        return _var.get()
+
+    async def with_loop() -> str:
+        return await async_(bridged_caller)()
+
+    assert contextvars.Context().run(asyncio.run, native_caller()) == "native"
+    # No loop running (the private loop), and a loop running: the same.
+    assert contextvars.Context().run(bridged_caller) == "bridged"
+    assert contextvars.Context().run(asyncio.run, with_loop()) == "bridged"
+
+
+def test_context_var_set_by_the_caller_is_seen_by_the_awaited_coroutine() -> None:
+    async def read() -> str:
+        await asyncio.sleep(0)
+        return _var.get()
+
+    def caller() -> str:
+        _var.set("caller")
+        return await_(read())
+
+    async def native_caller() -> str:
+        _var.set("caller")
+        return await read()
+
+    assert contextvars.Context().run(caller) == asyncio.run(native_caller()) == "caller"
+
+
+# ---------------------------------------------------------------------------
+# trio
+
+
+def test_trio_awaitable_without_a_loop_says_what_it_needs() -> None:
+    trio = pytest.importorskip("trio")
+
+    def program(log: list[str]) -> Coroutine[Any, Any, None]:
+        async def job() -> None:
+            try:
+                await trio.sleep(0)
+            finally:
+                log.append("finally")
+
+        return job()
+
+    native: list[str] = []
+    with pytest.raises(RuntimeError) as native_error:
+        asyncio.run(program(native))  # type: ignore[arg-type]
+    bridged: list[str] = []
+    with pytest.raises(RuntimeError, match=r"trio awaitables need a running trio\.run") as error:
+        await_(program(bridged))
+    assert isinstance(error.value, MissingBridge)
+    assert "bad yield" in str(native_error.value)
+    assert bridged == native == ["finally"]
+    assert await_(asyncio.sleep(0, "ok")) == "ok"  # the private loop is fine
+
+
+def test_missing_bridge_under_trio_names_trio_fixes() -> None:
+    trio = pytest.importorskip("trio")
+
+    def plain() -> None:
+        await_(trio.sleep(0))
+
+    async def main() -> str:
+        with pytest.raises(MissingBridge) as error:
+            plain()
+        return str(error.value)
+
+    message = trio.run(main)
+    assert "nursery.start_soon" in message and "ensure_portal" in message
+    assert "install_portal_factory" not in message and "spawn" not in message
+
+    async def asyncio_main() -> str:
+        with pytest.raises(MissingBridge) as error:
+            plain_asyncio()
+        return str(error.value)
+
+    def plain_asyncio() -> None:
+        await_(asyncio.sleep(0))
+
+    assert "install_portal_factory" in asyncio.run(asyncio_main())
+
+
+# ---------------------------------------------------------------------------
+# shutdown of the private loop
+
+
+def test_close_private_loop_cancels_pending_tasks_like_asyncio_run() -> None:
+    def program(log: list[str]) -> Coroutine[Any, Any, None]:
+        async def background() -> None:
+            try:
+                await asyncio.sleep(10)
+            except BaseException as exc:
+                log.append(f"background {type(exc).__name__}")
+                raise
+
+        async def start() -> None:
+            asyncio.ensure_future(background())
+            await asyncio.sleep(0)
+
+        return start()
+
+    native: list[str] = []
+    asyncio.run(program(native))
+    bridged: list[str] = []
+    await_(program(bridged))
+    assert bridged == []  # the loop persists between calls: the task keeps waiting
+    close_private_loop()
+    assert bridged == native == ["background CancelledError"]
+
+
+def test_close_private_loop_finalizes_async_generators_like_asyncio_run() -> None:
+    def program(log: list[str]) -> Coroutine[Any, Any, Any]:
+        async def numbers() -> Any:
+            try:
+                yield 1
+                yield 2
+            finally:
+                log.append("agen finally")
+
+        async def first() -> Any:
+            agen = numbers()
+            value = await agen.__anext__()
+            return value, agen
+
+        return first()
+
+    native: list[str] = []
+    native_value, native_agen = asyncio.run(program(native))
+    bridged: list[str] = []
+    bridged_value, bridged_agen = await_(program(bridged))
+    assert bridged == []
+    close_private_loop()
+    assert (bridged_value, bridged) == (native_value, native) == (1, ["agen finally"])
+    del native_agen, bridged_agen
