@@ -9,16 +9,22 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
+import gc
+import logging
 import os
+import re
 import signal
 import sys
 import threading
+import warnings
 from collections.abc import Callable, Coroutine, Iterator
 from typing import Any
 
 import pytest
 
-from greenbridge import MissingBridge, async_, await_, close_private_loop
+import greenbridge
+from greenbridge import MissingBridge, async_, await_, close_private_loop, spawn
 
 
 @pytest.fixture(autouse=True)
@@ -306,6 +312,235 @@ def test_missing_bridge_under_trio_names_trio_fixes() -> None:
         await_(asyncio.sleep(0))
 
     assert "install_portal_factory" in asyncio.run(asyncio_main())
+
+
+# ---------------------------------------------------------------------------
+# what the decorator form of await_ accepts
+
+
+async def _add(a: int, b: int) -> int:
+    await asyncio.sleep(0)
+    return a + b
+
+
+class _AsyncCallable:
+    async def __call__(self, a: int, b: int) -> int:
+        return await _add(a, b)
+
+
+def _returns_coroutine(a: int, b: int) -> Coroutine[Any, Any, int]:
+    return _add(a, b)
+
+
+@pytest.mark.parametrize(
+    "fn",
+    [_add, functools.partial(_add, 1), _AsyncCallable(), functools.partial(_AsyncCallable(), 1)],
+    ids=["coroutine function", "partial", "async __call__", "partial of async __call__"],
+)
+def test_await_decorator_accepts_async_callables(fn: Callable[..., Any]) -> None:
+    args = (2,) if isinstance(fn, functools.partial) else (1, 2)
+
+    async def native() -> int:
+        return await fn(*args)  # type: ignore[no-any-return]
+
+    assert await_(fn)(*args) == asyncio.run(native()) == 3
+
+
+@pytest.mark.parametrize(
+    "fn", [len, _returns_coroutine, int], ids=["builtin", "returns a coroutine", "class"]
+)
+def test_await_of_a_sync_callable_is_a_type_error(fn: Callable[..., Any]) -> None:
+    async def native() -> None:
+        await fn  # type: ignore[misc]
+
+    with pytest.raises(TypeError):
+        asyncio.run(native())
+    with pytest.raises(TypeError, match=r"is a sync callable: call it directly") as error:
+        await_(fn)
+    assert f"await_({fn.__qualname__}(...))" in str(error.value)
+
+    # The same inside bridged code.
+    async def main() -> None:
+        with pytest.raises(TypeError, match="sync callable"):
+            await async_(await_)(fn)
+
+    asyncio.run(main())
+
+
+def test_await_of_a_plain_object_keeps_the_native_message() -> None:
+    async def native() -> None:
+        await 5  # type: ignore[misc]
+
+    with pytest.raises(TypeError) as native_error:
+        asyncio.run(native())
+    with pytest.raises(TypeError) as error:
+        await_(5)
+    assert str(error.value) == str(native_error.value)
+
+
+# ---------------------------------------------------------------------------
+# what async_ and spawn accept
+
+
+@pytest.mark.parametrize(
+    "fn",
+    [_add, functools.partial(_add, 1), _AsyncCallable(), functools.partial(_AsyncCallable(), 1)],
+    ids=["coroutine function", "partial", "async __call__", "partial of async __call__"],
+)
+def test_async_and_spawn_reject_async_callables(fn: Callable[..., Any]) -> None:
+    with pytest.raises(TypeError, match="is already (a coroutine|async).*: await it directly"):
+        async_(fn)
+
+    async def main() -> None:
+        with pytest.raises(TypeError, match="is async: use asyncio.create_task"):
+            spawn(fn, 1, 2)
+
+    asyncio.run(main())
+
+
+def test_sync_function_returning_a_coroutine_is_a_clear_error() -> None:
+    """No "coroutine was never awaited" warning (an error under this suite's filters)."""
+
+    async def main() -> list[str]:
+        errors = []
+        with pytest.raises(TypeError, match="returned a coroutine") as error:
+            await async_(_returns_coroutine)(1, 2)
+        errors.append(str(error.value))
+        with pytest.raises(TypeError, match="returned a coroutine") as error:
+            await async_(_returns_coroutine, with_context=False)(1, 2)
+        errors.append(str(error.value))
+        with pytest.raises(TypeError, match="returned a coroutine") as error:
+            await spawn(_returns_coroutine, 1, 2)
+        errors.append(str(error.value))
+        return errors
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        errors = asyncio.run(main())
+        gc.collect()
+    assert all("_returns_coroutine" in e and "await it directly" in e for e in errors)
+
+
+def test_public_entry_points_reject_bad_input_clearly() -> None:
+    with pytest.raises(TypeError, match="async_.. expects a sync callable"):
+        async_(42)  # type: ignore[call-overload]
+    with pytest.raises(TypeError, match="spawn.. expects a sync callable"):
+        spawn(42)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="install_portal_factory.. expects an asyncio event loop"):
+        greenbridge.install_portal_factory(42)  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------------------
+# spawn() tasks name the user's function
+
+
+def _coro_name(text: str) -> str:
+    found = re.search(r"coro=<(\S+?)\(\)", text)
+    assert found is not None, text
+    return found.group(1)
+
+
+def _task_name(text: str) -> str:
+    found = re.search(r"name='([^']+)'", text)
+    assert found is not None, text
+    return found.group(1)
+
+
+def test_spawn_task_repr_shows_the_function() -> None:
+    def work() -> None:
+        await_(asyncio.sleep(0))
+
+    async def awork() -> None:
+        await asyncio.sleep(0)
+
+    async def main() -> list[str]:
+        native = asyncio.create_task(awork())
+        bridged = spawn(work)
+        reprs = [repr(native), repr(bridged)]
+        await asyncio.gather(native, bridged)
+        return [*reprs, repr(native), repr(bridged)]
+
+    native_pending, bridged_pending, native_done, bridged_done = asyncio.run(main())
+    assert _coro_name(native_pending) == _coro_name(native_done) == awork.__qualname__
+    assert _coro_name(bridged_pending) == _coro_name(bridged_done) == work.__qualname__
+    # Default names stay Task-N, as for create_task.
+    assert re.fullmatch(r"Task-\d+", _task_name(bridged_pending))
+    assert int(_task_name(bridged_pending)[5:]) == int(_task_name(native_pending)[5:]) + 1
+
+
+def test_never_retrieved_log_names_the_function(caplog: pytest.LogCaptureFixture) -> None:
+    def fails() -> None:
+        raise LookupError("lost")
+
+    async def afails() -> None:
+        raise LookupError("lost")
+
+    async def main() -> None:
+        asyncio.create_task(afails())
+        spawn(fails)
+        await asyncio.sleep(0.01)
+
+    with caplog.at_level(logging.ERROR, logger="asyncio"):
+        asyncio.run(main())
+        gc.collect()
+    logged = [r.getMessage() for r in caplog.records if "never retrieved" in r.getMessage()]
+    assert sorted(_coro_name(m) for m in logged) == sorted(
+        [afails.__qualname__, fails.__qualname__]
+    )
+
+
+# ---------------------------------------------------------------------------
+# warnings (documented in docs/limits.md: "Warnings' stacklevel")
+
+
+def _deprecated() -> None:
+    warnings.warn("old", DeprecationWarning, stacklevel=2)
+
+
+async def _adeprecated() -> None:
+    warnings.warn("old", DeprecationWarning, stacklevel=2)
+
+
+def test_warning_stacklevel_from_code_called_by_sync_code_matches_native() -> None:
+    def sync_caller() -> None:
+        _deprecated()  # the line the warning must point at
+
+    async def native_caller() -> None:
+        await _adeprecated()  # the line the native warning points at
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        asyncio.run(native_caller())
+        asyncio.run(async_(sync_caller)())
+        await_(async_(sync_caller)())
+    assert len(caught) == 3
+    assert {w.filename for w in caught} == {__file__}
+    lines = [w.lineno for w in caught]
+    assert lines[0] == native_caller.__code__.co_firstlineno + 1
+    assert lines[1] == lines[2] == sync_caller.__code__.co_firstlineno + 1
+
+
+def test_warning_stacklevel_2_in_the_function_run_by_async_points_at_greenbridge() -> None:
+    """The documented limit: the function async_ runs has no Python caller of the user's.
+
+    A worker greenlet's bottom frame has no ``f_back`` (greenlet does not
+    link it to the frame that switched in), so ``stacklevel=2`` lands on
+    greenbridge's worker loop instead of the awaiting coroutine.
+    """
+
+    async def native() -> None:
+        await _adeprecated()
+
+    async def bridged() -> None:
+        await async_(_deprecated)()
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        asyncio.run(native())
+        asyncio.run(bridged())
+    native_warning, bridged_warning = caught
+    assert native_warning.filename == __file__
+    assert bridged_warning.filename == greenbridge._bridge.__file__
 
 
 # ---------------------------------------------------------------------------

@@ -545,10 +545,15 @@ def async_(fn: Callable[P, T] | None = None, *, with_context: bool = True) -> An
         return decorate
     if not callable(fn):
         raise TypeError(f"async_() expects a sync callable, got {type(fn).__name__!r}")
-    if inspect.iscoroutinefunction(fn):
+    if _is_async_callable(fn):
+        kind = (
+            "a coroutine function"
+            if inspect.iscoroutinefunction(fn)
+            else "async (calling it returns a coroutine)"
+        )
         raise TypeError(
-            f"async_() expects a sync function, but {_name(fn)} is already a coroutine "
-            "function: await it directly"
+            f"async_() expects a sync function, but {_name(fn)} is already {kind}: "
+            "await it directly"
         )
 
     if with_context:
@@ -558,6 +563,8 @@ def async_(fn: Callable[P, T] | None = None, *, with_context: bool = True) -> An
             result = _launch(fn, args, kwargs, None)
             if type(result) is _Pending:
                 result = await result
+            if type(result) is types.CoroutineType:
+                _returned_coroutine("async_", fn, result)
             return cast(T, result)
 
         return run_shared
@@ -567,13 +574,65 @@ def async_(fn: Callable[P, T] | None = None, *, with_context: bool = True) -> An
         result = _launch(fn, args, kwargs, contextvars.copy_context())
         if type(result) is _Pending:
             result = await result
+        if type(result) is types.CoroutineType:
+            _returned_coroutine("async_", fn, result)
         return cast(T, result)
 
     return run_copied
 
 
 def _name(fn: object) -> str:
-    return getattr(fn, "__qualname__", None) or repr(fn)
+    """How error messages name the callable ``fn``."""
+    while isinstance(fn, functools.partial):
+        fn = fn.func
+    name = getattr(fn, "__qualname__", None)
+    if isinstance(name, str) and name:
+        return name
+    if callable(fn) and not isinstance(fn, type):
+        name = getattr(type(fn), "__qualname__", None)
+        if isinstance(name, str) and name:
+            return f"the {name} object"
+    return repr(fn)
+
+
+def _is_async_callable(fn: object) -> bool:
+    """True if calling ``fn`` makes a coroutine, as far as can be told without calling it.
+
+    Coroutine functions and methods, ``functools.partial`` objects of them,
+    objects whose class has an ``async def __call__``, and generator-based
+    coroutine functions (``@types.coroutine``).
+    """
+    while isinstance(fn, functools.partial):
+        fn = fn.func
+    if inspect.iscoroutinefunction(fn) or _is_generator_coroutine_function(fn):
+        return True
+    if isinstance(fn, type):  # calling a class makes an instance
+        return False
+    call = getattr(type(fn), "__call__", None)  # noqa: B004 - the method, not callable()
+    return call is not None and (
+        inspect.iscoroutinefunction(call) or _is_generator_coroutine_function(call)
+    )
+
+
+def _is_generator_coroutine_function(fn: object) -> bool:
+    fn = getattr(fn, "__func__", fn)
+    code = getattr(fn, "__code__", None)
+    return (
+        isinstance(code, types.CodeType)
+        and bool(code.co_flags & inspect.CO_GENERATOR)
+        and bool(code.co_flags & _CO_ITERABLE_COROUTINE)
+    )
+
+
+def _returned_coroutine(where: str, fn: object, coro: types.CoroutineType[Any, Any, Any]) -> None:
+    """``fn`` run by async_/spawn returned a coroutine: close it and say what to do."""
+    name = _name(fn)
+    coro.close()  # never started: closing it runs nothing, and no "never awaited" warning
+    raise TypeError(
+        f"{where}() expects a sync function, but {name} returned a coroutine "
+        f"({coro.__qualname__}); it is async: await it directly (or "
+        f"asyncio.create_task() it) instead of passing it to {where}()"
+    )
 
 
 # ---------------------------------------------------------------------------
@@ -584,6 +643,16 @@ async def _call(fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, A
     result = _launch(fn, args, kwargs, None)
     if type(result) is _Pending:
         result = await result
+    return cast(T, result)
+
+
+async def _spawned(fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]) -> T:
+    """A spawn() task's coroutine (renamed after ``fn`` by `spawn`)."""
+    result = _launch(fn, args, kwargs, None)
+    if type(result) is _Pending:
+        result = await result
+    if type(result) is types.CoroutineType:
+        _returned_coroutine("spawn", fn, result)
     return cast(T, result)
 
 
@@ -598,9 +667,15 @@ def spawn(fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> asyncio.T
         TypeError: ``fn`` is not a sync callable.
         RuntimeError: no asyncio event loop is running in this thread.
     """
-    if not callable(fn) or inspect.iscoroutinefunction(fn):
+    if not callable(fn):
         raise TypeError(
-            "spawn() expects a sync callable; for a coroutine function use asyncio.create_task()"
+            f"spawn() expects a sync callable, got {type(fn).__name__!r}; "
+            "for a coroutine use asyncio.create_task()"
+        )
+    if _is_async_callable(fn):
+        raise TypeError(
+            f"spawn() expects a sync callable, but {_name(fn)} is async: "
+            "use asyncio.create_task() on the coroutine it returns"
         )
     try:
         loop = asyncio.get_running_loop()
@@ -610,7 +685,18 @@ def spawn(fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> asyncio.T
             "call it from async code or from sync code run by async_()/spawn() "
             "(under trio, use nursery.start_soon(async_(fn), ...))"
         ) from None
-    return loop.create_task(_call(fn, args, kwargs))
+    coro = cast("types.CoroutineType[Any, Any, T]", _spawned(fn, args, kwargs))
+    # Name the coroutine after fn, so the task's repr and asyncio's "exception
+    # was never retrieved" log show the user's function (as create_task(af())
+    # would show af), not greenbridge's wrapper.
+    name = getattr(fn, "__name__", None)
+    if isinstance(name, str):
+        coro.__name__ = name
+        qualname = getattr(fn, "__qualname__", None)
+        coro.__qualname__ = qualname if isinstance(qualname, str) else name
+    else:
+        coro.__name__ = coro.__qualname__ = _name(fn)
+    return loop.create_task(coro)
 
 
 # ---------------------------------------------------------------------------
@@ -640,8 +726,11 @@ def await_(awaitable: Any) -> Any:
     * anywhere else `MissingBridge` is raised (and a coroutine passed
       in is closed, so no "never awaited" warning follows).
 
-    Given an async function instead of an awaitable, ``await_`` acts as a
-    decorator and returns a sync function with the same signature.
+    Given an async function instead of an awaitable (a coroutine function,
+    a ``functools.partial`` of one, or an object with an ``async def
+    __call__``), ``await_`` acts as a decorator and returns a sync function
+    with the same signature.  Any other callable, even one that returns an
+    awaitable, raises TypeError: pass the awaitable itself.
     """
     current = getcurrent()
     if type(current) is _Worker:
@@ -690,8 +779,16 @@ def _iterator(awaitable: Any) -> Any:
 
 
 def _not_awaitable(obj: Any) -> Any:
-    if callable(obj):
+    """await_() of something that is not awaitable: the decorator form, or a TypeError."""
+    if _is_async_callable(obj):
         return _sync_wrapper(obj)
+    if callable(obj):
+        name = _name(obj)
+        raise TypeError(
+            f"await_() expects an awaitable, or an async function to turn into a sync "
+            f"one (the decorator form), but {name} is a sync callable: call it directly; "
+            f"if it returns an awaitable, pass that to await_(): await_({name}(...))"
+        )
     raise TypeError(f"object {type(obj).__name__} can't be used in 'await' expression")
 
 
@@ -1013,7 +1110,19 @@ def install_portal_factory(loop: asyncio.AbstractEventLoop | None = None) -> Non
     coroutine.  Idempotent.  ``loop`` defaults to the running loop.
     """
     if loop is None:
-        loop = asyncio.get_running_loop()
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            raise RuntimeError(
+                "install_portal_factory() with no loop argument needs a running asyncio "
+                "loop: call it from a coroutine, or pass the loop"
+            ) from None
+    elif not isinstance(loop, asyncio.AbstractEventLoop):
+        raise TypeError(
+            f"install_portal_factory() expects an asyncio event loop, got "
+            f"{type(loop).__name__!r}; under trio use `await greenbridge.ensure_portal()` "
+            "in each task"
+        )
     previous = loop.get_task_factory()
     if getattr(previous, "__greenbridge_portal__", False):
         return
