@@ -535,7 +535,10 @@ def async_(fn: Callable[P, T] | None = None, *, with_context: bool = True) -> An
             a copy taken when the coroutine starts.
 
     Raises:
-        TypeError: ``fn`` is not callable, or is already a coroutine function.
+        TypeError: ``fn`` is not callable, or is async (a coroutine function,
+            a ``functools.partial`` of one, an object with an ``async def
+            __call__``).  Awaiting the coroutine function raises TypeError
+            (and closes the coroutine) if ``fn`` returns a coroutine.
     """
     if fn is None:
 
@@ -663,8 +666,12 @@ def spawn(fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> asyncio.T
     caller's, as for `asyncio.create_task`), and may call
     `await_`.  Works from coroutines and from bridged sync code alike.
 
+    The task's coroutine carries ``fn``'s name, so the task's repr and
+    asyncio's "Task exception was never retrieved" log name ``fn``; the task
+    gets the default name (``Task-N``), as with `asyncio.create_task`.
+
     Raises:
-        TypeError: ``fn`` is not a sync callable.
+        TypeError: ``fn`` is not a sync callable (see `async_`).
         RuntimeError: no asyncio event loop is running in this thread.
     """
     if not callable(fn):
@@ -722,7 +729,12 @@ def await_(awaitable: Any) -> Any:
       `install_portal_factory`): only this call is suspended, the
       event loop keeps running;
     * in a thread with no running event loop: the awaitable runs to the end
-      on this thread's private loop (see `close_private_loop`);
+      on this thread's private loop (see `close_private_loop`), in the
+      caller's Context, as `asyncio.run` runs its main task: Ctrl-C
+      cancels it (its ``finally`` blocks see CancelledError) and then raises
+      KeyboardInterrupt here; when KeyboardInterrupt, SystemExit or another
+      BaseException leaves this call, every task still pending on the private
+      loop is cancelled and run to its end (the loop stays open);
     * anywhere else `MissingBridge` is raised (and a coroutine passed
       in is closed, so no "never awaited" warning follows).
 
