@@ -261,6 +261,74 @@ def test_context_var_set_by_the_caller_is_seen_by_the_awaited_coroutine() -> Non
 
 
 # ---------------------------------------------------------------------------
+# the exception being handled (sys.exc_info, implicit chaining)
+
+
+async def _inside_except() -> tuple[BaseException | None, BaseException | None]:
+    await asyncio.sleep(0)
+    seen = sys.exc_info()[1]
+    try:
+        raise KeyError("inner")
+    except KeyError as exc:
+        return seen, exc.__context__
+
+
+def _sync_inside_except() -> tuple[BaseException | None, BaseException | None]:
+    seen = sys.exc_info()[1]
+    try:
+        raise KeyError("inner")
+    except KeyError as exc:
+        return seen, exc.__context__
+
+
+def test_await_in_an_except_block_sees_the_handled_exception() -> None:
+    outer = ValueError("outer")
+
+    async def native() -> Any:
+        try:
+            raise outer
+        except ValueError:
+            return await _inside_except()
+
+    def bridged() -> Any:
+        try:
+            raise outer
+        except ValueError:
+            return await_(_inside_except())  # no loop running: the private loop
+
+    async def in_loop() -> Any:
+        return await async_(bridged)()
+
+    expected = asyncio.run(native())
+    assert expected == (outer, outer)
+    assert bridged() == expected
+    assert asyncio.run(in_loop()) == expected
+    # The handled exception's traceback is left as raised: no greenbridge frame.
+    tb = outer.__traceback__
+    while tb is not None:
+        assert tb.tb_frame.f_code.co_filename == __file__
+        tb = tb.tb_next
+
+
+@pytest.mark.parametrize("with_context", [True, False])
+def test_async_in_an_except_block_sees_the_handled_exception(with_context: bool) -> None:
+    async def ainside() -> Any:
+        return _sync_inside_except()
+
+    async def main(call: Callable[[], Coroutine[Any, Any, Any]]) -> Any:
+        try:
+            raise ValueError("outer")
+        except ValueError as outer:
+            seen, context = await call()
+            return seen is outer, context is outer
+
+    def bridged() -> Coroutine[Any, Any, Any]:
+        return async_(_sync_inside_except, with_context=with_context)()
+
+    assert asyncio.run(main(bridged)) == asyncio.run(main(ainside)) == (True, True)
+
+
+# ---------------------------------------------------------------------------
 # trio
 
 
@@ -595,3 +663,29 @@ def test_close_private_loop_finalizes_async_generators_like_asyncio_run() -> Non
     close_private_loop()
     assert (bridged_value, bridged) == (native_value, native) == (1, ["agen finally"])
     del native_agen, bridged_agen
+
+
+def test_close_private_loop_from_inside_it_keeps_the_loop() -> None:
+    async def native() -> str:
+        try:
+            asyncio.get_running_loop().close()
+        except RuntimeError as exc:
+            return type(exc).__name__
+        return "closed"
+
+    async def bridged() -> tuple[str, asyncio.AbstractEventLoop]:
+        loop = asyncio.get_running_loop()
+        try:
+            close_private_loop()
+        except RuntimeError as exc:
+            return type(exc).__name__, loop
+        return "closed", loop
+
+    outcome, loop = await_(bridged())
+    assert outcome == asyncio.run(native()) == "RuntimeError"
+    # The loop that refused to close is still this thread's private loop.
+    assert await_(_running_loop()) is loop
+
+
+async def _running_loop() -> asyncio.AbstractEventLoop:
+    return asyncio.get_running_loop()

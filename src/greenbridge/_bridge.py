@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast, overload
 from greenlet import GreenletExit, getcurrent, greenlet
 
 _current_task = asyncio.current_task
+_exc_info = sys.exc_info
 _Future = asyncio.Future
 _enter_task = asyncio.tasks._enter_task
 _leave_task = asyncio.tasks._leave_task
@@ -563,7 +564,11 @@ def async_(fn: Callable[P, T] | None = None, *, with_context: bool = True) -> An
 
         @functools.wraps(fn)
         async def run_shared(*args: P.args, **kwargs: P.kwargs) -> T:
-            result = _launch(fn, args, kwargs, None)
+            handling = _exc_info()[1]
+            if handling is None:
+                result = _launch(fn, args, kwargs, None)
+            else:
+                result = _launch(_handling, (handling, fn, args, kwargs), {}, None)
             if type(result) is _Pending:
                 result = await result
             if type(result) is types.CoroutineType:
@@ -574,7 +579,12 @@ def async_(fn: Callable[P, T] | None = None, *, with_context: bool = True) -> An
 
     @functools.wraps(fn)
     async def run_copied(*args: P.args, **kwargs: P.kwargs) -> T:
-        result = _launch(fn, args, kwargs, contextvars.copy_context())
+        context = contextvars.copy_context()
+        handling = _exc_info()[1]
+        if handling is None:
+            result = _launch(fn, args, kwargs, context)
+        else:
+            result = _launch(_handling, (handling, fn, args, kwargs), {}, context)
         if type(result) is _Pending:
             result = await result
         if type(result) is types.CoroutineType:
@@ -582,6 +592,24 @@ def async_(fn: Callable[P, T] | None = None, *, with_context: bool = True) -> An
         return cast(T, result)
 
     return run_copied
+
+
+def _handling(
+    exc: BaseException, fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> T:
+    """Call ``fn`` with ``exc`` as the exception being handled.
+
+    A worker greenlet has its own exception state, so code it runs would not
+    see the exception its caller is handling.  Natively, a coroutine awaited
+    in an ``except`` block sees it in `sys.exc_info` and chains
+    exceptions it raises to it (``__context__``); so does ``fn`` here.
+    """
+    tb = exc.__traceback__
+    try:
+        raise exc
+    except BaseException:
+        exc.__traceback__ = tb  # raising added this frame: take it off again
+        return fn(*args, **kwargs)
 
 
 def _name(fn: object) -> str:
@@ -910,13 +938,25 @@ def _await_outside(awaitable: Any) -> Any:
     if context is None:  # no Context in this thread yet: copying makes the thread's one
         contextvars.copy_context()
         context = getcurrent().gr_context
-    task = asyncio.Task(_outside(awaitable, cast(contextvars.Context, context)), loop=loop)
+    coro = _outside(awaitable, cast(contextvars.Context, context), _exc_info()[1])
+    task = asyncio.Task(coro, loop=loop)
     return _run_private(loop, task)
 
 
-async def _outside(awaitable: Any, context: contextvars.Context) -> Any:
-    """The private loop's task for one `await_` call (see `_await_outside`)."""
-    result = _launch(_await_in_current_worker, (awaitable,), {}, context)
+async def _outside(
+    awaitable: Any, context: contextvars.Context, handling: BaseException | None
+) -> Any:
+    """The private loop's task for one `await_` call (see `_await_outside`).
+
+    ``handling``: the exception the caller is handling, seen by the awaitable
+    as by a native ``await`` in an ``except`` block.
+    """
+    if handling is None:
+        result = _launch(_await_in_current_worker, (awaitable,), {}, context)
+    else:
+        no_kwargs: dict[str, Any] = {}
+        call = (handling, _await_in_current_worker, (awaitable,), no_kwargs)
+        result = _launch(_handling, call, {}, context)
     if type(result) is _Pending:
         result = await _no_trio_traps(result)
     return result
