@@ -689,3 +689,20 @@ def test_close_private_loop_from_inside_it_keeps_the_loop() -> None:
 
 async def _running_loop() -> asyncio.AbstractEventLoop:
     return asyncio.get_running_loop()
+
+
+@pytest.mark.skipif(sys.version_info < (3, 12), reason="inspect.markcoroutinefunction is 3.12+")
+def test_functions_marked_as_coroutine_functions_count_as_async() -> None:
+    import inspect
+
+    def marked(a: int, b: int) -> Coroutine[Any, Any, int]:
+        return _add(a, b)
+
+    inspect.markcoroutinefunction(marked)
+
+    async def native() -> int:
+        return await marked(1, 2)
+
+    assert await_(marked)(1, 2) == asyncio.run(native()) == 3
+    with pytest.raises(TypeError, match="already a coroutine function"):
+        async_(marked)

@@ -33,7 +33,15 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast, overload
 from greenlet import GreenletExit, getcurrent, greenlet
 
 _current_task = asyncio.current_task
-_exc_info = sys.exc_info
+_CoroutineType = types.CoroutineType
+if sys.version_info >= (3, 11):
+    _handled = sys.exception  # the exception being handled, or None
+else:  # pragma: no cover - 3.9, 3.10
+
+    def _handled() -> BaseException | None:
+        return sys.exc_info()[1]
+
+
 _Future = asyncio.Future
 _enter_task = asyncio.tasks._enter_task
 _leave_task = asyncio.tasks._leave_task
@@ -59,6 +67,8 @@ else:  # pragma: no cover - 3.9: annotations are strings, P is never evaluated
     P = TypeVar("P")
 
 _CO_ITERABLE_COROUTINE = inspect.CO_ITERABLE_COROUTINE
+_CO_ASYNC = inspect.CO_COROUTINE | _CO_ITERABLE_COROUTINE
+_FunctionType = types.FunctionType
 
 #: Largest number of parked worker greenlets kept per thread.
 POOL_SIZE = 64
@@ -564,14 +574,14 @@ def async_(fn: Callable[P, T] | None = None, *, with_context: bool = True) -> An
 
         @functools.wraps(fn)
         async def run_shared(*args: P.args, **kwargs: P.kwargs) -> T:
-            handling = _exc_info()[1]
+            handling = _handled()
             if handling is None:
                 result = _launch(fn, args, kwargs, None)
             else:
                 result = _launch(_handling, (handling, fn, args, kwargs), {}, None)
             if type(result) is _Pending:
                 result = await result
-            if type(result) is types.CoroutineType:
+            if type(result) is _CoroutineType:
                 _returned_coroutine("async_", fn, result)
             return cast(T, result)
 
@@ -580,14 +590,14 @@ def async_(fn: Callable[P, T] | None = None, *, with_context: bool = True) -> An
     @functools.wraps(fn)
     async def run_copied(*args: P.args, **kwargs: P.kwargs) -> T:
         context = contextvars.copy_context()
-        handling = _exc_info()[1]
+        handling = _handled()
         if handling is None:
             result = _launch(fn, args, kwargs, context)
         else:
             result = _launch(_handling, (handling, fn, args, kwargs), {}, context)
         if type(result) is _Pending:
             result = await result
-        if type(result) is types.CoroutineType:
+        if type(result) is _CoroutineType:
             _returned_coroutine("async_", fn, result)
         return cast(T, result)
 
@@ -633,6 +643,11 @@ def _is_async_callable(fn: object) -> bool:
     objects whose class has an ``async def __call__``, and generator-based
     coroutine functions (``@types.coroutine``).
     """
+    if type(fn) is _FunctionType:  # the usual case, kept cheap for spawn()
+        if fn.__code__.co_flags & _CO_ASYNC:
+            return True
+        # inspect.markcoroutinefunction() (3.12+) leaves a mark in __dict__.
+        return bool(fn.__dict__) and inspect.iscoroutinefunction(fn)
     while isinstance(fn, functools.partial):
         fn = fn.func
     if inspect.iscoroutinefunction(fn) or _is_generator_coroutine_function(fn):
@@ -682,7 +697,7 @@ async def _spawned(fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str
     result = _launch(fn, args, kwargs, None)
     if type(result) is _Pending:
         result = await result
-    if type(result) is types.CoroutineType:
+    if type(result) is _CoroutineType:
         _returned_coroutine("spawn", fn, result)
     return cast(T, result)
 
@@ -720,16 +735,14 @@ def spawn(fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> asyncio.T
             "call it from async code or from sync code run by async_()/spawn() "
             "(under trio, use nursery.start_soon(async_(fn), ...))"
         ) from None
-    coro = cast("types.CoroutineType[Any, Any, T]", _spawned(fn, args, kwargs))
+    coro: Any = _spawned(fn, args, kwargs)
     # Name the coroutine after fn, so the task's repr and asyncio's "exception
     # was never retrieved" log show the user's function (as create_task(af())
     # would show af), not greenbridge's wrapper.
-    name = getattr(fn, "__name__", None)
-    if isinstance(name, str):
-        coro.__name__ = name
-        qualname = getattr(fn, "__qualname__", None)
-        coro.__qualname__ = qualname if isinstance(qualname, str) else name
-    else:
+    try:
+        coro.__qualname__ = fn.__qualname__
+        coro.__name__ = fn.__name__
+    except (AttributeError, TypeError):  # a partial, a callable object...
         coro.__name__ = coro.__qualname__ = _name(fn)
     return loop.create_task(coro)
 
@@ -938,7 +951,7 @@ def _await_outside(awaitable: Any) -> Any:
     if context is None:  # no Context in this thread yet: copying makes the thread's one
         contextvars.copy_context()
         context = getcurrent().gr_context
-    coro = _outside(awaitable, cast(contextvars.Context, context), _exc_info()[1])
+    coro = _outside(awaitable, cast(contextvars.Context, context), _handled())
     task = asyncio.Task(coro, loop=loop)
     return _run_private(loop, task)
 
