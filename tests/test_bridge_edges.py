@@ -706,3 +706,43 @@ def test_functions_marked_as_coroutine_functions_count_as_async() -> None:
     assert await_(marked)(1, 2) == asyncio.run(native()) == 3
     with pytest.raises(TypeError, match="already a coroutine function"):
         async_(marked)
+
+
+_AT_EXIT_PROGRAM = """
+import asyncio
+import greenbridge
+
+async def background():
+    try:
+        await asyncio.sleep(10)
+    finally:
+        print("background finally", flush=True)
+
+async def start():
+    asyncio.ensure_future(background())
+    await asyncio.sleep(0)
+
+{run}(start())
+print("end of program", flush=True)
+"""
+
+
+def test_pending_tasks_of_the_main_thread_run_their_finally_at_exit() -> None:
+    """As asyncio.run's pending tasks do when it returns (here: when the program ends)."""
+    import subprocess
+
+    def run(runner: str) -> list[str]:
+        done = subprocess.run(
+            [sys.executable, "-c", _AT_EXIT_PROGRAM.format(run=runner)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+        )
+        assert done.returncode == 0, done.stderr
+        assert done.stderr == ""
+        return done.stdout.splitlines()
+
+    native = run("asyncio.run")
+    bridged = run("greenbridge.await_")
+    assert sorted(bridged) == sorted(native) == ["background finally", "end of program"]

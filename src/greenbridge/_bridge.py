@@ -1107,7 +1107,8 @@ def _private_loop() -> asyncio.AbstractEventLoop:
         # (for the main thread: at interpreter exit) it dies and closes the loop.
         holder = _Holder()
         _state.holder = holder
-        weakref.finalize(holder, _close_quietly, loop)
+        main = threading.current_thread() is threading.main_thread()
+        weakref.finalize(holder, _close_quietly, loop, main)
     return loop
 
 
@@ -1115,8 +1116,33 @@ class _Holder:
     __slots__ = ("__weakref__",)
 
 
-def _close_quietly(loop: asyncio.AbstractEventLoop) -> None:
-    if not loop.is_closed() and not loop.is_running():
+def _close_quietly(loop: asyncio.AbstractEventLoop, main: bool) -> None:
+    """Close a private loop whose thread ended, or the main thread's at exit.
+
+    At interpreter exit (atexit, in the main thread) the main thread's loop is
+    shut down as `close_private_loop` does, as `asyncio.run` would have done:
+    pending tasks run their ``finally`` blocks.  Another thread's loop is only
+    closed: this runs while that thread's state is torn down, where running
+    the loop (and its worker greenlets) is not safe.
+    """
+    if loop.is_closed() or loop.is_running():
+        return
+    if main and threading.current_thread() is threading.main_thread():
+        try:
+            _shutdown(loop)
+            return
+        except Exception:  # noqa: BLE001 - at exit: close the loop whatever happened
+            pass
+    loop.close()
+
+
+def _shutdown(loop: asyncio.AbstractEventLoop) -> None:
+    """Shut ``loop`` down as asyncio.run does when it ends, then close it."""
+    try:
+        _cancel_pending(loop)
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.run_until_complete(loop.shutdown_default_executor())
+    finally:
         loop.close()
 
 
@@ -1131,6 +1157,9 @@ def close_private_loop() -> None:
     one.  This function shuts the loop down as `asyncio.run` does when it
     ends: tasks still pending on it are cancelled and run to their end,
     then async generators are finalized and the default executor is shut down.
+    The main thread's loop is shut down that way at interpreter exit; call
+    this at the end of other threads that used `await_` with no loop
+    running, or their pending tasks never finish.
     """
     loop = _state.private_loop
     _state.private_loop = None
@@ -1139,12 +1168,7 @@ def close_private_loop() -> None:
     if loop.is_running():
         _state.private_loop = loop
         raise RuntimeError("close_private_loop() called while the private loop is running")
-    try:
-        _cancel_pending(loop)
-        loop.run_until_complete(loop.shutdown_asyncgens())
-        loop.run_until_complete(loop.shutdown_default_executor())
-    finally:
-        loop.close()
+    _shutdown(loop)
 
 
 # ---------------------------------------------------------------------------
