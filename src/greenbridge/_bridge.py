@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import functools
+import importlib
 import inspect
 import signal
 import sys
@@ -1044,10 +1045,10 @@ def _run_private(loop: asyncio.AbstractEventLoop, task: asyncio.Task[Any]) -> An
     handler: Any = None
     if (
         threading.current_thread() is threading.main_thread()
-        and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        and _getsignal(_SIGINT) is _default_int_handler
     ):
         handler = on_sigint
-        signal.signal(signal.SIGINT, handler)
+        _setsignal(_SIGINT, handler)
     try:
         try:
             return loop.run_until_complete(task)
@@ -1058,8 +1059,8 @@ def _run_private(loop: asyncio.AbstractEventLoop, task: asyncio.Task[Any]) -> An
                     raise KeyboardInterrupt() from None
             raise
         finally:
-            if handler is not None and signal.getsignal(signal.SIGINT) is handler:
-                signal.signal(signal.SIGINT, signal.default_int_handler)
+            if handler is not None and _getsignal(_SIGINT) is handler:
+                _setsignal(_SIGINT, _default_int_handler)
     except Exception:
         raise
     except BaseException:
@@ -1069,6 +1070,16 @@ def _run_private(loop: asyncio.AbstractEventLoop, task: asyncio.Task[Any]) -> An
 
 def _nothing() -> None:
     pass
+
+
+# The C functions under signal.getsignal()/signal.signal(): those wrappers turn
+# every handler they return into an enum member or, for a function, fail to
+# through a ValueError, which costs several microseconds per await_.
+_c_signal: Any = importlib.import_module("_signal")
+_getsignal: Callable[[int], Any] = _c_signal.getsignal
+_setsignal: Callable[[int, Any], Any] = _c_signal.signal
+_SIGINT = int(signal.SIGINT)
+_default_int_handler = signal.default_int_handler
 
 
 def _cancel_pending(loop: asyncio.AbstractEventLoop) -> None:
