@@ -103,6 +103,16 @@ def test_ctrl_c_during_await_cancels_the_job_like_asyncio_run(default_sigint: No
     # The interrupted work does not come back to life in a later call.
     await_(asyncio.sleep(0.05))
     assert sorted(bridged) == sorted(native)
+    if sys.version_info >= (3, 11):  # asyncio.Runner's KeyboardInterrupt: chained the same way
+
+        def chained(run: Callable[[], Any]) -> tuple[Any, bool]:
+            with pytest.raises(KeyboardInterrupt) as error:
+                run()
+            return type(error.value.__context__), error.value.__suppress_context__
+
+        assert chained(lambda: await_(_interrupted_program([])())) == chained(
+            lambda: asyncio.run(_interrupted_program([])())
+        )
     # The private loop is still usable and its SIGINT handler is gone.
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
     assert await_(asyncio.sleep(0, "again")) == "again"

@@ -1056,7 +1056,7 @@ def _run_private(loop: asyncio.AbstractEventLoop, task: asyncio.Task[Any]) -> An
             if interrupts:
                 uncancel = getattr(task, "uncancel", None)  # 3.11+
                 if uncancel is None or uncancel() == 0:
-                    raise KeyboardInterrupt() from None
+                    raise KeyboardInterrupt()  # noqa: B904 - chained to the CancelledError, as asyncio.Runner
             raise
         finally:
             if handler is not None and _getsignal(_SIGINT) is handler:
