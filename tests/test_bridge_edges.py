@@ -546,6 +546,17 @@ def test_spawn_task_repr_shows_the_function() -> None:
     assert int(_task_name(bridged_pending)[5:]) == int(_task_name(native_pending)[5:]) + 1
 
 
+def test_private_loop_task_repr_shows_the_awaited_coroutine() -> None:
+    async def job() -> str:
+        await asyncio.sleep(0)
+        return repr(asyncio.current_task())
+
+    native = asyncio.run(job())
+    bridged = await_(job())
+    assert _coro_name(bridged) == _coro_name(native) == job.__qualname__
+    assert re.fullmatch(r"Task-\d+", _task_name(bridged))
+
+
 def test_never_retrieved_log_names_the_function(caplog: pytest.LogCaptureFixture) -> None:
     def fails() -> None:
         raise LookupError("lost")

@@ -952,7 +952,10 @@ def _await_outside(awaitable: Any) -> Any:
     if context is None:  # no Context in this thread yet: copying makes the thread's one
         contextvars.copy_context()
         context = getcurrent().gr_context
-    coro = _outside(awaitable, cast(contextvars.Context, context), _handled())
+    coro: Any = _outside(awaitable, cast(contextvars.Context, context), _handled())
+    if type(awaitable) is _CoroutineType:  # the task's repr names it, as asyncio.run's would
+        coro.__name__ = awaitable.__name__
+        coro.__qualname__ = awaitable.__qualname__
     task = asyncio.Task(coro, loop=loop)
     return _run_private(loop, task)
 
