@@ -767,3 +767,58 @@ def test_pending_tasks_of_the_main_thread_run_their_finally_at_exit() -> None:
     native = run("asyncio.run")
     bridged = run("greenbridge.await_")
     assert sorted(bridged) == sorted(native) == ["background finally", "end of program"]
+
+
+def test_system_exit_in_a_background_task_cancels_the_job(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    def program(log: list[str]) -> Coroutine[Any, Any, None]:
+        def leave() -> None:
+            sys.exit(4)
+
+        async def background() -> None:
+            await asyncio.sleep(0.01)
+            leave()
+
+        async def job() -> None:
+            asyncio.ensure_future(background())
+            try:
+                await asyncio.sleep(10)
+            except BaseException as exc:
+                log.append(f"job {type(exc).__name__}")
+                raise
+
+        return job()
+
+    def never_retrieved() -> list[str]:
+        gc.collect()
+        found = [r.getMessage() for r in caplog.records if "never retrieved" in r.getMessage()]
+        caplog.clear()
+        return [_coro_name(m) for m in found]
+
+    with caplog.at_level(logging.ERROR, logger="asyncio"):
+        native: list[str] = []
+        native_outcome = _outcome(lambda: asyncio.run(program(native)))
+        native_logged = never_retrieved()
+        bridged: list[str] = []
+        assert _outcome(lambda: await_(program(bridged))) == native_outcome == "raised SystemExit"
+        assert bridged == native == ["job CancelledError"]
+        await_(asyncio.sleep(0.02))
+        assert bridged == native
+        # The background task's SystemExit is reported the same way, naming it.
+        assert never_retrieved() == native_logged
+
+
+def test_portal_factory_tasks_keep_their_coroutine_name() -> None:
+    async def work() -> str:
+        await asyncio.sleep(0)
+        return repr(asyncio.current_task())
+
+    async def main(portal: bool) -> str:
+        if portal:
+            greenbridge.install_portal_factory()
+        return await asyncio.get_running_loop().create_task(work())
+
+    native = asyncio.run(main(False))
+    bridged = asyncio.run(main(True))
+    assert _coro_name(bridged) == _coro_name(native) == work.__qualname__

@@ -1231,7 +1231,10 @@ def install_portal_factory(loop: asyncio.AbstractEventLoop | None = None) -> Non
         return
 
     def factory(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> asyncio.Future[Any]:
-        wrapped = _portal(coro)
+        wrapped: Any = _portal(coro)
+        if type(coro) is _CoroutineType:  # the task's repr names coro, as without a portal
+            wrapped.__name__ = coro.__name__
+            wrapped.__qualname__ = coro.__qualname__
         if previous is None:
             return asyncio.Task(wrapped, loop=loop, **kwargs)
         return previous(loop, wrapped, **kwargs)
