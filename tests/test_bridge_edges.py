@@ -822,3 +822,37 @@ def test_portal_factory_tasks_keep_their_coroutine_name() -> None:
     native = asyncio.run(main(False))
     bridged = asyncio.run(main(True))
     assert _coro_name(bridged) == _coro_name(native) == work.__qualname__
+
+
+def test_cancelled_error_from_the_awaitable_leaves_other_tasks_running() -> None:
+    """A CancelledError from await_ is an outcome, not an interrupt, as for a native await."""
+
+    async def background(log: list[str]) -> None:
+        await asyncio.sleep(0.02)
+        log.append("background done")
+
+    async def cancelled() -> None:
+        fut = asyncio.get_running_loop().create_future()
+        fut.cancel()
+        await fut
+
+    async def native(log: list[str]) -> None:
+        task = asyncio.ensure_future(background(log))
+        with pytest.raises(asyncio.CancelledError):
+            await cancelled()
+        await task
+
+    def bridged(log: list[str]) -> None:
+        async def start() -> asyncio.Task[None]:
+            return asyncio.ensure_future(background(log))
+
+        task = await_(start())
+        with pytest.raises(asyncio.CancelledError):
+            await_(cancelled())
+        await_(task)
+
+    native_log: list[str] = []
+    asyncio.run(native(native_log))
+    bridged_log: list[str] = []
+    bridged(bridged_log)
+    assert bridged_log == native_log == ["background done"]

@@ -34,15 +34,6 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast, overload
 from greenlet import GreenletExit, getcurrent, greenlet
 
 _current_task = asyncio.current_task
-_CoroutineType = types.CoroutineType
-if sys.version_info >= (3, 11):
-    _handled = sys.exception  # the exception being handled, or None
-else:  # pragma: no cover - 3.9, 3.10
-
-    def _handled() -> BaseException | None:
-        return sys.exc_info()[1]
-
-
 _Future = asyncio.Future
 _enter_task = asyncio.tasks._enter_task
 _leave_task = asyncio.tasks._leave_task
@@ -68,8 +59,6 @@ else:  # pragma: no cover - 3.9: annotations are strings, P is never evaluated
     P = TypeVar("P")
 
 _CO_ITERABLE_COROUTINE = inspect.CO_ITERABLE_COROUTINE
-_CO_ASYNC = inspect.CO_COROUTINE | _CO_ITERABLE_COROUTINE
-_FunctionType = types.FunctionType
 
 #: Largest number of parked worker greenlets kept per thread.
 POOL_SIZE = 64
@@ -518,6 +507,16 @@ def _unwind(worker: _Worker) -> None:
 # ---------------------------------------------------------------------------
 # async_
 
+_CoroutineType = types.CoroutineType
+_CO_ASYNC = inspect.CO_COROUTINE | _CO_ITERABLE_COROUTINE
+_FunctionType = types.FunctionType
+if sys.version_info >= (3, 11):
+    _handled = sys.exception  # the exception being handled, or None
+else:  # pragma: no cover - 3.9, 3.10
+
+    def _handled() -> BaseException | None:
+        return sys.exc_info()[1]
+
 
 @overload
 def async_(
@@ -775,8 +774,9 @@ def await_(awaitable: Any) -> Any:
       caller's Context, as `asyncio.run` runs its main task: Ctrl-C
       cancels it (its ``finally`` blocks see CancelledError) and then raises
       KeyboardInterrupt here; when KeyboardInterrupt, SystemExit or another
-      BaseException leaves this call, every task still pending on the private
-      loop is cancelled and run to its end (the loop stays open);
+      BaseException (not CancelledError) leaves this call, every task still
+      pending on the private loop is cancelled and run to its end (the loop
+      stays open);
     * anywhere else `MissingBridge` is raised (and a coroutine passed
       in is closed, so no "never awaited" warning follows).
 
@@ -1030,7 +1030,7 @@ def _run_private(loop: asyncio.AbstractEventLoop, task: asyncio.Task[Any]) -> An
     Ctrl-C cancels the task, so its ``finally`` blocks see CancelledError,
     and KeyboardInterrupt is raised here once it has ended; a second one
     raises KeyboardInterrupt at once.  Whenever an exception that is not an
-    ``Exception`` (KeyboardInterrupt, SystemExit...) leaves this call, every
+    ``Exception`` nor CancelledError (KeyboardInterrupt, SystemExit...) leaves this call, every
     task still pending on the private loop is cancelled and run to its end,
     as `asyncio.run` does when it finishes; the loop itself stays open.
     """
@@ -1064,8 +1064,8 @@ def _run_private(loop: asyncio.AbstractEventLoop, task: asyncio.Task[Any]) -> An
         finally:
             if handler is not None and _getsignal(_SIGINT) is handler:
                 _setsignal(_SIGINT, _default_int_handler)
-    except Exception:
-        raise
+    except (Exception, asyncio.CancelledError):
+        raise  # an outcome of the awaitable: the loop's other tasks go on
     except BaseException:
         _cancel_pending(loop)
         raise
@@ -1075,9 +1075,9 @@ def _nothing() -> None:
     pass
 
 
-# The C functions under signal.getsignal()/signal.signal(): those wrappers turn
-# every handler they return into an enum member or, for a function, fail to
-# through a ValueError, which costs several microseconds per await_.
+# The C functions under signal.getsignal()/signal.signal(): those wrappers try
+# to turn the handler they return into an enum member, which for a function
+# fails through a ValueError and costs several microseconds per await_.
 _c_signal: Any = importlib.import_module("_signal")
 _getsignal: Callable[[int], Any] = _c_signal.getsignal
 _setsignal: Callable[[int, Any], Any] = _c_signal.signal
