@@ -856,3 +856,27 @@ def test_cancelled_error_from_the_awaitable_leaves_other_tasks_running() -> None
     bridged_log: list[str] = []
     bridged(bridged_log)
     assert bridged_log == native_log == ["background done"]
+
+
+def test_loop_stopped_inside_the_job_cancels_it_like_asyncio_run() -> None:
+    def program(log: list[str]) -> Coroutine[Any, Any, None]:
+        async def job() -> None:
+            asyncio.get_running_loop().stop()
+            try:
+                await asyncio.sleep(0.01)
+                log.append("job done")
+            except BaseException as exc:
+                log.append(f"job {type(exc).__name__}")
+                raise
+
+        return job()
+
+    native: list[str] = []
+    with pytest.raises(RuntimeError) as native_error:
+        asyncio.run(program(native))
+    bridged: list[str] = []
+    with pytest.raises(RuntimeError) as error:
+        await_(program(bridged))
+    assert str(error.value) == str(native_error.value)
+    await_(asyncio.sleep(0.05))  # a later call does not resume the stopped job
+    assert bridged == native == ["job CancelledError"]

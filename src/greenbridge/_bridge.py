@@ -1032,7 +1032,8 @@ def _run_private(loop: asyncio.AbstractEventLoop, task: asyncio.Task[Any]) -> An
     raises KeyboardInterrupt at once.  Whenever an exception that is not an
     ``Exception`` nor CancelledError (KeyboardInterrupt, SystemExit...) leaves this call, every
     task still pending on the private loop is cancelled and run to its end,
-    as `asyncio.run` does when it finishes; the loop itself stays open.
+    as `asyncio.run` does when it finishes; the loop itself stays open.  So
+    is it when the loop stops before the task has ended (``loop.stop()``).
     """
     interrupts = 0
 
@@ -1065,7 +1066,9 @@ def _run_private(loop: asyncio.AbstractEventLoop, task: asyncio.Task[Any]) -> An
             if handler is not None and _getsignal(_SIGINT) is handler:
                 _setsignal(_SIGINT, _default_int_handler)
     except (Exception, asyncio.CancelledError):
-        raise  # an outcome of the awaitable: the loop's other tasks go on
+        if not task.done():  # the loop was stopped (loop.stop()) before the task ended
+            _cancel_pending(loop)
+        raise  # else an outcome of the awaitable: the loop's other tasks go on
     except BaseException:
         _cancel_pending(loop)
         raise
