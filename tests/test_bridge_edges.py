@@ -445,6 +445,20 @@ def test_await_of_a_sync_callable_is_a_type_error(fn: Callable[..., Any]) -> Non
     asyncio.run(main())
 
 
+def test_await_of_an_async_generator_function_points_at_sync_iter() -> None:
+    async def numbers() -> Any:
+        yield 1
+
+    async def native() -> None:
+        await numbers()  # type: ignore[misc]
+
+    with pytest.raises(TypeError):
+        asyncio.run(native())
+    with pytest.raises(TypeError, match=r"async generator function: .*sync_iter"):
+        await_(numbers)
+    assert list(greenbridge.sync_iter(numbers())) == [1]  # what the message says to do
+
+
 def test_await_of_a_plain_object_keeps_the_native_message() -> None:
     async def native() -> None:
         await 5  # type: ignore[misc]

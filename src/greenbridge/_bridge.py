@@ -836,6 +836,12 @@ def _not_awaitable(obj: Any) -> Any:
     """await_() of something that is not awaitable: the decorator form, or a TypeError."""
     if _is_async_callable(obj):
         return _sync_wrapper(obj)
+    if inspect.isasyncgenfunction(obj):
+        raise TypeError(
+            f"await_() expects an awaitable, or an async function to turn into a sync one, "
+            f"but {_name(obj)} is an async generator function: iterate what it returns "
+            "with greenbridge.sync_iter()"
+        )
     if callable(obj):
         name = _name(obj)
         raise TypeError(
