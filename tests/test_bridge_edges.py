@@ -513,6 +513,21 @@ def test_sync_function_returning_a_coroutine_is_a_clear_error() -> None:
     assert all("_returns_coroutine" in e and "await it directly" in e for e in errors)
 
 
+def test_async_and_spawn_given_a_coroutine_close_it() -> None:
+    """The mistake async_(af()) / spawn(af()): a TypeError, and no "never awaited" warning."""
+
+    async def main() -> None:
+        with pytest.raises(TypeError, match=r"got the coroutine .*_add\(\): await it directly"):
+            async_(_add(1, 2))  # type: ignore[call-overload]
+        with pytest.raises(TypeError, match=r"coroutine .*_add\(\): for a coroutine use asyncio"):
+            spawn(_add(1, 2))  # type: ignore[arg-type]
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        asyncio.run(main())
+        gc.collect()
+
+
 def test_public_entry_points_reject_bad_input_clearly() -> None:
     with pytest.raises(TypeError, match="async_.. expects a sync callable"):
         async_(42)  # type: ignore[call-overload]

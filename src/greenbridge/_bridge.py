@@ -558,7 +558,7 @@ def async_(fn: Callable[P, T] | None = None, *, with_context: bool = True) -> An
 
         return decorate
     if not callable(fn):
-        raise TypeError(f"async_() expects a sync callable, got {type(fn).__name__!r}")
+        raise _not_callable("async_", fn, "await it directly")
     if _is_async_callable(fn):
         kind = (
             "a coroutine function"
@@ -602,6 +602,17 @@ def async_(fn: Callable[P, T] | None = None, *, with_context: bool = True) -> An
         return cast(T, result)
 
     return run_copied
+
+
+def _not_callable(where: str, obj: object, coroutine_fix: str) -> TypeError:
+    """The error for ``where(obj)`` with a non-callable; a coroutine is closed first."""
+    if inspect.iscoroutine(obj):
+        obj.close()  # no "never awaited" warning on top of this error
+        return TypeError(
+            f"{where}() expects a sync callable, got the coroutine {obj.__qualname__}(): "
+            f"{coroutine_fix}"
+        )
+    return TypeError(f"{where}() expects a sync callable, got {type(obj).__name__!r}")
 
 
 def _handling(
@@ -718,10 +729,7 @@ def spawn(fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> asyncio.T
         RuntimeError: no asyncio event loop is running in this thread.
     """
     if not callable(fn):
-        raise TypeError(
-            f"spawn() expects a sync callable, got {type(fn).__name__!r}; "
-            "for a coroutine use asyncio.create_task()"
-        )
+        raise _not_callable("spawn", fn, "for a coroutine use asyncio.create_task()")
     if _is_async_callable(fn):
         raise TypeError(
             f"spawn() expects a sync callable, but {_name(fn)} is async: "
