@@ -121,7 +121,9 @@ def test_ctrl_c_during_await_cancels_the_job_like_asyncio_run(default_sigint: No
 def test_ctrl_c_in_nested_await_through_a_portal(default_sigint: None) -> None:
     """The cancellation reaches an await_ in sync code the job calls, as a native await."""
 
-    def program(log: list[str], call: Callable[[], Any]) -> Callable[[], Coroutine[Any, Any, Any]]:
+    def program(
+        log: list[str], call: Callable[[Any], Any]
+    ) -> Callable[[], Coroutine[Any, Any, Any]]:
         async def inner() -> None:
             _ctrl_c_soon()
             try:
