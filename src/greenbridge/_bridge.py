@@ -21,7 +21,9 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import functools
+import importlib
 import inspect
+import signal
 import sys
 import threading
 import types
@@ -505,6 +507,16 @@ def _unwind(worker: _Worker) -> None:
 # ---------------------------------------------------------------------------
 # async_
 
+_CoroutineType = types.CoroutineType
+_CO_ASYNC = inspect.CO_COROUTINE | _CO_ITERABLE_COROUTINE
+_FunctionType = types.FunctionType
+if sys.version_info >= (3, 11):
+    _handled = sys.exception  # the exception being handled, or None
+else:  # pragma: no cover - 3.9, 3.10
+
+    def _handled() -> BaseException | None:
+        return sys.exc_info()[1]
+
 
 @overload
 def async_(
@@ -534,7 +546,10 @@ def async_(fn: Callable[P, T] | None = None, *, with_context: bool = True) -> An
             a copy taken when the coroutine starts.
 
     Raises:
-        TypeError: ``fn`` is not callable, or is already a coroutine function.
+        TypeError: ``fn`` is not callable, or is async (a coroutine function,
+            a ``functools.partial`` of one, an object with an ``async def
+            __call__``).  Awaiting the coroutine function raises TypeError
+            (and closes the coroutine) if ``fn`` returns a coroutine.
     """
     if fn is None:
 
@@ -543,36 +558,138 @@ def async_(fn: Callable[P, T] | None = None, *, with_context: bool = True) -> An
 
         return decorate
     if not callable(fn):
-        raise TypeError(f"async_() expects a sync callable, got {type(fn).__name__!r}")
-    if inspect.iscoroutinefunction(fn):
+        raise _not_callable("async_", fn, "await it directly")
+    if _is_async_callable(fn):
+        kind = (
+            "a coroutine function"
+            if inspect.iscoroutinefunction(fn)
+            else "async (calling it returns a coroutine)"
+        )
         raise TypeError(
-            f"async_() expects a sync function, but {_name(fn)} is already a coroutine "
-            "function: await it directly"
+            f"async_() expects a sync function, but {_name(fn)} is already {kind}: "
+            "await it directly"
         )
 
     if with_context:
 
         @functools.wraps(fn)
         async def run_shared(*args: P.args, **kwargs: P.kwargs) -> T:
-            result = _launch(fn, args, kwargs, None)
+            handling = _handled()
+            if handling is None:
+                result = _launch(fn, args, kwargs, None)
+            else:
+                result = _launch(_handling, (handling, fn, args, kwargs), {}, None)
             if type(result) is _Pending:
                 result = await result
+            if type(result) is _CoroutineType:
+                _returned_coroutine("async_", fn, result)
             return cast(T, result)
 
         return run_shared
 
     @functools.wraps(fn)
     async def run_copied(*args: P.args, **kwargs: P.kwargs) -> T:
-        result = _launch(fn, args, kwargs, contextvars.copy_context())
+        context = contextvars.copy_context()
+        handling = _handled()
+        if handling is None:
+            result = _launch(fn, args, kwargs, context)
+        else:
+            result = _launch(_handling, (handling, fn, args, kwargs), {}, context)
         if type(result) is _Pending:
             result = await result
+        if type(result) is _CoroutineType:
+            _returned_coroutine("async_", fn, result)
         return cast(T, result)
 
     return run_copied
 
 
+def _not_callable(where: str, obj: object, coroutine_fix: str) -> TypeError:
+    """The error for ``where(obj)`` with a non-callable; a coroutine is closed first."""
+    if inspect.iscoroutine(obj):
+        obj.close()  # no "never awaited" warning on top of this error
+        return TypeError(
+            f"{where}() expects a sync callable, got the coroutine {obj.__qualname__}(): "
+            f"{coroutine_fix}"
+        )
+    return TypeError(f"{where}() expects a sync callable, got {type(obj).__name__!r}")
+
+
+def _handling(
+    exc: BaseException, fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> T:
+    """Call ``fn`` with ``exc`` as the exception being handled.
+
+    A worker greenlet has its own exception state, so code it runs would not
+    see the exception its caller is handling.  Natively, a coroutine awaited
+    in an ``except`` block sees it in `sys.exc_info` and chains
+    exceptions it raises to it (``__context__``); so does ``fn`` here.
+    """
+    tb = exc.__traceback__
+    try:
+        raise exc
+    except BaseException:
+        exc.__traceback__ = tb  # raising added this frame: take it off again
+        return fn(*args, **kwargs)
+
+
 def _name(fn: object) -> str:
-    return getattr(fn, "__qualname__", None) or repr(fn)
+    """How error messages name the callable ``fn``."""
+    while isinstance(fn, functools.partial):
+        fn = fn.func
+    name = getattr(fn, "__qualname__", None)
+    if isinstance(name, str) and name:
+        return name
+    if callable(fn) and not isinstance(fn, type):
+        name = getattr(type(fn), "__qualname__", None)
+        if isinstance(name, str) and name:
+            return f"the {name} object"
+    return repr(fn)
+
+
+def _is_async_callable(fn: object) -> bool:
+    """True if calling ``fn`` makes a coroutine, as far as can be told without calling it.
+
+    Coroutine functions and methods, ``functools.partial`` objects of them,
+    objects whose class has an ``async def __call__``, and generator-based
+    coroutine functions (``@types.coroutine``).
+    """
+    if type(fn) is _FunctionType:  # the usual case, kept cheap for spawn()
+        if fn.__code__.co_flags & _CO_ASYNC:
+            return True
+        # inspect.markcoroutinefunction() (3.12+) leaves a mark in __dict__.
+        return bool(fn.__dict__) and inspect.iscoroutinefunction(fn)
+    while isinstance(fn, functools.partial):
+        fn = fn.func
+    if inspect.iscoroutinefunction(fn) or _is_generator_coroutine_function(fn):
+        return True
+    if isinstance(fn, type):  # calling a class makes an instance
+        return False
+    call = getattr(type(fn), "__call__", None)  # noqa: B004 - the method, not callable()
+    return call is not None and (
+        inspect.iscoroutinefunction(call) or _is_generator_coroutine_function(call)
+    )
+
+
+def _is_generator_coroutine_function(fn: object) -> bool:
+    fn = getattr(fn, "__func__", fn)
+    code = getattr(fn, "__code__", None)
+    return (
+        isinstance(code, types.CodeType)
+        and bool(code.co_flags & inspect.CO_GENERATOR)
+        and bool(code.co_flags & _CO_ITERABLE_COROUTINE)
+    )
+
+
+def _returned_coroutine(where: str, fn: object, coro: types.CoroutineType[Any, Any, Any]) -> None:
+    """``fn`` run by async_/spawn returned a coroutine: close it and say what to do."""
+    name = _name(fn)
+    coro.close()  # never started: closing it runs nothing, and no "never awaited" warning
+    raise TypeError(
+        f"{where}() expects a sync function, but {name} returned a coroutine "
+        f"({coro.__qualname__}); it is async: await it directly (or "
+        f"asyncio.create_task() it) instead of passing it to {where}()"
+    )
 
 
 # ---------------------------------------------------------------------------
@@ -586,6 +703,16 @@ async def _call(fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, A
     return cast(T, result)
 
 
+async def _spawned(fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]) -> T:
+    """A spawn() task's coroutine (renamed after ``fn`` by `spawn`)."""
+    result = _launch(fn, args, kwargs, None)
+    if type(result) is _Pending:
+        result = await result
+    if type(result) is _CoroutineType:
+        _returned_coroutine("spawn", fn, result)
+    return cast(T, result)
+
+
 def spawn(fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> asyncio.Task[T]:
     """Start ``fn(*args, **kwargs)`` as a concurrent asyncio Task and return it.
 
@@ -593,13 +720,20 @@ def spawn(fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> asyncio.T
     caller's, as for `asyncio.create_task`), and may call
     `await_`.  Works from coroutines and from bridged sync code alike.
 
+    The task's coroutine carries ``fn``'s name, so the task's repr and
+    asyncio's "Task exception was never retrieved" log name ``fn``; the task
+    gets the default name (``Task-N``), as with `asyncio.create_task`.
+
     Raises:
-        TypeError: ``fn`` is not a sync callable.
+        TypeError: ``fn`` is not a sync callable (see `async_`).
         RuntimeError: no asyncio event loop is running in this thread.
     """
-    if not callable(fn) or inspect.iscoroutinefunction(fn):
+    if not callable(fn):
+        raise _not_callable("spawn", fn, "for a coroutine use asyncio.create_task()")
+    if _is_async_callable(fn):
         raise TypeError(
-            "spawn() expects a sync callable; for a coroutine function use asyncio.create_task()"
+            f"spawn() expects a sync callable, but {_name(fn)} is async: "
+            "use asyncio.create_task() on the coroutine it returns"
         )
     try:
         loop = asyncio.get_running_loop()
@@ -609,7 +743,16 @@ def spawn(fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> asyncio.T
             "call it from async code or from sync code run by async_()/spawn() "
             "(under trio, use nursery.start_soon(async_(fn), ...))"
         ) from None
-    return loop.create_task(_call(fn, args, kwargs))
+    coro: Any = _spawned(fn, args, kwargs)
+    # Name the coroutine after fn, so the task's repr and asyncio's "exception
+    # was never retrieved" log show the user's function (as create_task(af())
+    # would show af), not greenbridge's wrapper.
+    try:
+        coro.__qualname__ = fn.__qualname__
+        coro.__name__ = fn.__name__
+    except (AttributeError, TypeError):  # a partial, a callable object...
+        coro.__name__ = coro.__qualname__ = _name(fn)
+    return loop.create_task(coro)
 
 
 # ---------------------------------------------------------------------------
@@ -635,12 +778,21 @@ def await_(awaitable: Any) -> Any:
       `install_portal_factory`): only this call is suspended, the
       event loop keeps running;
     * in a thread with no running event loop: the awaitable runs to the end
-      on this thread's private loop (see `close_private_loop`);
+      on this thread's private loop (see `close_private_loop`), in the
+      caller's Context, as `asyncio.run` runs its main task: Ctrl-C
+      cancels it (its ``finally`` blocks see CancelledError) and then raises
+      KeyboardInterrupt here; when KeyboardInterrupt, SystemExit or another
+      BaseException (not CancelledError) leaves this call, every task still
+      pending on the private loop is cancelled and run to its end (the loop
+      stays open);
     * anywhere else `MissingBridge` is raised (and a coroutine passed
       in is closed, so no "never awaited" warning follows).
 
-    Given an async function instead of an awaitable, ``await_`` acts as a
-    decorator and returns a sync function with the same signature.
+    Given an async function instead of an awaitable (a coroutine function,
+    a ``functools.partial`` of one, or an object with an ``async def
+    __call__``), ``await_`` acts as a decorator and returns a sync function
+    with the same signature.  Any other callable, even one that returns an
+    awaitable, raises TypeError: pass the awaitable itself.
     """
     current = getcurrent()
     if type(current) is _Worker:
@@ -689,8 +841,22 @@ def _iterator(awaitable: Any) -> Any:
 
 
 def _not_awaitable(obj: Any) -> Any:
-    if callable(obj):
+    """await_() of something that is not awaitable: the decorator form, or a TypeError."""
+    if _is_async_callable(obj):
         return _sync_wrapper(obj)
+    if inspect.isasyncgenfunction(obj):
+        raise TypeError(
+            f"await_() expects an awaitable, or an async function to turn into a sync one, "
+            f"but {_name(obj)} is an async generator function: iterate what it returns "
+            "with greenbridge.sync_iter()"
+        )
+    if callable(obj):
+        name = _name(obj)
+        raise TypeError(
+            f"await_() expects an awaitable, or an async function to turn into a sync "
+            f"one (the decorator form), but {name} is a sync callable: call it directly; "
+            f"if it returns an awaitable, pass that to await_(): await_({name}(...))"
+        )
     raise TypeError(f"object {type(obj).__name__} can't be used in 'await' expression")
 
 
@@ -766,15 +932,196 @@ _MISSING_MESSAGE = (
     "callback."
 )
 
+# Under trio there is no spawn() and no task factory: name trio's fixes.
+_MISSING_MESSAGE_TRIO = (
+    "await_() was called from sync code that is not running under greenbridge, "
+    "while trio is running in this thread. Fix it by calling the sync function "
+    "through greenbridge: `await greenbridge.async_(fn)(...)`, or "
+    "`nursery.start_soon(greenbridge.async_(fn), ...)` for a concurrent task; or "
+    "give the calling task a portal with `await greenbridge.ensure_portal()`. "
+    "await_() cannot run in a trio system task or outside a task."
+)
+
+
+def _missing_message(running: object) -> str:
+    """The MissingBridge message for the loop family of ``running``."""
+    if isinstance(running, asyncio.AbstractEventLoop):
+        return _MISSING_MESSAGE
+    return _MISSING_MESSAGE_TRIO
+
 
 def _await_outside(awaitable: Any) -> Any:
-    if _running_loop() is not None:
+    running = _running_loop()
+    if running is not None:
         if inspect.iscoroutine(awaitable):
             awaitable.close()
-        raise MissingBridge(_MISSING_MESSAGE)
+        raise MissingBridge(_missing_message(running))
     loop = _private_loop()
-    # Run through a portal, so sync code the awaitable calls can await_ too.
-    return loop.run_until_complete(_portal(awaitable))
+    # The awaitable runs in the caller's own Context (not a copy), as a native
+    # ``await`` would: a ContextVar it sets is seen by the caller afterwards.
+    # The Task is made directly (not through the loop's portal factory): its
+    # coroutine starts a worker itself, so sync code the awaitable calls can
+    # await_ too.
+    context = getcurrent().gr_context
+    if context is None:  # no Context in this thread yet: copying makes the thread's one
+        contextvars.copy_context()
+        context = getcurrent().gr_context
+    coro: Any = _outside(awaitable, cast(contextvars.Context, context), _handled())
+    if type(awaitable) is _CoroutineType:  # the task's repr names it, as asyncio.run's would
+        coro.__name__ = awaitable.__name__
+        coro.__qualname__ = awaitable.__qualname__
+    task = asyncio.Task(coro, loop=loop)
+    return _run_private(loop, task)
+
+
+async def _outside(
+    awaitable: Any, context: contextvars.Context, handling: BaseException | None
+) -> Any:
+    """The private loop's task for one `await_` call (see `_await_outside`).
+
+    ``handling``: the exception the caller is handling, seen by the awaitable
+    as by a native ``await`` in an ``except`` block.
+    """
+    if handling is None:
+        result = _launch(_await_in_current_worker, (awaitable,), {}, context)
+    else:
+        no_kwargs: dict[str, Any] = {}
+        call = (handling, _await_in_current_worker, (awaitable,), no_kwargs)
+        result = _launch(_handling, call, {}, context)
+    if type(result) is _Pending:
+        result = await _no_trio_traps(result)
+    return result
+
+
+@types.coroutine
+def _no_trio_traps(pending: _Pending) -> Generator[Any, Any, Any]:
+    """Drive ``pending`` for the private loop, stopping trio traps at the door.
+
+    A trio awaitable yields trio's own traps, which asyncio cannot run ("Task
+    got bad yield").  The trap is answered instead by throwing `MissingBridge`
+    into the awaitable, so its ``finally`` blocks run and the error says what
+    to do.
+    """
+    it = pending.__await__()
+    value: Any = None
+    exc: BaseException | None = None
+    while True:
+        try:
+            trap = it.send(value) if exc is None else it.throw(exc)
+        except StopIteration as stop:
+            return stop.value
+        value = exc = None
+        if trap is not None and _is_trio_trap(trap):
+            exc = MissingBridge(
+                "await_() got a trio awaitable while no event loop runs in this thread; "
+                "trio awaitables need a running trio.run(): call this code from a trio "
+                "task (through greenbridge.async_, or after greenbridge.ensure_portal())"
+            )
+            continue
+        try:
+            value = yield trap
+        except GeneratorExit:
+            it.close()
+            raise
+        except BaseException as thrown:  # noqa: BLE001 - forwarded to the awaitable
+            exc = thrown
+            del thrown
+
+
+def _is_trio_trap(trap: Any) -> bool:
+    if hasattr(trap, "_asyncio_future_blocking"):
+        return False
+    cls = trap if isinstance(trap, type) else type(trap)
+    module = getattr(cls, "__module__", None) or ""
+    return module == "trio" or module.startswith("trio.")
+
+
+def _run_private(loop: asyncio.AbstractEventLoop, task: asyncio.Task[Any]) -> Any:
+    """Run ``task`` to its end on the private ``loop``, as `asyncio.run` runs its main task.
+
+    Ctrl-C: as `asyncio.Runner` does (3.11+), a SIGINT handler is installed
+    while the loop runs (main thread, default handler only); the first
+    Ctrl-C cancels the task, so its ``finally`` blocks see CancelledError,
+    and KeyboardInterrupt is raised here once it has ended; a second one
+    raises KeyboardInterrupt at once.  Whenever an exception that is not an
+    ``Exception`` nor CancelledError (KeyboardInterrupt, SystemExit...) leaves this call, every
+    task still pending on the private loop is cancelled and run to its end,
+    as `asyncio.run` does when it finishes; the loop itself stays open.  So
+    is it when the loop stops before the task has ended (``loop.stop()``).
+    """
+    interrupts = 0
+
+    def on_sigint(signum: int, frame: types.FrameType | None) -> None:
+        nonlocal interrupts
+        interrupts += 1
+        if interrupts == 1 and not task.done():
+            task.cancel()
+            loop.call_soon_threadsafe(_nothing)  # wake the loop out of its selector
+            return
+        raise KeyboardInterrupt()
+
+    handler: Any = None
+    if (
+        threading.current_thread() is threading.main_thread()
+        and _getsignal(_SIGINT) is _default_int_handler
+    ):
+        handler = on_sigint
+        _setsignal(_SIGINT, handler)
+    try:
+        try:
+            return loop.run_until_complete(task)
+        except asyncio.CancelledError:
+            if interrupts:
+                uncancel = getattr(task, "uncancel", None)  # 3.11+
+                if uncancel is None or uncancel() == 0:
+                    raise KeyboardInterrupt()  # noqa: B904 - chained to the CancelledError, as asyncio.Runner
+            raise
+        finally:
+            if handler is not None and _getsignal(_SIGINT) is handler:
+                _setsignal(_SIGINT, _default_int_handler)
+    except (Exception, asyncio.CancelledError):
+        if not task.done():  # the loop was stopped (loop.stop()) before the task ended
+            _cancel_pending(loop)
+        raise  # else an outcome of the awaitable: the loop's other tasks go on
+    except BaseException:
+        _cancel_pending(loop)
+        raise
+
+
+def _nothing() -> None:
+    pass
+
+
+# The C functions under signal.getsignal()/signal.signal(): those wrappers try
+# to turn the handler they return into an enum member, which for a function
+# fails through a ValueError and costs several microseconds per await_.
+_c_signal: Any = importlib.import_module("_signal")
+_getsignal: Callable[[int], Any] = _c_signal.getsignal
+_setsignal: Callable[[int, Any], Any] = _c_signal.signal
+_SIGINT = int(signal.SIGINT)
+_default_int_handler = signal.default_int_handler
+
+
+def _cancel_pending(loop: asyncio.AbstractEventLoop) -> None:
+    """Cancel every task pending on ``loop`` and run them to their end (as asyncio.run)."""
+    pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
+    if not pending:
+        return
+    for t in pending:
+        t.cancel()
+    loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+    for t in pending:
+        if t.cancelled():
+            continue
+        exc = t.exception()
+        if exc is not None:
+            loop.call_exception_handler(
+                {
+                    "message": "unhandled exception during greenbridge private loop shutdown",
+                    "exception": exc,
+                    "task": t,
+                }
+            )
 
 
 # ---------------------------------------------------------------------------
@@ -791,7 +1138,8 @@ def _private_loop() -> asyncio.AbstractEventLoop:
         # (for the main thread: at interpreter exit) it dies and closes the loop.
         holder = _Holder()
         _state.holder = holder
-        weakref.finalize(holder, _close_quietly, loop)
+        main = threading.current_thread() is threading.main_thread()
+        weakref.finalize(holder, _close_quietly, loop, main)
     return loop
 
 
@@ -799,8 +1147,33 @@ class _Holder:
     __slots__ = ("__weakref__",)
 
 
-def _close_quietly(loop: asyncio.AbstractEventLoop) -> None:
-    if not loop.is_closed() and not loop.is_running():
+def _close_quietly(loop: asyncio.AbstractEventLoop, main: bool) -> None:
+    """Close a private loop whose thread ended, or the main thread's at exit.
+
+    At interpreter exit (atexit, in the main thread) the main thread's loop is
+    shut down as `close_private_loop` does, as `asyncio.run` would have done:
+    pending tasks run their ``finally`` blocks.  Another thread's loop is only
+    closed: this runs while that thread's state is torn down, where running
+    the loop (and its worker greenlets) is not safe.
+    """
+    if loop.is_closed() or loop.is_running():
+        return
+    if main and threading.current_thread() is threading.main_thread():
+        try:
+            _shutdown(loop)
+            return
+        except Exception:  # noqa: BLE001 - at exit: close the loop whatever happened
+            pass
+    loop.close()
+
+
+def _shutdown(loop: asyncio.AbstractEventLoop) -> None:
+    """Shut ``loop`` down as asyncio.run does when it ends, then close it."""
+    try:
+        _cancel_pending(loop)
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.run_until_complete(loop.shutdown_default_executor())
+    finally:
         loop.close()
 
 
@@ -812,18 +1185,21 @@ def close_private_loop() -> None:
     objects bound to it (connections, locks, futures) stay usable.  It is
     closed when the thread ends (for the main thread: at interpreter exit) or
     when you call this function; the next `await_` then creates a new
-    one.  Pending async generators are finalized first.
+    one.  This function shuts the loop down as `asyncio.run` does when it
+    ends: tasks still pending on it are cancelled and run to their end,
+    then async generators are finalized and the default executor is shut down.
+    The main thread's loop is shut down that way at interpreter exit; call
+    this at the end of other threads that used `await_` with no loop
+    running, or their pending tasks never finish.
     """
     loop = _state.private_loop
     _state.private_loop = None
     if loop is None or loop.is_closed():
         return
     if loop.is_running():
+        _state.private_loop = loop
         raise RuntimeError("close_private_loop() called while the private loop is running")
-    try:
-        loop.run_until_complete(loop.shutdown_asyncgens())
-    finally:
-        loop.close()
+    _shutdown(loop)
 
 
 # ---------------------------------------------------------------------------
@@ -854,13 +1230,28 @@ def install_portal_factory(loop: asyncio.AbstractEventLoop | None = None) -> Non
     coroutine.  Idempotent.  ``loop`` defaults to the running loop.
     """
     if loop is None:
-        loop = asyncio.get_running_loop()
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            raise RuntimeError(
+                "install_portal_factory() with no loop argument needs a running asyncio "
+                "loop: call it from a coroutine, or pass the loop"
+            ) from None
+    elif not isinstance(loop, asyncio.AbstractEventLoop):
+        raise TypeError(
+            f"install_portal_factory() expects an asyncio event loop, got "
+            f"{type(loop).__name__!r}; under trio use `await greenbridge.ensure_portal()` "
+            "in each task"
+        )
     previous = loop.get_task_factory()
     if getattr(previous, "__greenbridge_portal__", False):
         return
 
     def factory(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> asyncio.Future[Any]:
-        wrapped = _portal(coro)
+        wrapped: Any = _portal(coro)
+        if type(coro) is _CoroutineType:  # the task's repr names coro, as without a portal
+            wrapped.__name__ = coro.__name__
+            wrapped.__qualname__ = coro.__qualname__
         if previous is None:
             return asyncio.Task(wrapped, loop=loop, **kwargs)
         return previous(loop, wrapped, **kwargs)
