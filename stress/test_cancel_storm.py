@@ -106,7 +106,8 @@ class Stats:
         self.cancelled = 0
         self.at_wake = 0  # cancellations made in the same turn as a wake-up
         self.completed = 0
-        self.ended_then_cancelled = 0  # the sync body returned, the caller saw a cancellation
+        # sync bodies that returned, whose caller saw a cancellation (by kind/fate)
+        self.ended_then_cancelled: dict[str, int] = {}
         self.problems: list[str] = []
 
 
@@ -316,7 +317,8 @@ def _classify(st: Stats, c: Call) -> None:
     if c.outcome == "cancelled":
         st.cancelled += 1
         if c.ended:
-            st.ended_then_cancelled += 1
+            key = f"{c.kind}/{c.fate}"
+            st.ended_then_cancelled[key] = st.ended_then_cancelled.get(key, 0) + 1
         if c.fate == COMPLETE:
             st.problems.append(f"{c}: cancelled, though nobody cancelled it")
     elif c.outcome == "ok":
@@ -404,9 +406,11 @@ def _report(name: str, st: Stats, elapsed: float) -> None:
     print(
         f"\ncancel storm [{name}] seed={SEED}: calls={st.calls} started={st.started} "
         f"finally={st.finally_} completed={st.completed} cancelled={st.cancelled} "
-        f"cancelled-at-wake-up={st.at_wake} ended-then-cancelled={st.ended_then_cancelled} "
+        f"cancelled-at-wake-up={st.at_wake} ended-then-cancelled={sum(st.ended_then_cancelled.values())} "
         f"time={elapsed:.1f}s"
     )
+    if st.ended_then_cancelled:
+        print(f"  ended-then-cancelled by kind/fate: {sorted(st.ended_then_cancelled.items())}")
     problems = st.problems
     if st.finally_ != st.started:
         problems.append(f"{st.started} sync bodies started, {st.finally_} finally blocks ran")
