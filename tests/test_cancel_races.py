@@ -9,9 +9,10 @@ was left behind.  "Same turn" is made exact without timing: either one callback
 does both things, or a callback blocks the loop across two deadlines so that
 both timers are due in the next turn, in the order of their deadlines.
 
-The races the stress suite's cancellation storm (stress/test_cancel_storm.py)
-found where the bridge does not behave like native code are marked xfail and
-described in docs/limits.md ("A cancellation right after a wake-up").
+The stress suite's cancellation storm (stress/test_cancel_storm.py) found the
+races below.  The one where the bridge still does not behave like native code is
+marked xfail and described in docs/limits.md ("Cancellation in the turn of a
+timer or I/O wake-up").
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import socket
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -231,12 +233,170 @@ def test_cancellation_timer_due_just_before_the_sleeps_in_the_same_turn(aio: Bac
 
 
 # ---------------------------------------------------------------------------
+# A call resumed by a loop callback (its worker had waited in the hub) that ends
+# there, and its task cancelled before it ran on to take the outcome.  A native
+# task would have run on in that turn already, so the outcome is the task's and
+# the cancellation reaches it where it waits next.  (The outcome used to be
+# dropped for a CancelledError: an item taken from a queue was lost.)
+
+
+def _cancel_in_the_turn_after(
+    start: Callable[[Any], Any], wake: Callable[[Any], Any], make: Callable[[Any], Any]
+) -> Any:
+    """Start ``start(thing)`` as a task, ``await wake(thing)``, cancel in the next turn."""
+
+    async def main() -> Any:
+        loop = asyncio.get_running_loop()
+        thing = make(loop)
+        task = start(thing)
+        for _ in range(3):
+            await asyncio.sleep(0)
+        await wake(thing)
+        # Scheduled after the waiter's wake-up: it runs once the waiter had its turn.
+        loop.call_soon(task.cancel, "late")
+        return await _outcome(task), thing
+
+    return main
+
+
+async def _native_get(q: asyncio.Queue[str]) -> str:
+    await asyncio.sleep(0)
+    return await q.get()
+
+
+def _green_get(q: green_queue.Queue[str]) -> str:
+    green_time.sleep(0)  # from here on, the worker is resumed by loop callbacks
+    return q.get()
+
+
+async def _native_put(q: asyncio.Queue[str]) -> None:
+    q.put_nowait("item")
+
+
+_green_put = greenbridge.async_(lambda q: q.put_nowait("item"))
+
+
+def test_queue_get_cancelled_in_the_turn_after_its_item_arrived(aio: Backend) -> None:
+    """The getter returns the item (it used to be lost: taken, then dropped)."""
+    native = aio.run(
+        _cancel_in_the_turn_after(
+            lambda q: asyncio.ensure_future(_native_get(q)),
+            _native_put,
+            lambda loop: asyncio.Queue(),
+        )
+    )
+    assert native[0] == ("returned", "item") and native[1].qsize() == 0
+    for start in (
+        lambda q: asyncio.ensure_future(greenbridge.async_(_green_get)(q)),
+        lambda q: greenbridge.spawn(_green_get, q),
+    ):
+        bridged = aio.run(
+            _cancel_in_the_turn_after(start, _green_put, lambda loop: green_queue.Queue())
+        )
+        assert bridged[0] == native[0] and bridged[1].qsize() == 0
+
+
+def test_future_awaited_then_task_cancelled_in_the_turn_after(aio: Backend) -> None:
+    async def native(fut: asyncio.Future[int]) -> int:
+        await asyncio.sleep(0)
+        return await fut
+
+    def green(fut: asyncio.Future[int]) -> int:
+        green_time.sleep(0)
+        return greenbridge.await_(fut)
+
+    async def wake(fut: asyncio.Future[int]) -> None:
+        fut.set_result(7)
+
+    def race(start: Callable[[Any], Any]) -> Any:
+        return aio.run(_cancel_in_the_turn_after(start, wake, lambda loop: loop.create_future()))[0]
+
+    expected = race(lambda f: asyncio.ensure_future(native(f)))
+    assert expected == ("returned", 7)
+    assert race(lambda f: asyncio.ensure_future(greenbridge.async_(green)(f))) == expected
+    assert race(lambda f: greenbridge.spawn(green, f)) == expected
+
+
+def test_late_cancellation_reaches_the_callers_next_await(aio: Backend) -> None:
+    """The caller gets the item, then the cancellation (with its message) at its next await."""
+
+    def caller(get: Callable[[Any], Any], log: list[Any]) -> Callable[[Any], Any]:
+        async def run(q: Any) -> str:
+            item = await get(q)
+            log.append(("got", item))
+            try:
+                await asyncio.sleep(3600)
+            except asyncio.CancelledError as exc:
+                current = asyncio.current_task()
+                assert current is not None
+                cancelling = getattr(current, "cancelling", lambda: None)()
+                log.append(("cancelled at the next await", exc.args, cancelling))
+                raise
+            return "not cancelled"
+
+        return lambda q: asyncio.ensure_future(run(q))
+
+    native_log: list[Any] = []
+    native = aio.run(
+        _cancel_in_the_turn_after(
+            caller(_native_get, native_log), _native_put, lambda loop: asyncio.Queue()
+        )
+    )
+    assert native[0] == ("cancelled", None)
+    assert native_log[0] == ("got", "item") and len(native_log) == 2
+    bridged_log: list[Any] = []
+    bridged = aio.run(
+        _cancel_in_the_turn_after(
+            caller(greenbridge.async_(_green_get), bridged_log),
+            _green_put,
+            lambda loop: green_queue.Queue(),
+        )
+    )
+    assert bridged[0] == native[0] and bridged[1].qsize() == 0
+    assert bridged_log == native_log
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="asyncio.timeout is 3.11+")
+def test_timeout_due_after_a_call_ended_in_a_callback(aio: Backend) -> None:
+    """A timeout due right after the waiter's turn: the block ends normally, as natively."""
+
+    def race(get: Callable[[Any], Any], make: Callable[[], Any], put: Callable[[Any], Any]) -> Any:
+        async def main() -> Any:
+            q = make()
+            log: list[Any] = []
+
+            async def waiter() -> Any:
+                item = None
+                try:
+                    async with asyncio.timeout(HOG_AT):
+                        item = await get(q)
+                        log.append(("got", item))
+                except TimeoutError:
+                    log.append("timed out")
+                await asyncio.sleep(0.01)  # a stray cancellation would land here
+                return item
+
+            task = asyncio.ensure_future(waiter())
+            for _ in range(3):
+                await asyncio.sleep(0)
+            await put(q)
+            _real_sleep(HOG_AT + 0.01)  # the timeout falls due in the waiter's turn
+            return await _outcome(task), log, q.qsize()
+
+        return main
+
+    native = aio.run(race(_native_get, asyncio.Queue, _native_put))
+    bridged = aio.run(race(greenbridge.async_(_green_get), green_queue.Queue, _green_put))
+    assert bridged == native
+
+
+# ---------------------------------------------------------------------------
 # races where the bridge still differs (docs/limits.md)
 
 _RAN_AHEAD = (
-    "a worker resumed by a loop callback runs on in that callback; its call's end "
-    "reaches the task one turn later, and a cancellation in between drops the "
-    "call's result (docs/limits.md)"
+    "a worker woken by a timer or a reader callback runs in that callback, one "
+    "turn before a native task would: a cancellation due later in that turn "
+    "finds the sync code past its wait (docs/limits.md)"
 )
 
 
@@ -246,73 +406,3 @@ def test_cancellation_timer_due_just_after_the_sleeps_in_the_same_turn(aio: Back
     expected = aio.run(_timer_race(False, _native_sleep))
     assert expected == (("cancelled", None), ["finally"])
     assert aio.run(_timer_race(False, greenbridge.async_(_green_sleep))) == expected
-
-
-def _cancel_in_the_turn_after(put: Callable[[Any], Any], make_queue: Callable[[], Any]) -> Any:
-    def race(get: Callable[[Any], Any]) -> Any:
-        async def main() -> Any:
-            loop = asyncio.get_running_loop()
-            q = make_queue()
-            task = asyncio.ensure_future(get(q))
-            for _ in range(3):
-                await asyncio.sleep(0)
-            await put(q)
-            # Scheduled after the getter's wake-up: it runs once the getter had its turn.
-            loop.call_soon(task.cancel)
-            return await _outcome(task), q.qsize()
-
-        return main
-
-    return race
-
-
-@pytest.mark.xfail(reason=_RAN_AHEAD, strict=True)
-def test_queue_get_cancelled_in_the_turn_after_its_item_arrived(aio: Backend) -> None:
-    """Native: the getter had its turn and returned the item; the bridge loses the item."""
-
-    async def native_get(q: asyncio.Queue[str]) -> str:
-        await asyncio.sleep(0)
-        return await q.get()
-
-    def green_get(q: green_queue.Queue[str]) -> str:
-        green_time.sleep(0)  # wait as a parked worker
-        return q.get()
-
-    async def native_put(q: asyncio.Queue[str]) -> None:
-        q.put_nowait("item")
-
-    expected = aio.run(_cancel_in_the_turn_after(native_put, asyncio.Queue)(native_get))
-    assert expected == (("returned", "item"), 0)
-    green_put = greenbridge.async_(lambda q: q.put_nowait("item"))
-    race = _cancel_in_the_turn_after(green_put, green_queue.Queue)
-    assert aio.run(race(greenbridge.async_(green_get))) == expected
-
-
-@pytest.mark.xfail(reason=_RAN_AHEAD, strict=True)
-def test_future_awaited_then_task_cancelled_in_the_turn_after(aio: Backend) -> None:
-    """Native: the waiter had its turn and returned the value; the bridge drops it."""
-
-    def race(wait: Callable[[asyncio.Future[int]], Any]) -> Any:
-        async def main() -> Any:
-            loop = asyncio.get_running_loop()
-            fut: asyncio.Future[int] = loop.create_future()
-            task = asyncio.ensure_future(wait(fut))
-            for _ in range(3):
-                await asyncio.sleep(0)
-            fut.set_result(7)
-            loop.call_soon(task.cancel)
-            return await _outcome(task)
-
-        return main
-
-    async def native(fut: asyncio.Future[int]) -> int:
-        await asyncio.sleep(0)
-        return await fut
-
-    def green(fut: asyncio.Future[int]) -> int:
-        green_time.sleep(0)
-        return greenbridge.await_(fut)
-
-    expected = aio.run(race(native))
-    assert expected == ("returned", 7)
-    assert aio.run(race(greenbridge.async_(green))) == expected
