@@ -18,6 +18,7 @@ timer or I/O wake-up").
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import socket
 import sys
@@ -354,6 +355,39 @@ def test_late_cancellation_reaches_the_callers_next_await(aio: Backend) -> None:
     )
     assert bridged[0] == native[0] and bridged[1].qsize() == 0
     assert bridged_log == native_log
+
+
+def test_late_cancellation_after_a_call_failed_in_a_callback(aio: Backend) -> None:
+    """The caller gets the error, then the cancellation: it used to be lost."""
+
+    async def native(fut: asyncio.Future[int]) -> int:
+        await asyncio.sleep(0)
+        await fut
+        raise ValueError("boom")
+
+    def green(fut: asyncio.Future[int]) -> int:
+        green_time.sleep(0)
+        greenbridge.await_(fut)
+        raise ValueError("boom")
+
+    def caller(call: Callable[[Any], Any]) -> Callable[[Any], Any]:
+        async def run(fut: asyncio.Future[int]) -> str:
+            with contextlib.suppress(ValueError):
+                await call(fut)
+            await asyncio.sleep(0.2)  # the cancellation lands here
+            return "not cancelled"
+
+        return lambda fut: asyncio.ensure_future(run(fut))
+
+    async def wake(fut: asyncio.Future[int]) -> None:
+        fut.set_result(7)
+
+    def race(start: Callable[[Any], Any]) -> Any:
+        return aio.run(_cancel_in_the_turn_after(start, wake, lambda loop: loop.create_future()))[0]
+
+    expected = race(caller(native))
+    assert expected == ("cancelled", None)
+    assert race(caller(greenbridge.async_(green))) == expected
 
 
 @pytest.mark.skipif(sys.version_info < (3, 11), reason="asyncio.timeout is 3.11+")

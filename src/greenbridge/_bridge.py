@@ -336,11 +336,18 @@ class _Pending:
             task = self.task
             handoff = self._release(worker, isinstance(exc, asyncio.CancelledError))
             if _ended(handoff):
-                if isinstance(exc, asyncio.CancelledError) and not fut.cancelled() and task:
+                if (
+                    isinstance(exc, asyncio.CancelledError)
+                    and not fut.cancelled()
+                    and task is not None
+                ):
                     # The call ended in a loop callback, and its task was cancelled
                     # after that, before it took the outcome.  A native task would
-                    # have run on at once: it takes the outcome, and the
-                    # cancellation reaches it where it waits next, if it does.
+                    # have run on at once: it takes the outcome (result or error),
+                    # and the cancellation reaches it where it waits next, if it
+                    # does.  (Cancelled while the call ran, fut is cancelled: the
+                    # cancellation wins, below, as for a coroutine that cancels
+                    # its own task and returns.)
                     loop.call_soon(_cancel_again, task, exc.args)
                     self.msg = handoff
                     return _Pending
