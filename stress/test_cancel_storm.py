@@ -99,7 +99,8 @@ class Call:
         self.value: Any = None
 
     def __repr__(self) -> str:
-        return f"<call {self.id} {self.kind}/{self.fate} {self.outcome}>"
+        how = "spawn" if self.spawned else "async_"
+        return f"<call {self.id} {how} {self.kind}/{self.fate} {self.outcome}>"
 
 
 class Stats:
@@ -582,17 +583,17 @@ async def _aio_wave(rng: random.Random, st: Stats, n: int) -> None:
     if w.ctl_holds:
         await async_ctl("lock")
     for c in calls:
-        outer = c.outer if c.outer is not None else c.task
-        if c.task.cancelled() or (
-            not outer.cancelled() and isinstance(outer.exception(), asyncio.TimeoutError)
-        ):
+        # The call's own task tells its outcome: a spawned task may complete
+        # while wait_for(), timing out in the same turn, raises TimeoutError
+        # (natively too, on 3.12+); its result is still the task's.
+        if c.task.cancelled() or isinstance(c.task.exception(), asyncio.TimeoutError):
             c.outcome = "cancelled"
         elif c.task.exception() is not None:
             c.outcome, c.value = "error", c.task.exception()
         else:
             c.outcome, c.value = "ok", c.task.result()
-        if outer is not c.task and not outer.cancelled():
-            outer.exception()  # retrieved
+        if c.outer is not None and not c.outer.cancelled():
+            c.outer.exception()  # retrieved
         _classify(st, c)
         if c.kind == "future" and c.started and c.outcome == "cancelled" and not c.fut.done():
             st.problems.append(f"{c}: cancelled, but the Future it awaited is still pending")
