@@ -4,25 +4,31 @@ Each backend runs waves of concurrent calls (``async_`` and, on asyncio, ``spawn
 whose sync bodies block in a green wait: ``socket.recv`` on a green socket pair, a
 green ``time.sleep``, ``await_`` of a Future (a trio Event under trio) and, on the
 asyncio loops, a green ``threading.Lock`` and a bounded green ``queue.Queue`` (both
-``get`` and ``put``).  Every call gets a fate, drawn from a seeded generator
-(the seed is printed; ``GREENBRIDGE_STRESS_SEED`` replays one):
+``get`` and ``put``).  Half the bodies first take a turn of the loop (a green
+``sleep(0)``), so that on asyncio their worker is resumed by loop callbacks from
+then on.  Every call gets a fate, drawn from a seeded generator (the seed is
+printed; ``GREENBRIDGE_STRESS_SEED`` replays one):
 
 * ``complete``: woken and left alone: it must return its value;
-* ``cancel``: cancelled at a random time, woken at another one (either may come first);
+* ``cancel``: cancelled at a random time, woken at another one (either may come
+  first); half the cancelled sleeps are an hour long, so only the cancellation ends
+  them;
 * ``at_wake``: cancelled in the same loop turn as its wake-up (data sent, Future
   completed, lock released or item put, then ``cancel()`` before the loop runs
-  again; either order);
+  again, or the other way round), or on asyncio in the next turn, right after the
+  turn in which a native task would have run on;
 * ``timeout``: a timeout (``asyncio.timeout_at`` / ``wait_for``, a trio deadline)
   expiring at the very instant of its wake-up: a callback blocks the loop across that
   instant, so the timer, the timeout and the wake-up are all due in one loop turn.
 
 After every wave: every ``finally`` ran; no registration is left on the loop (the
-selector's map and our hub's tables on asyncio, ``remove_reader``/``remove_writer``
-on every descriptor of the wave, live timer handles, open descriptors; trio's
-statistics); no worker greenlet is alive beyond the pool; nothing is lost (bytes sent
-== bytes the sync code received + bytes left in the socket; items put == items got +
-items left in the queue; the lock and the queue's conditions have no waiter left and
-the lock is free); every call not cancelled completed with the right value.
+selector's map and our hub's tables on asyncio, uvloop's open poll handles, live
+timer handles, open descriptors; trio's statistics); no worker greenlet is alive
+beyond the pool; nothing is lost (bytes sent == bytes the sync code received + bytes
+left in the socket; items put == items got + items left in the queue, and an item a
+``get`` returned reached its caller; the lock and the queue's conditions have no
+waiter left and the lock is free; no getter waits while an item is in the queue, no
+putter while there is room); every call not cancelled completed with the right value.
 """
 
 from __future__ import annotations
