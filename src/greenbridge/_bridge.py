@@ -335,8 +335,24 @@ class _Pending:
                 _unwind(worker)  # still suspended in the sync code
             raise
         except BaseException as exc:  # noqa: BLE001 - forwarded to the sync code
+            task = self.task
             handoff = self._release(worker, isinstance(exc, asyncio.CancelledError))
             if _ended(handoff):
+                if (
+                    isinstance(exc, asyncio.CancelledError)
+                    and not fut.cancelled()
+                    and task is not None
+                ):
+                    # The call ended in a loop callback, and its task was cancelled
+                    # after that, before it took the outcome.  A native task would
+                    # have run on at once: it takes the outcome (result or error),
+                    # and the cancellation reaches it where it waits next, if it
+                    # does.  (Cancelled while the call ran, fut is cancelled: the
+                    # cancellation wins, below, as for a coroutine that cancels
+                    # its own task and returns.)
+                    loop.call_soon(_cancel_again, task, exc.args)
+                    self.msg = handoff
+                    return _Pending
                 # The call ended in a callback before this reached it.  An error
                 # wins over the exception thrown here (as in a Task's step).
                 if handoff is _FAILED:
@@ -411,6 +427,24 @@ class _Pending:
 
 def _ended(msg: Any) -> bool:
     return msg is _FINISHED or msg is _FAILED
+
+
+def _cancel_again(task: asyncio.Task[Any], args: tuple[Any, ...]) -> None:
+    """Cancel ``task`` again, where it waits now (see `_Pending._parked`).
+
+    Runs once the step in which the task took a call's outcome is over.  Nothing
+    to do if the task ended meanwhile (the cancellation came too late, as for a
+    native task that had finished), or (3.11+) if the request was taken back: an
+    ``asyncio.timeout`` block that ended meanwhile, as natively its timer would
+    then never have fired.
+    """
+    if task.done():
+        return
+    if sys.version_info >= (3, 11):
+        if not task.cancelling():
+            return
+        task.uncancel()  # the request is made again, not added to
+    task.cancel(*args[:1])
 
 
 def park() -> Any:
