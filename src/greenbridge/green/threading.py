@@ -431,23 +431,61 @@ class Condition:
         return True
 
     def wait(self, timeout: float | None = None) -> bool:
-        """Release the lock, wait for a notification or the timeout, re-acquire the lock."""
+        """Release the lock, wait for a notification or the timeout, re-acquire the lock.
+
+        Returns True if notified.  A notification is never lost: one that arrives
+        while the wait times out makes it return True, and a waiter interrupted
+        (cancelled) after it was notified passes the notification on to the next
+        waiter, as ``asyncio.Condition`` does.  The lock is held again whatever
+        happens; a cancellation that arrives while re-acquiring it is raised once
+        it is held (as ``asyncio.Condition.wait`` does).
+        """
         if not self._is_owned():
             raise RuntimeError("cannot wait on un-acquired lock")
         waiter = _Waiter()
         self._waiters.append(waiter)
         saved = self._release_save()
-        notified = False
+        error: BaseException | None = None
         try:
-            notified = waiter.wait(timeout)
-            return notified
-        finally:
-            self._acquire_restore(saved)
-            if not notified and not waiter.fired:
-                try:  # noqa: SIM105 - contextlib.suppress costs more on this path
-                    self._waiters.remove(waiter)
-                except ValueError:
-                    pass
+            waiter.wait(timeout)
+        except BaseException as exc:
+            error = exc
+        try:
+            while True:
+                try:
+                    self._acquire_restore(saved)
+                    break
+                except asyncio.CancelledError as exc:
+                    error = exc
+        except BaseException:
+            # The lock could not be re-acquired (not a cancellation): do not keep
+            # a notification this caller will never act on.
+            if waiter.fired:
+                self._pass_on()
+            raise
+        if waiter.fired:
+            if error is None:
+                return True
+            self._pass_on()  # notified, but leaving with an exception: wake another
+        else:
+            try:  # noqa: SIM105 - contextlib.suppress costs more on this path
+                self._waiters.remove(waiter)
+            except ValueError:
+                pass
+        if error is not None:
+            try:
+                raise error
+            finally:
+                error = None
+        return False
+
+    def _pass_on(self) -> None:
+        """Give a notification this caller got but will not use to the next waiter."""
+        try:
+            waiter = self._waiters.popleft()
+        except IndexError:
+            return
+        waiter.wake()
 
     def wait_for(self, predicate: Callable[[], Any], timeout: float | None = None) -> Any:
         """Wait until ``predicate()`` is true or the timeout passes; return its last value."""
