@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 from .._bridge import _running_loop
 from .._hub import can_suspend, sleep, wait_readable, wait_writable
 from .._patcher import original
+from .._patcher import rebind as _rebind
 
 if TYPE_CHECKING:
     import os as _os
@@ -152,6 +153,17 @@ def wait() -> tuple[int, int]:
     if not _green():
         return _os.wait()
     return waitpid(-1, 0)
+
+
+# The stdlib's spawn*() functions call each other and then ``waitpid`` (P_WAIT):
+# run them with this module's globals, so they wait with the green waitpid.
+for _name in (
+    "_spawnvef", "spawnv", "spawnve", "spawnvp", "spawnvpe",
+    "spawnl", "spawnle", "spawnlp", "spawnlpe",
+):  # fmt: skip
+    if hasattr(_os, _name):
+        globals()[_name] = _rebind(getattr(_os, _name), globals())
+del _name
 
 
 def wait3(options: int) -> tuple[int, int, Any]:

@@ -5,8 +5,9 @@ stdlib classes) over green locks and conditions from
 :mod:`greenbridge.green.threading`, so ``put``/``get``/``join`` with or without
 timeouts suspend only the calling green thread, and real OS threads may use
 the same queue.  :class:`SimpleQueue` (a C type in the stdlib) is rewritten
-on a green lock hand-off.  ``Empty``, ``Full`` (and ``ShutDown`` on 3.13+)
-are the stdlib's exception classes.
+on a green lock hand-off (``_PySimpleQueue``, the stdlib's pure-Python
+version, is the same green class).  ``Empty``, ``Full`` (and ``ShutDown`` on
+3.13+) are the stdlib's exception classes.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from time import monotonic as _monotonic
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from .._patcher import original
+from . import threading as _green_threading
 from .threading import Condition, Lock, _Waiter
 
 if TYPE_CHECKING:
@@ -145,7 +147,12 @@ class SimpleQueue(Generic[T]):
     __class_getitem__ = classmethod(types.GenericAlias)  # type: ignore[var-annotated]
 
 
+# The stdlib's pure-Python SimpleQueue waits on a real threading.Semaphore: ours is
+# the green one (CPython's own tests reach for this name).
+_PySimpleQueue = SimpleQueue
+
 for _name in dir(_queue):
     if _name not in globals() and not _name.startswith("__"):
         globals()[_name] = getattr(_queue, _name)
 del _name
+threading = _green_threading  # the stdlib module's ``threading`` name, green
