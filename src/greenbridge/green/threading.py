@@ -159,9 +159,16 @@ class _Waiter:
                 self._loop.call_soon_threadsafe(_resolve, fut, context=_RESOLVE_CONTEXT)
 
     def wait(self, timeout: float | None) -> bool:
-        """Wait until woken or ``timeout`` seconds passed (None: forever)."""
-        if timeout is not None and timeout <= 0:
-            return self.fired
+        """Wait until woken or ``timeout`` seconds passed (None: forever).
+
+        As the stdlib's waits: a timeout that is not ``> 0`` (including NaN) only
+        polls, and one beyond ``TIMEOUT_MAX`` raises the stdlib's OverflowError.
+        """
+        if timeout is not None:
+            if not timeout > 0:
+                return self.fired
+            if timeout > TIMEOUT_MAX:
+                _check_timeout(True, timeout)
         if self._lock is not None:
             if timeout is None:
                 self._lock.acquire()
@@ -188,13 +195,14 @@ def _qualname(obj: object) -> str:
     return f"{module}.{cls.__qualname__}"
 
 
-def _check_timeout(blocking: bool, timeout: float) -> None:
-    if not blocking and timeout != -1:
-        raise ValueError("can't specify a timeout for a non-blocking call")
-    if timeout < 0 and timeout != -1:
-        raise ValueError("timeout value must be a non-negative number")
-    if timeout > TIMEOUT_MAX:
-        raise OverflowError("timeout value is too large")
+def _check_timeout(blocking: Any, timeout: Any) -> None:
+    """Raise what a real lock's ``acquire(blocking, timeout)`` raises for these arguments.
+
+    A fresh, free real lock checks them (so the exceptions and messages are this
+    Python's own, NaN and wrong types included) and is taken at once if they are
+    valid.
+    """
+    _real_allocate().acquire(blocking, timeout)
 
 
 # ---------------------------------------------------------------------------
@@ -321,6 +329,8 @@ class RLock:
 
     def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
         """Acquire the lock, or bump the recursion level if this green thread holds it."""
+        if timeout != -1:  # checked even for the owner, as the stdlib does
+            _check_timeout(blocking, timeout)
         me = get_ident()
         if self._owner == me:
             self._count += 1
@@ -640,6 +650,7 @@ class Event:
 
 
 _FILLING, _DRAINING, _RESETTING, _BROKEN = 0, 1, -1, -2
+_BARRIER_NEEDS_PARTIES = sys.version_info >= (3, 13)  # earlier, Barrier(0) is accepted
 
 
 class Barrier:
@@ -648,8 +659,8 @@ class Barrier:
     def __init__(
         self, parties: int, action: Callable[[], object] | None = None, timeout: float | None = None
     ) -> None:
-        if parties < 1:
-            raise ValueError("parties must be >= 1")
+        if parties < 1 and _BARRIER_NEEDS_PARTIES:
+            raise ValueError("parties must be > 0")
         self._cond = Condition(Lock())
         self._action = action
         self._timeout = timeout
@@ -1035,6 +1046,9 @@ class Thread:
             return
         if self is current_thread():
             raise RuntimeError("cannot join current thread")
+        if timeout is not None:
+            timeout = max(timeout, 0)  # as the stdlib: its errors for a wrong type
+            _check_timeout(True, timeout)  # and for NaN or one too large
         with _active_mutex:
             if self._has_ended() or (timeout is not None and timeout <= 0):
                 return
