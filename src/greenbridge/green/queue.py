@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from .._patcher import original
 from . import threading as _green_threading
-from .threading import Condition, Lock, _Waiter
+from .threading import Condition, Lock, _check_timeout, _Waiter
 
 if TYPE_CHECKING:
     import queue as _queue
@@ -70,6 +70,17 @@ class PriorityQueue(Queue[T]):
     _get = _queue.PriorityQueue._get
 
 
+def _check_get_timeout(timeout: Any) -> None:
+    """Raise what the stdlib's C ``SimpleQueue.get`` raises for this timeout, if anything."""
+    try:
+        negative = timeout < 0
+    except TypeError:
+        negative = False  # the real lock below raises this Python's TypeError
+    if negative:
+        raise ValueError("'timeout' must be a non-negative number")
+    _check_timeout(True, timeout)  # NaN, too large: as a real lock (the C code's checks)
+
+
 class SimpleQueue(Generic[T]):
     """An unbounded FIFO queue without task tracking; ``put`` never blocks."""
 
@@ -91,8 +102,8 @@ class SimpleQueue(Generic[T]):
 
     def get(self, block: bool = True, timeout: float | None = None) -> T:
         """Remove and return an item, waiting at most ``timeout`` seconds; Empty if none."""
-        if timeout is not None and block and timeout < 0:
-            raise ValueError("'timeout' must be a non-negative number")
+        if timeout is not None and block:
+            _check_get_timeout(timeout)
         with self._mutex:
             if self._items:
                 return self._items.popleft()
