@@ -813,3 +813,35 @@ def _with_threads(m: Any) -> dict[str, Any]:
 def test_primitives_shared_by_threads_behave_as_real_threads(aio: Backend) -> None:
     native = _with_threads(real_threading)
     assert run_green(aio, lambda: _with_threads(gt)) == native
+
+
+def _local_init_fails_once(m: Any) -> tuple[list[Any], int]:
+    calls: list[int] = []
+
+    class Local(m.local):  # type: ignore[misc, name-defined]
+        def __init__(self) -> None:
+            calls.append(1)
+            if len(calls) == 2:
+                raise KeyError("the second thread's first __init__ fails")
+            self.x = len(calls)
+
+    loc = Local()
+    seen: list[Any] = []
+
+    def body() -> None:
+        for _ in range(2):
+            try:
+                seen.append(loc.x)
+            except KeyError as exc:
+                seen.append(repr(exc))
+
+    t = m.Thread(target=body)
+    t.start()
+    t.join()
+    return seen, len(calls)
+
+
+def test_local_init_that_fails_runs_again_at_the_next_access(aio: Backend) -> None:
+    native = _local_init_fails_once(real_threading)
+    assert native[1] == 3
+    assert run_green(aio, lambda: _local_init_fails_once(gt)) == native

@@ -803,7 +803,13 @@ class local:  # noqa: N801 - the stdlib's name
                 namespace = impl.create()
                 object.__setattr__(self, "__dict__", namespace)
                 args, kw = impl.args
-                type(self).__init__(self, *args, **kw)
+                try:
+                    type(self).__init__(self, *args, **kw)
+                except BaseException:
+                    # As the stdlib: no namespace is kept, the next access runs
+                    # __init__ again.
+                    impl.dicts.pop(id(_thread_key()), None)
+                    raise
             else:
                 object.__setattr__(self, "__dict__", namespace)
         except BaseException:
