@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import threading as real_threading
 import time
 from collections.abc import Callable
@@ -12,6 +13,7 @@ import pytest
 
 import greenbridge
 from greenbridge.green import _thread as green_thread
+from greenbridge.green import queue as gq
 from greenbridge.green import threading as gt
 from greenbridge.green import time as green_time
 
@@ -845,3 +847,68 @@ def test_local_init_that_fails_runs_again_at_the_next_access(aio: Backend) -> No
     native = _local_init_fails_once(real_threading)
     assert native[1] == 3
     assert run_green(aio, lambda: _local_init_fails_once(gt)) == native
+
+
+def test_a_wait_that_would_block_the_loop_raises_missing_bridge(aio: Backend) -> None:
+    """From a coroutine, a green wait cannot suspend: it raises instead of stopping the loop.
+
+    (Blocking would stop every green thread of the loop, including the one that
+    would end the wait: a deadlock.)  Calls that do not wait still work, and the
+    primitives stay consistent.
+    """
+
+    async def main() -> tuple[dict[str, Any], dict[str, Any]]:
+        lock = gt.Lock()
+        lock.acquire()
+        releaser = real_threading.Timer(0.2, lock.release)  # a real thread: no deadlock
+        releaser.start()
+        gate = gt.Event()
+        sleeper = greenbridge.spawn(gate.wait)
+        await asyncio.sleep(0)
+        thread = gt.Thread(target=gate.wait)
+        thread.start()
+        cond = gt.Condition()
+        waits: dict[str, Callable[[], Any]] = {
+            "Lock.acquire()": lock.acquire,
+            "Lock.acquire(timeout=0.05)": lambda: lock.acquire(timeout=0.05),
+            "Event.wait(0.05)": lambda: gt.Event().wait(0.05),
+            "Condition.wait(0.05)": lambda: cond.__enter__() and cond.wait(0.05),
+            "Semaphore.acquire(timeout=0.05)": lambda: gt.Semaphore(0).acquire(timeout=0.05),
+            "Queue.get(timeout=0.05)": lambda: gq.Queue().get(timeout=0.05),
+            "SimpleQueue.get(timeout=0.05)": lambda: gq.SimpleQueue().get(timeout=0.05),
+            "Thread.join(0.05)": lambda: thread.join(0.05),
+        }
+        raised: dict[str, Any] = {}
+        for name, wait in waits.items():
+            try:
+                raised[name] = wait()
+            except greenbridge.MissingBridge as exc:
+                raised[name] = "MissingBridge" if "async_(" in str(exc) else str(exc)
+        assert cond._is_owned()  # re-taken after the failed wait
+        cond.release()
+        polls = {
+            "Lock.acquire(False)": lock.acquire(False),
+            "Event.wait(0)": gt.Event().wait(0),
+            "Condition.wait(0)": (cond.acquire(), cond.wait(0), cond.release())[1],
+            "Semaphore.acquire(False)": gt.Semaphore(0).acquire(False),
+            "Thread.join(0)": thread.join(0),
+        }
+        releaser.join()
+        polls["Lock once released"] = lock.acquire(False)
+        gate.set()
+        await sleeper
+        await greenbridge.async_(thread.join)()
+        polls["no waiter left"] = (lock._waiters, cond._waiters, gate._cond._waiters)
+        return raised, polls
+
+    raised, polls = aio.run(main)
+    assert raised == dict.fromkeys(raised, "MissingBridge")
+    assert polls == {
+        "Lock.acquire(False)": False,
+        "Event.wait(0)": False,
+        "Condition.wait(0)": False,
+        "Semaphore.acquire(False)": False,
+        "Thread.join(0)": None,
+        "Lock once released": True,
+        "no waiter left": (collections.deque(), collections.deque(), collections.deque()),
+    }

@@ -50,7 +50,7 @@ from typing import Any
 
 from greenlet import GreenletExit
 
-from .._bridge import await_, has_portal, spawn
+from .._bridge import MissingBridge, await_, has_portal, spawn
 
 __all__ = [
     "get_ident",
@@ -107,6 +107,18 @@ def _green_loop() -> asyncio.AbstractEventLoop | None:
     if loop is None or not has_portal():
         return None
     return loop
+
+
+_BLOCKS_THE_LOOP = (
+    "a green threading/queue primitive would have to block this thread, which runs an "
+    "asyncio event loop, from code that is not running under greenbridge (a coroutine, "
+    "a loop callback, or sync code they call): that stops the loop and every green "
+    "thread on it, including the one that would release the wait. Call the sync code "
+    "through greenbridge: `await greenbridge.async_(fn)(...)` or `greenbridge.spawn(fn, "
+    "...)`; or give the calling task a portal with `await greenbridge.ensure_portal()` "
+    "(or every task with `greenbridge.install_portal_factory()`). From a coroutine, "
+    "`await greenbridge.async_(lock.acquire)()` waits without blocking."
+)
 
 
 def _resolve(fut: asyncio.Future[None]) -> None:
@@ -170,6 +182,10 @@ class _Waiter:
             if timeout > TIMEOUT_MAX:
                 _check_timeout(True, timeout)
         if self._lock is not None:
+            if _get_running_loop() is not None:
+                # Blocking here would stop the loop this thread runs, and with it
+                # the green thread that would wake us: a deadlock.
+                raise MissingBridge(_BLOCKS_THE_LOOP)
             if timeout is None:
                 self._lock.acquire()
             else:
