@@ -35,6 +35,7 @@ ALLOWED = {
     # (it is registered by the stdlib with os.register_at_fork and only re-exported).
     ("threading", "threading._after_fork"): "resets the stdlib module's own state at fork",
     ("threading", "threading._DeleteDummyThreadOnDel.__del__"): "stdlib dummy threads only",
+    ("ssl", "ssl.cert_time_to_seconds"): "imports time.strptime, the same in the green time",
 }
 
 
@@ -65,6 +66,8 @@ def _global_uses(code: types.CodeType) -> Iterator[tuple[str, str | None]]:
     """(global name, attribute read from it right away or None) for ``code`` and nested code."""
     instructions = list(dis.get_instructions(code))
     for i, ins in enumerate(instructions):
+        if ins.opname == "IMPORT_NAME":  # ``import subprocess`` inside the function
+            yield f"import {ins.argval}", None
         if ins.opname in ("LOAD_GLOBAL", "LOAD_NAME"):
             after = instructions[i + 1] if i + 1 < len(instructions) else None
             attr = (
@@ -106,6 +109,10 @@ def _blocking_uses(module: str) -> list[str]:
                 continue
             twin = vars(greens[origin])
             for name, sub in _global_uses(fn.__code__):
+                if name.startswith("import "):
+                    if name[7:].split(".")[0] in names:  # the original, unless patched
+                        found.append(f"{module}.{attr}: {where} does `{name}`")
+                    continue
                 value = namespace.get(name, _MISSING)
                 if value is _MISSING or name.startswith("__") or _self_reference(fn, value):
                     continue
@@ -157,3 +164,35 @@ def test_os_spawnv_p_wait_waits_as_a_green_thread(aio: Backend) -> None:
     status, max_gap = run_green(aio, main, heartbeat=True)
     assert status == native == 3
     assert max_gap < 0.25  # the loop kept running while the child slept 0.3 s
+
+
+def test_os_popen_runs_the_command_as_a_green_thread(aio: Backend) -> None:
+    """``os.popen``: the read and the ``close()`` (which waits) let the loop run."""
+    import os as real_os
+
+    from greenbridge.green import os as green_os
+
+    def run(os: Any) -> tuple[Any, ...]:
+        with os.popen("sleep 0.3; echo done") as pipe:
+            out = pipe.read()  # waits 0.3 s
+        pipe = os.popen("cat > /dev/null", "w")
+        pipe.write("ignored")
+        closed = (os.popen("sleep 0.3; exit 2").close(), pipe.close())  # the first waits
+        errors = []
+        for args in ((5,), ("true", "rw"), ("true", "r", 0), ("true", "r", None)):
+            try:
+                os.popen(*args)
+            except (TypeError, ValueError) as exc:
+                errors.append(repr(exc))
+        return out, closed, errors
+
+    native = run(real_os)
+
+    def main() -> tuple[Any, ...]:
+        gt.Event().wait(0.02)  # the heartbeat is running
+        return run(green_os)
+
+    green, max_gap = run_green(aio, main, heartbeat=True)
+    assert green == native
+    assert native[:2] == ("done\n", (512, None)) and len(native[2]) == 4
+    assert max_gap < 0.25  # the loop kept running while the commands slept 0.3 s
