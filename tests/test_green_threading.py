@@ -912,3 +912,61 @@ def test_a_wait_that_would_block_the_loop_raises_missing_bridge(aio: Backend) ->
         "Lock once released": True,
         "no waiter left": (collections.deque(), collections.deque(), collections.deque()),
     }
+
+
+def _excepthook_output(m: Any) -> list[Any]:
+    """What the default and a failing ``excepthook`` print: header and last line."""
+    import io
+    import sys
+
+    def fail() -> None:
+        raise ValueError("bug")
+
+    def summary(text: str) -> tuple[str, str]:
+        lines = text.strip().splitlines()
+        return lines[0], lines[-1]
+
+    out: list[Any] = []
+    saved = sys.stderr, m.excepthook, sys.excepthook
+    # The default hook (pytest wraps the real module's; 3.9 has no __excepthook__).
+    m.excepthook = getattr(m, "__excepthook__", None) or green_thread._excepthook
+    try:
+        sys.stderr = io.StringIO()
+        t = m.Thread(target=fail, name="failing")
+        t.start()
+        t.join()
+        out.append(summary(sys.stderr.getvalue()))
+
+        sys.stderr = io.StringIO()
+        t = m.Thread(target=lambda: sys.exit(3), name="exiting")
+        t.start()
+        t.join()
+        out.append(sys.stderr.getvalue())  # SystemExit is silent
+
+        sys.stderr = io.StringIO()
+        try:
+            fail()
+        except ValueError:
+            m.excepthook(m.ExceptHookArgs([*sys.exc_info(), None]))
+        out.append(summary(sys.stderr.getvalue().replace(str(m.get_ident()), "<ident>")))
+
+        def broken_hook(args: Any) -> None:
+            raise KeyError("hook")
+
+        seen: list[Any] = []
+        sys.stderr = io.StringIO()
+        m.excepthook = broken_hook
+        sys.excepthook = lambda *exc_info: seen.append(exc_info[0])
+        t = m.Thread(target=fail, name="failing")
+        t.start()
+        t.join()
+        out.append((sys.stderr.getvalue(), seen))
+    finally:
+        sys.stderr, m.excepthook, sys.excepthook = saved
+    return out
+
+
+def test_excepthook_output_as_real_threads(aio: Backend) -> None:
+    native = _excepthook_output(real_threading)
+    assert native[0] == ("Exception in thread failing:", "ValueError: bug")
+    assert run_green(aio, lambda: _excepthook_output(gt)) == native

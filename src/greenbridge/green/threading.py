@@ -25,7 +25,7 @@ Identity: inside an asyncio task, :func:`get_ident` is ``id(task)``; elsewhere
 it is the OS thread's identifier.  :class:`local` keeps one namespace per
 green thread (per task) and per OS thread.
 
-Everything else the standard module exports (``excepthook``,
+Everything else the standard module exports (
 ``ExceptHookArgs``, ``BrokenBarrierError``, ``settrace``, ``stack_size``,
 ``TIMEOUT_MAX``, ...) is re-exported unchanged.
 """
@@ -41,6 +41,7 @@ import functools
 import itertools
 import sys
 import threading as _std
+import traceback
 import warnings
 import weakref
 from asyncio import events as _asyncio_events
@@ -89,8 +90,33 @@ TIMEOUT_MAX: float = _std.TIMEOUT_MAX
 ThreadError = _std.ThreadError
 BrokenBarrierError = _std.BrokenBarrierError
 ExceptHookArgs = _std.ExceptHookArgs
-excepthook = _std.excepthook
-__excepthook__ = getattr(_std, "__excepthook__", _std.excepthook)  # 3.10+
+
+
+def excepthook(args: Any, /) -> None:
+    """Print an exception that ended a thread (the stdlib's default hook, green identity).
+
+    As ``threading.excepthook``: ``SystemExit`` is silent; otherwise "Exception
+    in thread <name>:" and the traceback go to ``sys.stderr`` (or, if that is
+    None, the stderr the thread started with).  With ``args.thread`` None the
+    name is :func:`get_ident` (a green thread's ``id(task)``).
+    """
+    if args.exc_type is SystemExit:
+        return
+    thread = args.thread
+    stderr = sys.stderr
+    if stderr is None:
+        stderr = getattr(thread, "_stderr", None)
+        if stderr is None:
+            return
+    name = getattr(thread, "name", None) if thread is not None else None
+    if name is None:
+        name = get_ident()
+    print(f"Exception in thread {name}:", file=stderr, flush=True)
+    traceback.print_exception(args.exc_type, args.exc_value, args.exc_traceback, file=stderr)
+    stderr.flush()
+
+
+__excepthook__ = excepthook
 get_native_id = _std.get_native_id
 setprofile = _std.setprofile
 settrace = _std.settrace
@@ -1054,6 +1080,9 @@ class Thread:
             hook(ExceptHookArgs((exc_type, exc_value, exc_tb, self)))
         except Exception as exc:  # noqa: BLE001 - as the stdlib: fall back to sys.excepthook
             exc.__suppress_context__ = True
+            del exc
+            stderr = sys.stderr if sys.stderr is not None else self._stderr
+            print("Exception in threading.excepthook:", file=stderr, flush=True)
             sys.excepthook(*sys.exc_info())
         finally:
             del exc_type, exc_value, exc_tb
