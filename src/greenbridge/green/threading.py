@@ -52,6 +52,7 @@ from typing import Any
 from greenlet import GreenletExit
 
 from .._bridge import MissingBridge, await_, has_portal, spawn
+from .._patcher import rebind as _rebind
 
 __all__ = [
     "get_ident",
@@ -1341,3 +1342,6 @@ for _name in dir(_std):
     if _name not in globals() and not _name.startswith("__"):
         globals()[_name] = getattr(_std, _name)
 del _name
+if hasattr(_std, "_make_invoke_excepthook"):
+    # The stdlib helper that calls ``excepthook``: with our globals, it calls ours.
+    _make_invoke_excepthook = _rebind(_std._make_invoke_excepthook, globals())
