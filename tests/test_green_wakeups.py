@@ -612,3 +612,54 @@ def test_condition_wait_timed_out_but_notified_reports_it(aio: Backend) -> None:
         return results["A"], b_still_waiting, results["B"]
 
     assert run_green(aio, main) == (True, True, True)
+
+
+async def _cancel_twice(green: bool) -> tuple[Any, ...]:
+    """A waiter is cancelled, then cancelled again while it re-takes the held lock."""
+    if green:
+        cond: Any = gt.Condition(gt.Lock())
+        release: Any = gt.Event()
+
+        def waiter() -> None:
+            with cond:
+                cond.wait()
+
+        def holder() -> None:
+            with cond:
+                release.wait()
+
+        start: Callable[[Callable[[], None]], asyncio.Task[Any]] = greenbridge.spawn
+    else:
+        cond = asyncio.Condition()
+        release = asyncio.Event()
+
+        async def waiter() -> None:  # type: ignore[misc]
+            async with cond:
+                await cond.wait()
+
+        async def holder() -> None:  # type: ignore[misc]
+            async with cond:
+                await release.wait()
+
+        def start(fn: Callable[[], Any]) -> asyncio.Task[Any]:
+            return asyncio.ensure_future(fn())
+
+    a = start(waiter)
+    await _settle()
+    h = start(holder)
+    await _settle()  # the holder has the lock; the waiter waits on the condition
+    a.cancel()  # it wakes and must re-take the lock: it waits for the holder
+    await _settle()
+    a.cancel()  # cancelled again while it re-takes the lock
+    await _settle()
+    release.set()
+    results = await asyncio.gather(a, h, return_exceptions=True)
+    lock = cond._lock
+    return tuple(type(r).__name__ for r in results), lock.locked(), len(cond._waiters)
+
+
+def test_cancelled_again_while_retaking_the_lock(aio: Backend) -> None:
+    """The waiter leaves holding the lock (its ``with`` releases it), as asyncio's does."""
+    native = aio.run(lambda: _cancel_twice(False))
+    assert native == (("CancelledError", "NoneType"), False, 0)
+    assert aio.run(lambda: _cancel_twice(True)) == native
