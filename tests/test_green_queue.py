@@ -131,3 +131,56 @@ def test_outside_any_loop() -> None:
     t.start()
     assert q.get(timeout=5) == 5
     t.join()
+
+
+def _queue_edge_cases(m: Any) -> dict[str, list[Any]]:
+    """Argument edge values of the queues of module ``m``."""
+    nan, inf = float("nan"), float("inf")
+
+    def outcome(fn: Any) -> list[Any]:
+        try:
+            return ["ok", fn()]
+        except Exception as exc:  # noqa: BLE001 - the exception is the result
+            return ["raised", type(exc).__name__, str(exc)]
+
+    def full(maxsize: int = 1) -> Any:
+        q = m.Queue(maxsize)
+        q.put(0)
+        return q
+
+    cases = {
+        "SimpleQueue get timeout=-1": lambda: m.SimpleQueue().get(timeout=-1),
+        "SimpleQueue get block=False timeout=-1": lambda: m.SimpleQueue().get(False, -1),
+        "SimpleQueue get timeout=0": lambda: m.SimpleQueue().get(timeout=0),
+        "SimpleQueue get timeout=nan": lambda: m.SimpleQueue().get(timeout=nan),
+        "SimpleQueue get timeout=inf": lambda: m.SimpleQueue().get(timeout=inf),
+        "SimpleQueue get timeout=1e300": lambda: m.SimpleQueue().get(timeout=1e300),
+        "SimpleQueue get timeout='1'": lambda: m.SimpleQueue().get(timeout="1"),
+        "SimpleQueue get timeout=0.001": lambda: m.SimpleQueue().get(timeout=0.001),
+        "SimpleQueue get_nowait": lambda: m.SimpleQueue().get_nowait(),
+        "SimpleQueue put ignores block, timeout": lambda: (
+            lambda q: (q.put(1, block=False, timeout=-5), q.get())
+        )(m.SimpleQueue()),
+        "SimpleQueue sizes": lambda: (
+            lambda q: (q.put_nowait(2), q.qsize(), q.empty(), q.get_nowait(), q.empty())
+        )(m.SimpleQueue()),
+        "Queue get timeout=-1": lambda: m.Queue().get(timeout=-1),
+        "Queue get timeout=inf": lambda: m.Queue().get(timeout=inf),
+        "Queue get timeout=0.001": lambda: m.Queue().get(timeout=0.001),
+        "full Queue put timeout=inf": lambda: full().put(2, timeout=inf),
+        "full Queue put timeout=0": lambda: full().put(2, timeout=0),
+        "full Queue put block=False": lambda: full().put(2, False),
+        "Queue task_done too often": lambda: m.Queue().task_done(),
+        "LifoQueue order": lambda: (lambda q: (q.put(1), q.put(2), q.get(), q.get()))(
+            m.LifoQueue()
+        ),
+        "PriorityQueue order": lambda: (lambda q: (q.put(2), q.put(1), q.get(), q.get()))(
+            m.PriorityQueue()
+        ),
+    }
+    return {name: outcome(case) for name, case in cases.items()}
+
+
+def test_queue_edge_arguments_behave_as_the_stdlib(aio: Backend) -> None:
+    native = _queue_edge_cases(std_queue)
+    assert run_green(aio, lambda: _queue_edge_cases(gq)) == native

@@ -10,6 +10,9 @@ suspend, each one is exactly the stdlib function:
   (a write is then capped at ``PIPE_BUF`` bytes, so it cannot block, and may
   return a short count, which ``os.write`` allows).  Regular files and other
   descriptors the loop cannot watch are read and written directly.
+* :func:`popen` runs the command with the green ``subprocess.Popen``, and the
+  stdlib's ``spawn*`` functions run with this module's globals, so their
+  ``P_WAIT`` waits with the green ``waitpid``.
 * :func:`waitpid`, :func:`wait`, :func:`wait3`, :func:`wait4` wait for a
   child without blocking the loop: on a ``pidfd`` when one can be opened
   (Linux 5.3+), otherwise by polling with ``WNOHANG`` and a backoff from
@@ -25,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 from .._bridge import _running_loop
 from .._hub import can_suspend, sleep, wait_readable, wait_writable
 from .._patcher import original
+from .._patcher import rebind as _rebind
 
 if TYPE_CHECKING:
     import os as _os
@@ -152,6 +156,45 @@ def wait() -> tuple[int, int]:
     if not _green():
         return _os.wait()
     return waitpid(-1, 0)
+
+
+# The stdlib's spawn*() functions call each other and then ``waitpid`` (P_WAIT):
+# run them with this module's globals, so they wait with the green waitpid.
+for _name in (
+    "_spawnvef", "spawnv", "spawnve", "spawnvp", "spawnvpe",
+    "spawnl", "spawnle", "spawnlp", "spawnlpe",
+):  # fmt: skip
+    if hasattr(_os, _name):
+        globals()[_name] = _rebind(getattr(_os, _name), globals())
+del _name
+
+
+if hasattr(_os, "popen") and hasattr(_os, "_wrap_close"):
+
+    def popen(cmd: str, mode: str = "r", buffering: int = -1) -> Any:
+        """``os.popen`` on the green ``subprocess.Popen``: reading, writing and
+        ``close()`` (which waits for the command) suspend only this greenlet.
+
+        (The stdlib's ``os.popen`` imports ``subprocess`` when called: the
+        original module, unless greenbridge patched the imports.)
+        """
+        if not isinstance(cmd, str):
+            raise TypeError(f"invalid cmd type ({type(cmd)}, expected string)")
+        if mode not in ("r", "w"):
+            raise ValueError(f"invalid mode {mode!r}")
+        if buffering == 0 or buffering is None:
+            raise ValueError("popen() does not support unbuffered streams")
+        from . import subprocess as green_subprocess  # it imports this module
+
+        pipe: Any = getattr(green_subprocess, "PIPE")  # noqa: B009 - a re-exported name
+        wrap: Any = getattr(_os, "_wrap_close")  # noqa: B009 - private stdlib helper
+        if mode == "r":
+            proc = green_subprocess.Popen(
+                cmd, shell=True, text=True, stdout=pipe, bufsize=buffering
+            )
+            return wrap(proc.stdout, proc)
+        proc = green_subprocess.Popen(cmd, shell=True, text=True, stdin=pipe, bufsize=buffering)
+        return wrap(proc.stdin, proc)
 
 
 def wait3(options: int) -> tuple[int, int, Any]:

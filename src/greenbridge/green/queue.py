@@ -5,8 +5,9 @@ stdlib classes) over green locks and conditions from
 :mod:`greenbridge.green.threading`, so ``put``/``get``/``join`` with or without
 timeouts suspend only the calling green thread, and real OS threads may use
 the same queue.  :class:`SimpleQueue` (a C type in the stdlib) is rewritten
-on a green lock hand-off.  ``Empty``, ``Full`` (and ``ShutDown`` on 3.13+)
-are the stdlib's exception classes.
+on a green lock hand-off (``_PySimpleQueue``, the stdlib's pure-Python
+version, is the same green class).  ``Empty``, ``Full`` (and ``ShutDown`` on
+3.13+) are the stdlib's exception classes.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from time import monotonic as _monotonic
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from .._patcher import original
-from .threading import Condition, Lock, _Waiter
+from . import threading as _green_threading
+from .threading import Condition, Lock, _check_timeout, _Waiter
 
 if TYPE_CHECKING:
     import queue as _queue
@@ -68,6 +70,17 @@ class PriorityQueue(Queue[T]):
     _get = _queue.PriorityQueue._get
 
 
+def _check_get_timeout(timeout: Any) -> None:
+    """Raise what the stdlib's C ``SimpleQueue.get`` raises for this timeout, if anything."""
+    try:
+        negative = timeout < 0
+    except TypeError:
+        negative = False  # the real lock below raises this Python's TypeError
+    if negative:
+        raise ValueError("'timeout' must be a non-negative number")
+    _check_timeout(True, timeout)  # NaN, too large: as a real lock (the C code's checks)
+
+
 class SimpleQueue(Generic[T]):
     """An unbounded FIFO queue without task tracking; ``put`` never blocks."""
 
@@ -89,8 +102,8 @@ class SimpleQueue(Generic[T]):
 
     def get(self, block: bool = True, timeout: float | None = None) -> T:
         """Remove and return an item, waiting at most ``timeout`` seconds; Empty if none."""
-        if timeout is not None and block and timeout < 0:
-            raise ValueError("'timeout' must be a non-negative number")
+        if timeout is not None and block:
+            _check_get_timeout(timeout)
         with self._mutex:
             if self._items:
                 return self._items.popleft()
@@ -145,7 +158,12 @@ class SimpleQueue(Generic[T]):
     __class_getitem__ = classmethod(types.GenericAlias)  # type: ignore[var-annotated]
 
 
+# The stdlib's pure-Python SimpleQueue waits on a real threading.Semaphore: ours is
+# the green one (CPython's own tests reach for this name).
+_PySimpleQueue = SimpleQueue
+
 for _name in dir(_queue):
     if _name not in globals() and not _name.startswith("__"):
         globals()[_name] = getattr(_queue, _name)
 del _name
+threading = _green_threading  # the stdlib module's ``threading`` name, green

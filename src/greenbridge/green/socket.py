@@ -34,6 +34,7 @@ from .. import _hub
 from .._offload import offload as _offload
 from .._patcher import original
 from .._patcher import rebind as _patcher_rebind
+from . import os as _green_os
 from . import selectors  # noqa: F401 - the stdlib socket code we rebind uses it
 
 if TYPE_CHECKING:
@@ -485,3 +486,4 @@ if hasattr(_std, "_fallback_socketpair"):  # newer Pythons: the pure-Python sock
     _fallback_socketpair = _rebind(_std._fallback_socketpair)
 if hasattr(_std, "fromshare"):  # pragma: no cover - Windows
     fromshare = _rebind(_std.fromshare)
+os = _green_os  # the stdlib module's ``os`` name, green

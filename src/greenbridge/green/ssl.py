@@ -26,6 +26,7 @@ from typing import Any
 from .. import _hub
 from .._patcher import original
 from .._patcher import rebind as _patcher_rebind
+from . import os as _green_os
 from . import socket as _gsocket
 
 # Typed as Any: this module subclasses and rebinds stdlib internals that typeshed omits.
@@ -128,3 +129,4 @@ _create_stdlib_context = _create_unverified_context
 get_server_certificate = _rebind(_std.get_server_certificate)
 if hasattr(_std, "wrap_socket"):  # Python < 3.12
     wrap_socket = _rebind(_std.wrap_socket)
+os = _green_os  # the stdlib module's ``os`` name, green

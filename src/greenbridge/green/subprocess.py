@@ -33,6 +33,11 @@ from .._bridge import _running_loop, await_, spawn
 from .._hub import can_suspend, notify_closing, sleep, wait_readable, wait_writable
 from .._patcher import original
 from . import os as _green_os
+from . import select as _green_select
+from . import selectors as _green_selectors
+from . import signal as _green_signal
+from . import threading as _green_threading
+from . import time as _green_time
 
 if TYPE_CHECKING:
     import os as _os
@@ -312,3 +317,25 @@ check_call: Callable[..., int] = _rebind(_sp.check_call)
 check_output: Callable[..., Any] = _rebind(_sp.check_output)
 getstatusoutput: Callable[..., tuple[int, str]] = _rebind(_sp.getstatusoutput)
 getoutput: Callable[..., str] = _rebind(_sp.getoutput)
+
+
+# The stdlib Popen methods we do not override run with the stdlib module's
+# globals: those that wait (the exec handshake's read of the error pipe and its
+# waitpid, ``_try_wait``) run with ours instead, so they use the green os.
+for _name in ("_execute_child", "_try_wait", "_posix_spawn"):
+    if hasattr(_sp.Popen, _name):
+        setattr(Popen, _name, _rebind(getattr(_sp.Popen, _name)))
+del _name
+if hasattr(_sp, "_use_posix_spawn"):
+    _use_posix_spawn = _rebind(_sp._use_posix_spawn)
+_PopenSelector = getattr(
+    _green_selectors, "PollSelector", getattr(_green_selectors, "SelectSelector", None)
+)
+
+# The stdlib module's names for the modules it uses, green (as every name here).
+os = _green_os
+select = _green_select
+selectors = _green_selectors
+signal = _green_signal
+threading = _green_threading
+time = _green_time

@@ -25,7 +25,7 @@ Identity: inside an asyncio task, :func:`get_ident` is ``id(task)``; elsewhere
 it is the OS thread's identifier.  :class:`local` keeps one namespace per
 green thread (per task) and per OS thread.
 
-Everything else the standard module exports (``excepthook``,
+Everything else the standard module exports (
 ``ExceptHookArgs``, ``BrokenBarrierError``, ``settrace``, ``stack_size``,
 ``TIMEOUT_MAX``, ...) is re-exported unchanged.
 """
@@ -41,6 +41,7 @@ import functools
 import itertools
 import sys
 import threading as _std
+import traceback
 import warnings
 import weakref
 from asyncio import events as _asyncio_events
@@ -50,7 +51,8 @@ from typing import Any
 
 from greenlet import GreenletExit
 
-from .._bridge import await_, has_portal, spawn
+from .._bridge import MissingBridge, await_, has_portal, spawn
+from .._patcher import rebind as _rebind
 
 __all__ = [
     "get_ident",
@@ -89,8 +91,33 @@ TIMEOUT_MAX: float = _std.TIMEOUT_MAX
 ThreadError = _std.ThreadError
 BrokenBarrierError = _std.BrokenBarrierError
 ExceptHookArgs = _std.ExceptHookArgs
-excepthook = _std.excepthook
-__excepthook__ = getattr(_std, "__excepthook__", _std.excepthook)  # 3.10+
+
+
+def excepthook(args: Any, /) -> None:
+    """Print an exception that ended a thread (the stdlib's default hook, green identity).
+
+    As ``threading.excepthook``: ``SystemExit`` is silent; otherwise "Exception
+    in thread <name>:" and the traceback go to ``sys.stderr`` (or, if that is
+    None, the stderr the thread started with).  With ``args.thread`` None the
+    name is :func:`get_ident` (a green thread's ``id(task)``).
+    """
+    if args.exc_type is SystemExit:
+        return
+    thread = args.thread
+    stderr = sys.stderr
+    if stderr is None:
+        stderr = getattr(thread, "_stderr", None)
+        if stderr is None:
+            return
+    name = getattr(thread, "name", None) if thread is not None else None
+    if name is None:
+        name = get_ident()
+    print(f"Exception in thread {name}:", file=stderr, flush=True)
+    traceback.print_exception(args.exc_type, args.exc_value, args.exc_traceback, file=stderr)
+    stderr.flush()
+
+
+__excepthook__ = excepthook
 get_native_id = _std.get_native_id
 setprofile = _std.setprofile
 settrace = _std.settrace
@@ -107,6 +134,18 @@ def _green_loop() -> asyncio.AbstractEventLoop | None:
     if loop is None or not has_portal():
         return None
     return loop
+
+
+_BLOCKS_THE_LOOP = (
+    "a green threading/queue primitive would have to block this thread, which runs an "
+    "asyncio event loop, from code that is not running under greenbridge (a coroutine, "
+    "a loop callback, or sync code they call): that stops the loop and every green "
+    "thread on it, including the one that would release the wait. Call the sync code "
+    "through greenbridge: `await greenbridge.async_(fn)(...)` or `greenbridge.spawn(fn, "
+    "...)`; or give the calling task a portal with `await greenbridge.ensure_portal()` "
+    "(or every task with `greenbridge.install_portal_factory()`). From a coroutine, "
+    "`await greenbridge.async_(lock.acquire)()` waits without blocking."
+)
 
 
 def _resolve(fut: asyncio.Future[None]) -> None:
@@ -159,10 +198,21 @@ class _Waiter:
                 self._loop.call_soon_threadsafe(_resolve, fut, context=_RESOLVE_CONTEXT)
 
     def wait(self, timeout: float | None) -> bool:
-        """Wait until woken or ``timeout`` seconds passed (None: forever)."""
-        if timeout is not None and timeout <= 0:
-            return self.fired
+        """Wait until woken or ``timeout`` seconds passed (None: forever).
+
+        As the stdlib's waits: a timeout that is not ``> 0`` (including NaN) only
+        polls, and one beyond ``TIMEOUT_MAX`` raises the stdlib's OverflowError.
+        """
+        if timeout is not None:
+            if not timeout > 0:
+                return self.fired
+            if timeout > TIMEOUT_MAX:
+                _check_timeout(True, timeout)
         if self._lock is not None:
+            if _get_running_loop() is not None:
+                # Blocking here would stop the loop this thread runs, and with it
+                # the green thread that would wake us: a deadlock.
+                raise MissingBridge(_BLOCKS_THE_LOOP)
             if timeout is None:
                 self._lock.acquire()
             else:
@@ -188,13 +238,14 @@ def _qualname(obj: object) -> str:
     return f"{module}.{cls.__qualname__}"
 
 
-def _check_timeout(blocking: bool, timeout: float) -> None:
-    if not blocking and timeout != -1:
-        raise ValueError("can't specify a timeout for a non-blocking call")
-    if timeout < 0 and timeout != -1:
-        raise ValueError("timeout value must be a non-negative number")
-    if timeout > TIMEOUT_MAX:
-        raise OverflowError("timeout value is too large")
+def _check_timeout(blocking: Any, timeout: Any) -> None:
+    """Raise what a real lock's ``acquire(blocking, timeout)`` raises for these arguments.
+
+    A fresh, free real lock checks them (so the exceptions and messages are this
+    Python's own, NaN and wrong types included) and is taken at once if they are
+    valid.
+    """
+    _real_allocate().acquire(blocking, timeout)
 
 
 # ---------------------------------------------------------------------------
@@ -321,6 +372,8 @@ class RLock:
 
     def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
         """Acquire the lock, or bump the recursion level if this green thread holds it."""
+        if timeout != -1:  # checked even for the owner, as the stdlib does
+            _check_timeout(blocking, timeout)
         me = get_ident()
         if self._owner == me:
             self._count += 1
@@ -431,23 +484,61 @@ class Condition:
         return True
 
     def wait(self, timeout: float | None = None) -> bool:
-        """Release the lock, wait for a notification or the timeout, re-acquire the lock."""
+        """Release the lock, wait for a notification or the timeout, re-acquire the lock.
+
+        Returns True if notified.  A notification is never lost: one that arrives
+        while the wait times out makes it return True, and a waiter interrupted
+        (cancelled) after it was notified passes the notification on to the next
+        waiter, as ``asyncio.Condition`` does.  The lock is held again whatever
+        happens; a cancellation that arrives while re-acquiring it is raised once
+        it is held (as ``asyncio.Condition.wait`` does).
+        """
         if not self._is_owned():
             raise RuntimeError("cannot wait on un-acquired lock")
         waiter = _Waiter()
         self._waiters.append(waiter)
         saved = self._release_save()
-        notified = False
+        error: BaseException | None = None
         try:
-            notified = waiter.wait(timeout)
-            return notified
-        finally:
-            self._acquire_restore(saved)
-            if not notified and not waiter.fired:
-                try:  # noqa: SIM105 - contextlib.suppress costs more on this path
-                    self._waiters.remove(waiter)
-                except ValueError:
-                    pass
+            waiter.wait(timeout)
+        except BaseException as exc:
+            error = exc
+        try:
+            while True:
+                try:
+                    self._acquire_restore(saved)
+                    break
+                except asyncio.CancelledError as exc:
+                    error = exc
+        except BaseException:
+            # The lock could not be re-acquired (not a cancellation): do not keep
+            # a notification this caller will never act on.
+            if waiter.fired:
+                self._pass_on()
+            raise
+        if waiter.fired:
+            if error is None:
+                return True
+            self._pass_on()  # notified, but leaving with an exception: wake another
+        else:
+            try:  # noqa: SIM105 - contextlib.suppress costs more on this path
+                self._waiters.remove(waiter)
+            except ValueError:
+                pass
+        if error is not None:
+            try:
+                raise error
+            finally:
+                error = None
+        return False
+
+    def _pass_on(self) -> None:
+        """Give a notification this caller got but will not use to the next waiter."""
+        try:
+            waiter = self._waiters.popleft()
+        except IndexError:
+            return
+        waiter.wake()
 
     def wait_for(self, predicate: Callable[[], Any], timeout: float | None = None) -> Any:
         """Wait until ``predicate()`` is true or the timeout passes; return its last value."""
@@ -602,6 +693,7 @@ class Event:
 
 
 _FILLING, _DRAINING, _RESETTING, _BROKEN = 0, 1, -1, -2
+_BARRIER_NEEDS_PARTIES = sys.version_info >= (3, 13)  # earlier, Barrier(0) is accepted
 
 
 class Barrier:
@@ -610,8 +702,8 @@ class Barrier:
     def __init__(
         self, parties: int, action: Callable[[], object] | None = None, timeout: float | None = None
     ) -> None:
-        if parties < 1:
-            raise ValueError("parties must be >= 1")
+        if parties < 1 and _BARRIER_NEEDS_PARTIES:
+            raise ValueError("parties must be > 0")
         self._cond = Condition(Lock())
         self._action = action
         self._timeout = timeout
@@ -754,7 +846,13 @@ class local:  # noqa: N801 - the stdlib's name
                 namespace = impl.create()
                 object.__setattr__(self, "__dict__", namespace)
                 args, kw = impl.args
-                type(self).__init__(self, *args, **kw)
+                try:
+                    type(self).__init__(self, *args, **kw)
+                except BaseException:
+                    # As the stdlib: no namespace is kept, the next access runs
+                    # __init__ again.
+                    impl.dicts.pop(id(_thread_key()), None)
+                    raise
             else:
                 object.__setattr__(self, "__dict__", namespace)
         except BaseException:
@@ -983,6 +1081,9 @@ class Thread:
             hook(ExceptHookArgs((exc_type, exc_value, exc_tb, self)))
         except Exception as exc:  # noqa: BLE001 - as the stdlib: fall back to sys.excepthook
             exc.__suppress_context__ = True
+            del exc
+            stderr = sys.stderr if sys.stderr is not None else self._stderr
+            print("Exception in threading.excepthook:", file=stderr, flush=True)
             sys.excepthook(*sys.exc_info())
         finally:
             del exc_type, exc_value, exc_tb
@@ -997,6 +1098,9 @@ class Thread:
             return
         if self is current_thread():
             raise RuntimeError("cannot join current thread")
+        if timeout is not None:
+            timeout = max(timeout, 0)  # as the stdlib: its errors for a wrong type
+            _check_timeout(True, timeout)  # and for NaN or one too large
         with _active_mutex:
             if self._has_ended() or (timeout is not None and timeout <= 0):
                 return
@@ -1238,3 +1342,6 @@ for _name in dir(_std):
     if _name not in globals() and not _name.startswith("__"):
         globals()[_name] = getattr(_std, _name)
 del _name
+if hasattr(_std, "_make_invoke_excepthook"):
+    # The stdlib helper that calls ``excepthook``: with our globals, it calls ours.
+    _make_invoke_excepthook = _rebind(_std._make_invoke_excepthook, globals())
