@@ -646,6 +646,10 @@ def await_(awaitable: Any) -> Any:
     if type(current) is _Worker:
         cls = type(awaitable)
         if cls is types.CoroutineType:
+            if awaitable.cr_await is not None:
+                # What `await` checks first (GET_AWAITABLE): another task is
+                # suspended in this coroutine; stepping it would steal its wake-ups.
+                raise RuntimeError("coroutine is being awaited already")
             return _step(awaitable, current)
         if isinstance(awaitable, asyncio.Future):
             # What Future.__await__ does, without a stepper: yield it (as a
