@@ -58,8 +58,10 @@ else:  # pragma: no cover - 3.9: annotations are strings, P is never evaluated
 
 _CO_ITERABLE_COROUTINE = inspect.CO_ITERABLE_COROUTINE
 
-#: Largest number of parked worker greenlets kept per thread.
+#: Largest number of parked worker greenlets kept per thread and recursion depth.
 POOL_SIZE = 64
+#: Largest number of recursion depths that keep a pool of workers, per thread.
+MAX_DEPTHS = 8
 
 
 class MissingBridge(RuntimeError):
@@ -99,10 +101,12 @@ class _Worker(greenlet):
     parent chain.
     """
 
-    __slots__ = ("value", "free", "drv")
+    __slots__ = ("value", "free", "drv", "home")
 
-    def __init__(self) -> None:
+    def __init__(self, home: _Bucket) -> None:
         super().__init__(_worker_main)
+        # The pool it parks in: the one for the recursion depth it was created at.
+        self.home = home
         # The outcome of the current call, taken (and cleared) by the driver.
         self.value: Any = None
         # Idle steppers (see _stepper), each with the box it reports into.
@@ -152,9 +156,113 @@ def _new_stepper(box: list[Any]) -> types.GeneratorType[Any, Any, None]:
     return stepper
 
 
+# ---------------------------------------------------------------------------
+# recursion depth
+#
+# greenlet saves the interpreter's recursion counter when a greenlet switches
+# out and restores it when it switches back in, so every greenlet has its own
+# depth, fixed by where it was created: a worker created 750 frames deep
+# keeps running its calls 750 frames deep, whoever calls it later.  A plain
+# call runs at its caller's depth plus one.  So the pool is keyed by the
+# caller's depth: a call reuses only a worker that was created at the very
+# depth it is called from, and gets the same recursion headroom as a fresh
+# worker (its caller's plus the three frames of the bridge).  (Padding a
+# worker created shallow up to the caller's depth would cost frames on every
+# call; resetting the counter would mean writing into the thread state.)
+#
+# Python has no API for the current depth, and walking frames costs O(depth)
+# on every call.  The counter lives in the thread state (3.9/3.10:
+# ``recursion_depth``; 3.11: ``recursion_remaining``; 3.12+:
+# ``py_recursion_remaining``), so we find its offset once by looking at what
+# changes by exactly k when we nest k Python calls, and read it through a
+# ctypes cell (one C int read, ~30-80 ns).  If it cannot be found exactly, all
+# workers share one pool, as before.
+
+
+def _thread_state_address() -> int | None:
+    try:
+        import ctypes
+
+        get = ctypes.PYFUNCTYPE(ctypes.c_void_p)(("PyThreadState_Get", ctypes.pythonapi))
+    except (ImportError, AttributeError, OSError):  # pragma: no cover - not CPython
+        return None
+    return cast("int | None", get())
+
+
+def _ints_at(address: int, count: int) -> list[int]:
+    import ctypes
+
+    return list((ctypes.c_int * count).from_address(address))
+
+
+def _nested(k: int, read: Callable[[], list[int]]) -> list[int]:
+    if k:
+        return _nested(k - 1, read)
+    return read()
+
+
+def _find_depth_offset() -> int | None:
+    """The offset of the recursion counter in a PyThreadState, or None."""
+    address = _thread_state_address()
+    if address is None:  # pragma: no cover - not CPython
+        return None
+    count = 64  # 256 bytes: every PyThreadState from 3.9 on is larger
+
+    def read() -> list[int]:
+        return _ints_at(address, count)
+
+    base = _nested(0, read)
+    up = set(range(count))  # a depth: one more per nested call
+    down = set(up)  # a remaining headroom: one less per nested call
+    for k in (3, 7, 12):
+        now = _nested(k, read)
+        up &= {i for i in range(count) if now[i] - base[i] == k}
+        down &= {i for i in range(count) if base[i] - now[i] == k}
+    found = up | down
+    if len(found) != 1:  # pragma: no cover - an interpreter we do not know
+        return None
+    return 4 * found.pop()
+
+
+class _NoDepth:
+    __slots__ = ()
+    value = 0
+
+
+class _Bucket(list):  # type: ignore[type-arg]  # of _Worker
+    """The parked workers that were created at one recursion depth.
+
+    ``live`` turns false when the bucket is evicted (more than `MAX_DEPTHS`
+    depths in use): a worker of it that finishes then ends instead of parking.
+    """
+
+    __slots__ = ("live",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.live = True
+
+
+_DEPTH_OFFSET: int | None = None
+_depth_probed = False
+
+
 class _ThreadState(threading.local):
     def __init__(self) -> None:
-        self.pool: list[_Worker] = []
+        global _DEPTH_OFFSET, _depth_probed
+        # Parked workers, by the recursion counter they were created at.
+        self.pools: dict[int, _Bucket] = {}
+        if not _depth_probed:
+            _DEPTH_OFFSET = _find_depth_offset()
+            _depth_probed = True
+        address = _thread_state_address() if _DEPTH_OFFSET is not None else None
+        if address is None or _DEPTH_OFFSET is None:
+            self.depth: Any = _NoDepth()
+        else:
+            import ctypes
+
+            # This thread's counter, read through ``depth.value``.
+            self.depth = ctypes.c_int.from_address(address + _DEPTH_OFFSET)
         self.private_loop: asyncio.AbstractEventLoop | None = None
         self.holder: object = None
 
@@ -170,7 +278,7 @@ def _worker_main(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str
     it, so a parked worker's frame holds no reference to the last call.
     """
     me = cast(_Worker, getcurrent())
-    pool = _state.pool  # a greenlet never leaves its thread, nor does its pool
+    pool = me.home  # a greenlet never leaves its thread, nor does its pool
     while True:
         try:
             # A plain call with positional arguments runs in this C-level eval
@@ -198,11 +306,34 @@ def _worker_main(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str
             del exc
         # Drop every reference to the finished call before parking.
         fn = args = kwargs = None  # type: ignore[assignment]
-        if len(pool) >= POOL_SIZE:
-            # Pool full: end this greenlet; its return value reaches the driver.
+        if len(pool) >= POOL_SIZE or not pool.live:
+            # Pool full or evicted: end this greenlet; its return value reaches the driver.
             return end
         pool.append(me)
         fn, args, kwargs = me.parent.switch(end)  # type: ignore[union-attr]
+
+
+def _new_worker(depth: int) -> _Worker:
+    """A worker for a call made at recursion ``depth``, with its pool."""
+    pools = _state.pools
+    pool = pools.get(depth)
+    if pool is None:
+        if len(pools) >= MAX_DEPTHS:
+            # Evict the depth that got its pool first: end its parked workers.
+            evicted = pools.pop(next(iter(pools)))
+            evicted.live = False
+            here = getcurrent()
+            while evicted:
+                worker = evicted.pop()
+                worker.parent = here
+                worker.throw(GreenletExit)
+        pool = pools[depth] = _Bucket()
+    return _Worker(pool)
+
+
+def _parked_workers() -> list[_Worker]:
+    """Every worker parked in this thread's pools (for tests)."""
+    return [worker for pool in _state.pools.values() for worker in pool]
 
 
 def _launch(
@@ -217,8 +348,10 @@ def _launch(
     `_Pending` to be awaited when the call yielded a trap.  A call
     that never suspends thus costs no generator and no trap handling.
     """
-    pool = _state.pool
-    worker = pool.pop() if pool else _Worker()
+    state = _state
+    depth = state.depth.value
+    pool = state.pools.get(depth)
+    worker = pool.pop() if pool else _new_worker(depth)
     here = getcurrent()
     if worker.parent is not here:
         worker.parent = here
@@ -840,6 +973,10 @@ async def _portal(awaitable: Awaitable[T]) -> T:
 
 
 def _await_in_current_worker(awaitable: Any) -> Any:
+    if type(awaitable) is types.CoroutineType:
+        # The task's own coroutine, maybe suspended already (ensure_portal swaps
+        # it in mid-await): resume it, which await_ would refuse.
+        return _step(awaitable, cast(_Worker, getcurrent()))
     return await_(awaitable)
 
 
