@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
+import traceback
 from typing import Any
 
-from greenbridge import async_, await_
+from greenbridge import async_, await_, spawn
 
 from .conftest import Backend
 
@@ -166,6 +168,118 @@ def test_headroom_does_not_shrink_over_repeated_deep_nesting(backend: Backend) -
     assert len(seen) == 41
     for plain, bridged in seen:
         assert plain - BRIDGE_FRAMES - 2 <= bridged <= plain
+
+
+# ---------------------------------------------------------------------------
+# the exception being handled by the caller
+
+
+def _observe_handled() -> dict[str, Any]:
+    """What sync code sees of the exception its caller is handling."""
+    info = sys.exc_info()
+    seen: dict[str, Any] = {
+        "exc_info": info[:2],
+        "tb is the exception's": info[2] is (info[1].__traceback__ if info[1] else None),
+        "format_exc": traceback.format_exc(),
+    }
+    try:
+        raise ValueError("raised in the sync code")
+    except ValueError as exc:
+        seen["context"] = exc.__context__
+    try:
+        raise  # noqa: PLE0704 - re-raises the caller's exception, as natively
+    except BaseException as exc:  # noqa: BLE001 - compared below
+        seen["bare raise"] = exc
+    return seen
+
+
+def _fail_inside() -> None:
+    raise ValueError("escapes")
+
+
+def test_sync_code_sees_the_exception_its_caller_handles(backend: Backend) -> None:
+    async def native_observe() -> dict[str, Any]:
+        return _observe_handled()
+
+    async def native_fail() -> None:
+        _fail_inside()
+
+    async def main() -> list[Any]:
+        out = []
+        for observe, fail in (
+            (native_observe, native_fail),
+            (async_(_observe_handled), async_(_fail_inside)),
+        ):
+            try:
+                {}["key"]  # noqa: B018 - raises KeyError
+            except KeyError as handled:
+                tb = handled.__traceback__
+                seen = await observe()
+                try:
+                    await fail()
+                except ValueError as exc:
+                    seen["context of an escaping one"] = exc.__context__
+                seen["traceback kept"] = handled.__traceback__ is tb
+                seen["handled"] = handled
+            out.append(seen)
+        return out
+
+    native, bridged = backend.run(main)
+    native, bridged = _named(native), _named(bridged)
+    assert native["exc_info"] == (KeyError, "HANDLED")
+    assert native["context"] == native["bare raise"] == "HANDLED"
+    assert native["context of an escaping one"] == "HANDLED"
+    assert native["traceback kept"] and native["tb is the exception's"]
+    if sys.version_info < (3, 11):
+        # There the handled traceback is stored apart from the exception, and
+        # holds one more entry: greenbridge's frame that re-raised it.
+        assert "_call_handling" in bridged["format_exc"][1]
+        del bridged["format_exc"][1:3]
+        bridged["tb is the exception's"] = True
+    assert bridged == native
+
+
+def test_a_spawned_task_does_not_inherit_the_handled_exception(aio: Backend) -> None:
+    """As for asyncio.create_task(): the new task starts with no handled exception."""
+
+    def sync_observe() -> Any:
+        return sys.exc_info()
+
+    async def native_observe() -> Any:
+        return sys.exc_info()
+
+    async def main() -> list[Any]:
+        out = []
+        for start in (
+            lambda: asyncio.get_running_loop().create_task(native_observe()),
+            lambda: spawn(sync_observe),
+        ):
+            try:
+                {}["key"]  # noqa: B018 - raises KeyError
+            except KeyError:
+                task = start()
+            out.append(await task)
+        return out
+
+    native, bridged = aio.run(main)
+    assert native == (None, None, None)
+    assert bridged == native
+
+
+def _named(seen: dict[str, Any]) -> dict[str, Any]:
+    """``seen`` with its run's handled exception replaced by "HANDLED"."""
+    handled = seen.pop("handled")
+
+    def name(value: Any) -> Any:
+        if value is handled:
+            return "HANDLED"
+        if isinstance(value, tuple):
+            return tuple(name(v) for v in value)
+        return value
+
+    named = {key: name(value) for key, value in seen.items()}
+    named["format_exc"] = named["format_exc"].splitlines()
+    return named
 
 
 async def _gather(backend: Backend, *coros: Any) -> None:

@@ -270,7 +270,12 @@ class _ThreadState(threading.local):
 _state = _ThreadState()
 
 
-def _worker_main(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+def _worker_main(
+    fn: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    handled: BaseException | None,
+) -> Any:
     """Body of every worker greenlet: run a call, report, park, repeat.
 
     The outcome is left in ``me.value`` and announced by switching to the
@@ -285,7 +290,9 @@ def _worker_main(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str
             # loop; fn(*args, **kwargs) would nest another one, which every
             # switch of a suspended call then copies and which stays in
             # memory while it waits.
-            if kwargs:
+            if handled is not None:
+                me.value = _call_handling(handled, fn, args, kwargs)
+            elif kwargs:
                 me.value = fn(*args, **kwargs)
             elif not args:
                 me.value = fn()
@@ -305,12 +312,42 @@ def _worker_main(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str
             end = _FAILED
             del exc
         # Drop every reference to the finished call before parking.
-        fn = args = kwargs = None  # type: ignore[assignment]
+        fn = args = kwargs = handled = None  # type: ignore[assignment]
         if len(pool) >= POOL_SIZE or not pool.live:
             # Pool full or evicted: end this greenlet; its return value reaches the driver.
             return end
         pool.append(me)
-        fn, args, kwargs = me.parent.switch(end)  # type: ignore[union-attr]
+        fn, args, kwargs, handled = me.parent.switch(end)  # type: ignore[union-attr]
+
+
+# The exception being handled where the call is made (None when none is).
+# sys.exc_info() builds a tuple; 3.11+ has the cheaper sys.exception().
+_handled: Callable[[], BaseException | None] = getattr(sys, "exception", lambda: sys.exc_info()[1])
+
+
+def _call_handling(
+    handled: BaseException, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    """Call ``fn`` while ``handled`` is the exception being handled, as in its caller.
+
+    A greenlet has its own exception state, so a worker starts with none:
+    ``sys.exc_info()``, a bare ``raise`` and ``traceback.format_exc()`` in
+    the sync code would not see the exception its caller handles (a plain
+    call and a coroutine do).  Raising it here puts it back; its traceback is
+    restored at once, so the exception is left as it was.  (On 3.9/3.10 the
+    handled traceback is stored apart from the exception, and
+    ``sys.exc_info()[2]`` keeps one entry more: this frame.)
+    """
+    tb = handled.__traceback__
+    try:
+        raise handled
+    except BaseException:
+        with_us = handled.__traceback__  # 3.9/3.10: what sys.exc_info()[2] holds
+        handled.__traceback__ = tb
+        result = fn(*args, **kwargs)
+        if handled.__traceback__ is with_us:  # 3.9/3.10: a bare raise caught in fn
+            handled.__traceback__ = tb
+        return result
 
 
 def _new_worker(depth: int) -> _Worker:
@@ -358,7 +395,7 @@ def _launch(
     # Share the caller's Context (not a copy): a ContextVar set by the sync
     # code is seen by the awaiting coroutine, as for a plain function call.
     worker.gr_context = here.gr_context if context is None else context
-    msg = worker.switch(fn, args, kwargs)
+    msg = worker.switch(fn, args, kwargs, _handled())
     if msg is _FINISHED:
         worker.gr_context = None
         value = worker.value
