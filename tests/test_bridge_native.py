@@ -9,11 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
+import socket
 import sys
 import traceback
-from typing import Any
+import weakref
+from typing import Any, cast
 
-from greenbridge import async_, await_, spawn
+import pytest
+
+from greenbridge import _bridge, async_, await_, spawn
 
 from .conftest import Backend
 
@@ -280,6 +285,152 @@ def _named(seen: dict[str, Any]) -> dict[str, Any]:
     named = {key: name(value) for key, value in seen.items()}
     named["format_exc"] = named["format_exc"].splitlines()
     return named
+
+
+# ---------------------------------------------------------------------------
+# garbage collection of finished and dropped work
+
+
+class _Marker:
+    pass
+
+
+def test_a_new_worker_does_not_keep_its_first_call_arguments(backend: Backend) -> None:
+    """After a call, its arguments are garbage, as after a coroutine call."""
+
+    def sync_use(marker: _Marker) -> None:
+        await_(backend.sleep(0))
+
+    async def native_use(marker: _Marker) -> None:
+        await backend.sleep(0)
+
+    async def main() -> list[int]:
+        alive = []
+        for use in (native_use, async_(sync_use)):
+            refs = []
+
+            async def one(use: Any = use, refs: list[Any] = refs) -> None:
+                marker = _Marker()
+                refs.append(weakref.ref(marker))
+                await use(marker)
+
+            # Concurrent calls: most of them need a new worker.
+            await _gather(backend, *(one() for _ in range(20)))
+            gc.collect()
+            alive.append(sum(ref() is not None for ref in refs))
+        return alive
+
+    native, bridged = backend.run(main)
+    assert native == 0
+    assert bridged == native
+
+
+def _busy_workers() -> int:
+    gc.collect()
+    parked = {id(worker) for worker in _bridge._parked_workers()}
+    return sum(
+        isinstance(g, _bridge._Worker) and not g.dead and id(g) not in parked
+        for g in gc.get_objects()
+    )
+
+
+def _tasks() -> int:
+    return sum(isinstance(o, asyncio.Task) for o in gc.get_objects())
+
+
+@pytest.mark.parametrize("wait", ["future", "green sleep", "green recv"])
+def test_tasks_left_pending_on_a_closed_loop_are_collected_and_unwound(
+    aio: Backend, wait: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Dropped with their loop closed, bridged tasks are destroyed as native ones are.
+
+    Natively the collector finds each task garbage, logs "Task was destroyed
+    but it is pending!" and closes its coroutine: GeneratorExit is raised at
+    its await and its finally runs.
+    """
+    from greenbridge.green import socket as green_socket
+    from greenbridge.green import time as green_time
+
+    log: list[str] = []
+    count = 10
+
+    def sync_job(fut: asyncio.Future[None]) -> None:
+        try:
+            if wait == "future":
+                await_(fut)
+            elif wait == "green sleep":
+                green_time.sleep(60)
+            else:
+                a, b = green_socket.socketpair()
+                with a, b:
+                    a.recv(10)
+        except GeneratorExit:
+            log.append("GeneratorExit")
+            raise
+        finally:
+            log.append("finally")
+
+    async def native_job(fut: asyncio.Future[None]) -> None:
+        try:
+            if wait == "future":
+                await fut
+            elif wait == "green sleep":
+                await asyncio.sleep(60)
+            else:
+                a, b = socket.socketpair()
+                with a, b:
+                    a.setblocking(False)
+                    await asyncio.get_running_loop().sock_recv(a, 10)
+        except GeneratorExit:
+            log.append("GeneratorExit")
+            raise
+        finally:
+            log.append("finally")
+
+    def run(job: Any) -> dict[str, Any]:
+        caplog.clear()
+        busy_before = _busy_workers()
+        loop = _new_loop(aio)
+
+        async def start() -> None:
+            running = asyncio.get_running_loop()
+            for _ in range(count):
+                running.create_task(job(running.create_future()))
+            await asyncio.sleep(0.05)
+
+        loop.run_until_complete(start())
+        loop.close()
+        del loop
+        busy = _busy_workers()  # collects
+        seen = {
+            "log": list(log),
+            "destroyed": sum(
+                "Task was destroyed but it is pending!" in r.getMessage() for r in caplog.records
+            ),
+            "tasks": _tasks(),
+            "busy workers left": busy - busy_before,
+        }
+        log.clear()
+        return seen
+
+    tasks_before = _tasks()
+    native = run(native_job)
+    bridged = run(async_(sync_job))
+    assert native == {
+        "log": ["GeneratorExit", "finally"] * count,
+        "destroyed": count,
+        "tasks": tasks_before,
+        "busy workers left": 0,
+    }
+    assert bridged == native
+
+
+def _new_loop(aio: Backend) -> asyncio.AbstractEventLoop:
+    if aio.name == "uvloop":
+        import uvloop
+
+        return cast(asyncio.AbstractEventLoop, uvloop.new_event_loop())
+    return asyncio.new_event_loop()
 
 
 async def _gather(backend: Backend, *coros: Any) -> None:

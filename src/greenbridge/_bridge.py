@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import functools
+import gc
 import inspect
 import sys
 import threading
@@ -101,7 +102,7 @@ class _Worker(greenlet):
     parent chain.
     """
 
-    __slots__ = ("value", "free", "drv", "home")
+    __slots__ = ("value", "free", "drv", "home", "pending")
 
     def __init__(self, home: _Bucket) -> None:
         super().__init__(_worker_main)
@@ -113,6 +114,10 @@ class _Worker(greenlet):
         self.free: list[tuple[types.GeneratorType[Any, Any, None], list[Any]]] = []
         # While parked (see park()): the _Pending whose task waits for it.
         self.drv: _Pending | None = None
+        # While its call is suspended: a weak reference to the _Pending driving
+        # it (weak: the worker's frames are invisible to the cycle collector, so
+        # a strong one would keep the task alive; see _unwind_dead_loops).
+        self.pending: weakref.ref[_Pending] | None = None
 
 
 _RETURNED: Any = object()
@@ -252,6 +257,8 @@ class _ThreadState(threading.local):
         global _DEPTH_OFFSET, _depth_probed
         # Parked workers, by the recursion counter they were created at.
         self.pools: dict[int, _Bucket] = {}
+        # Every live worker of this thread (see _unwind_dead_loops).
+        self.workers: weakref.WeakSet[_Worker] | None = None
         if not _depth_probed:
             _DEPTH_OFFSET = _find_depth_offset()
             _depth_probed = True
@@ -270,20 +277,21 @@ class _ThreadState(threading.local):
 _state = _ThreadState()
 
 
-def _worker_main(
-    fn: Callable[..., Any],
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
-    handled: BaseException | None,
-) -> Any:
-    """Body of every worker greenlet: run a call, report, park, repeat.
+def _worker_main() -> Any:
+    """Body of every worker greenlet: wait for a call, run it, report, park, repeat.
 
     The outcome is left in ``me.value`` and announced by switching to the
     driver with ``_FINISHED`` or ``_FAILED``; the driver takes it and clears
     it, so a parked worker's frame holds no reference to the last call.
+
+    A worker is started with no arguments and waits for its first call like
+    for any other: greenlet holds the arguments of a greenlet's first switch
+    (they are ``run``'s arguments) until the greenlet ends, which would keep
+    the first call's arguments alive for the worker's whole life.
     """
     me = cast(_Worker, getcurrent())
     pool = me.home  # a greenlet never leaves its thread, nor does its pool
+    fn, args, kwargs, handled = me.parent.switch()  # type: ignore[union-attr]
     while True:
         try:
             # A plain call with positional arguments runs in this C-level eval
@@ -312,7 +320,8 @@ def _worker_main(
             end = _FAILED
             del exc
         # Drop every reference to the finished call before parking.
-        fn = args = kwargs = handled = None  # type: ignore[assignment]
+        fn = args = kwargs = handled = None
+        me.pending = None
         if len(pool) >= POOL_SIZE or not pool.live:
             # Pool full or evicted: end this greenlet; its return value reaches the driver.
             return end
@@ -365,7 +374,13 @@ def _new_worker(depth: int) -> _Worker:
                 worker.parent = here
                 worker.throw(GreenletExit)
         pool = pools[depth] = _Bucket()
-    return _Worker(pool)
+    worker = _Worker(pool)
+    workers = _state.workers
+    if workers is None:
+        workers = _state.workers = weakref.WeakSet()
+        _watch_dead_loops()
+    workers.add(worker)
+    return worker
 
 
 def _parked_workers() -> list[_Worker]:
@@ -388,7 +403,11 @@ def _launch(
     state = _state
     depth = state.depth.value
     pool = state.pools.get(depth)
-    worker = pool.pop() if pool else _new_worker(depth)
+    if pool:
+        worker = pool.pop()
+    else:
+        worker = _new_worker(depth)
+        worker.switch()  # start it here, at the caller's depth: it waits for a call
     here = getcurrent()
     if worker.parent is not here:
         worker.parent = here
@@ -430,10 +449,15 @@ class _Pending:
     ``msg`` (and ``payload``) before it completes ``fut``.
     """
 
-    __slots__ = ("worker", "msg", "payload", "fut", "task", "trap")
+    __slots__ = ("worker", "msg", "payload", "fut", "task", "trap", "loop", "ref", "__weakref__")
 
     def __init__(self, worker: _Worker, msg: Any) -> None:
         self.worker = worker
+        # The asyncio loop the call runs on (None under trio).
+        self.loop = _running_asyncio_loop()
+        self.ref = weakref.ref(self)
+        if msg is not _FAILED:  # (else the call ended: the worker is parked already)
+            worker.pending = self.ref
         self.msg = msg
         self.payload: Any = None
         self.fut: asyncio.Future[None] | None = None
@@ -460,7 +484,8 @@ class _Pending:
                 try:
                     sent = yield msg
                 except GeneratorExit:
-                    _unwind(worker)
+                    if worker.pending is self.ref:  # (else unwound already: its loop closed)
+                        _unwind(worker)
                     raise
                 except BaseException as exc:  # noqa: BLE001 - forwarded to the sync code
                     here = getcurrent()
@@ -499,8 +524,8 @@ class _Pending:
             handoff = self._release(worker)
             if _ended(handoff):
                 self.payload = None
-            else:
-                _unwind(worker)  # still suspended in the sync code
+            elif worker.pending is self.ref:  # still suspended in the sync code
+                _unwind(worker)
             raise
         except BaseException as exc:  # noqa: BLE001 - forwarded to the sync code
             handoff = self._release(worker, isinstance(exc, asyncio.CancelledError))
@@ -649,6 +674,54 @@ def wake(worker: _Worker, value: Any) -> None:
     drv.msg = _RESUME
     drv.payload = value
     fut.set_result(None)
+
+
+_running_asyncio_loop = asyncio.events._get_running_loop
+
+
+def _watch_dead_loops() -> None:
+    global _watching
+    if not _watching:
+        _watching = True
+        gc.callbacks.append(_unwind_dead_loops)
+
+
+_watching = False
+
+
+def _unwind_dead_loops(phase: str, info: dict[str, int]) -> None:
+    """Before a full collection, unwind the calls suspended on a closed loop.
+
+    A task whose loop was closed while it was pending can never run again.
+    Natively it is garbage: the collector destroys it ("Task was destroyed but
+    it is pending!") and closes its coroutine, whose ``finally`` blocks run.
+    Bridged, the sync code's frames (which the collector cannot see into: they
+    live in a suspended greenlet) hold what the task waits on, so the task
+    stays reachable forever.  So we do here what closing the coroutine would
+    do: raise ``GeneratorExit`` at the sync code's `await_`.  Its frames are
+    then gone, and this very collection finds the task, logs it and closes
+    its coroutine, as natively.  (Only workers of the collecting thread can
+    be switched into; the others are unwound when their thread collects.)
+    """
+    if phase != "start" or info.get("generation") != 2:
+        return
+    workers = _state.workers
+    if not workers:
+        return
+    for worker in list(workers):
+        ref = worker.pending
+        drv = None if ref is None else ref()
+        if drv is None or worker.dead or worker in worker.home:
+            continue
+        loop = drv.loop
+        if loop is None or not loop.is_closed():
+            continue
+        worker.pending = None
+        if drv.msg is _PARK:
+            handoff = drv._release(worker)
+            if _ended(handoff):
+                continue
+        _unwind(worker)
 
 
 def _unwind(worker: _Worker) -> None:
