@@ -229,9 +229,18 @@ def _find_depth_offset() -> int | None:
     return 4 * found.pop()
 
 
-class _NoDepth:
-    __slots__ = ()
-    value = 0
+class _Pools(dict[int, "_Bucket"]):
+    """A thread's parked workers, by the recursion counter they were created at.
+
+    ``depth[0]`` reads this thread's counter (a one-int view of the thread
+    state), or is always 0 when it could not be located.
+    """
+
+    __slots__ = ("depth",)
+
+    def __init__(self, depth: Any) -> None:
+        super().__init__()
+        self.depth = depth
 
 
 class _Bucket(list):  # type: ignore[type-arg]  # of _Worker
@@ -255,8 +264,6 @@ _depth_probed = False
 class _ThreadState(threading.local):
     def __init__(self) -> None:
         global _DEPTH_OFFSET, _depth_probed
-        # Parked workers, by the recursion counter they were created at.
-        self.pools: dict[int, _Bucket] = {}
         # Every live worker of this thread (see _unwind_dead_loops).
         self.workers: weakref.WeakSet[_Worker] | None = None
         if not _depth_probed:
@@ -264,12 +271,14 @@ class _ThreadState(threading.local):
             _depth_probed = True
         address = _thread_state_address() if _DEPTH_OFFSET is not None else None
         if address is None or _DEPTH_OFFSET is None:
-            self.depth: Any = _NoDepth()
+            depth: Any = (0,)
         else:
             import ctypes
 
-            # This thread's counter, read through ``depth.value``.
-            self.depth = ctypes.c_int.from_address(address + _DEPTH_OFFSET)
+            # This thread's counter (a memoryview indexes faster than c_int.value).
+            cell = (ctypes.c_int * 1).from_address(address + _DEPTH_OFFSET)
+            depth = memoryview(cell).cast("B").cast("i")
+        self.pools = _Pools(depth)
         self.private_loop: asyncio.AbstractEventLoop | None = None
         self.holder: object = None
 
@@ -291,16 +300,14 @@ def _worker_main() -> Any:
     """
     me = cast(_Worker, getcurrent())
     pool = me.home  # a greenlet never leaves its thread, nor does its pool
-    fn, args, kwargs, handled = me.parent.switch()  # type: ignore[union-attr]
+    fn, args, kwargs = me.parent.switch()  # type: ignore[union-attr]
     while True:
         try:
             # A plain call with positional arguments runs in this C-level eval
             # loop; fn(*args, **kwargs) would nest another one, which every
             # switch of a suspended call then copies and which stays in
             # memory while it waits.
-            if handled is not None:
-                me.value = _call_handling(handled, fn, args, kwargs)
-            elif kwargs:
+            if kwargs:
                 me.value = fn(*args, **kwargs)
             elif not args:
                 me.value = fn()
@@ -320,18 +327,21 @@ def _worker_main() -> Any:
             end = _FAILED
             del exc
         # Drop every reference to the finished call before parking.
-        fn = args = kwargs = handled = None
+        fn = args = kwargs = None
         me.pending = None
         if len(pool) >= POOL_SIZE or not pool.live:
             # Pool full or evicted: end this greenlet; its return value reaches the driver.
             return end
         pool.append(me)
-        fn, args, kwargs, handled = me.parent.switch(end)  # type: ignore[union-attr]
+        fn, args, kwargs = me.parent.switch(end)  # type: ignore[union-attr]
 
 
 # The exception being handled where the call is made (None when none is).
 # sys.exc_info() builds a tuple; 3.11+ has the cheaper sys.exception().
 _handled: Callable[[], BaseException | None] = getattr(sys, "exception", lambda: sys.exc_info()[1])
+
+
+_NO_KWARGS: dict[str, Any] = {}
 
 
 def _call_handling(
@@ -400,9 +410,9 @@ def _launch(
     `_Pending` to be awaited when the call yielded a trap.  A call
     that never suspends thus costs no generator and no trap handling.
     """
-    state = _state
-    depth = state.depth.value
-    pool = state.pools.get(depth)
+    pools = _state.pools
+    depth = pools.depth[0]
+    pool = pools.get(depth)
     if pool:
         worker = pool.pop()
     else:
@@ -414,7 +424,12 @@ def _launch(
     # Share the caller's Context (not a copy): a ContextVar set by the sync
     # code is seen by the awaiting coroutine, as for a plain function call.
     worker.gr_context = here.gr_context if context is None else context
-    msg = worker.switch(fn, args, kwargs, _handled())
+    handled = _handled()
+    if handled is None:
+        msg = worker.switch(fn, args, kwargs)
+    else:
+        msg = worker.switch(_call_handling, (handled, fn, args, kwargs), _NO_KWARGS)
+        del handled
     if msg is _FINISHED:
         worker.gr_context = None
         value = worker.value
