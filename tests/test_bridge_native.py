@@ -271,6 +271,21 @@ def test_a_spawned_task_does_not_inherit_the_handled_exception(aio: Backend) -> 
     assert bridged == native
 
 
+def test_await_with_no_loop_sees_the_handled_exception_as_asyncio_run_does() -> None:
+    """With no loop running, await_ runs the coroutine like asyncio.run(): inside the except."""
+
+    async def observe() -> Any:
+        return sys.exc_info()[1]
+
+    seen = []
+    for run in (asyncio.run, await_):
+        try:
+            {}["key"]  # noqa: B018 - raises KeyError
+        except KeyError as handled:
+            seen.append(run(observe()) is handled)
+    assert seen == [True, True]
+
+
 def _named(seen: dict[str, Any]) -> dict[str, Any]:
     """``seen`` with its run's handled exception replaced by "HANDLED"."""
     handled = seen.pop("handled")
