@@ -448,6 +448,82 @@ def _new_loop(aio: Backend) -> asyncio.AbstractEventLoop:
     return asyncio.new_event_loop()
 
 
+# ---------------------------------------------------------------------------
+# exceptions and cancellation
+
+
+def test_stop_iteration_from_sync_code_becomes_what_a_coroutine_raises(backend: Backend) -> None:
+    """PEP 479: "coroutine raised StopIteration", with the StopIteration as its cause."""
+
+    def sync_stop(suspend: bool) -> None:
+        if suspend:
+            await_(backend.sleep(0))
+        raise StopIteration("stop")
+
+    async def native_stop(suspend: bool) -> None:
+        if suspend:
+            await backend.sleep(0)
+        raise StopIteration("stop")
+
+    async def main() -> list[list[Any]]:
+        out = []
+        for stop in (native_stop, async_(sync_stop)):
+            seen = []
+            for suspend in (False, True):
+                try:
+                    await stop(suspend)
+                except BaseException as exc:  # noqa: BLE001 - compared below
+                    seen.append(
+                        (type(exc), str(exc), repr(exc.__cause__), exc.__suppress_context__)
+                    )
+            out.append(seen)
+        return out
+
+    native, bridged = backend.run(main)
+    assert native[0] == (
+        RuntimeError,
+        "coroutine raised StopIteration",
+        "StopIteration('stop')",
+        True,
+    )
+    assert bridged == native
+
+
+def test_cancel_message_reaches_the_future_awaited_after_a_green_wait(aio: Backend) -> None:
+    """task.cancel(msg) cancels the future the task waits on with msg, as a Task does."""
+    from greenbridge.green import time as green_time
+
+    def sync_wait(fut: asyncio.Future[None]) -> None:
+        green_time.sleep(0.01)  # resumed from a loop callback: then await_ waits there too
+        await_(fut)
+
+    async def native_wait(fut: asyncio.Future[None]) -> None:
+        await asyncio.sleep(0.01)
+        await fut
+
+    async def main() -> list[Any]:
+        out = []
+        for wait in (native_wait, async_(sync_wait)):
+            fut = asyncio.get_running_loop().create_future()
+            task = asyncio.ensure_future(wait(fut))
+            await asyncio.sleep(0.05)
+            task.cancel("the message")
+            try:
+                await task
+            except asyncio.CancelledError as exc:
+                seen: list[Any] = [exc.args]
+            try:
+                fut.result()
+            except asyncio.CancelledError as exc:
+                seen.append(exc.args)
+            out.append(seen)
+        return out
+
+    native, bridged = aio.run(main)
+    assert native[1] == ("the message",)
+    assert bridged == native
+
+
 async def _gather(backend: Backend, *coros: Any) -> None:
     if backend.is_asyncio:
         await asyncio.gather(*coros)

@@ -323,7 +323,7 @@ def _worker_main() -> Any:
             # suspended): let it die instead of parking it again.
             raise
         except BaseException as exc:  # noqa: BLE001 - handed to the driver
-            me.value = exc
+            me.value = exc if not isinstance(exc, StopIteration) else _raised_stop(exc)
             end = _FAILED
             del exc
         # Drop every reference to the finished call before parking.
@@ -342,6 +342,17 @@ _handled: Callable[[], BaseException | None] = getattr(sys, "exception", lambda:
 
 
 _NO_KWARGS: dict[str, Any] = {}
+
+
+def _raised_stop(exc: StopIteration) -> RuntimeError:
+    """What a coroutine raises when its body raises StopIteration (PEP 479).
+
+    The driver is a generator: raising the StopIteration there would give
+    "generator raised StopIteration" instead.
+    """
+    error = RuntimeError("coroutine raised StopIteration")
+    error.__cause__ = error.__context__ = exc
+    return error
 
 
 def _call_handling(
@@ -543,7 +554,10 @@ class _Pending:
                 _unwind(worker)
             raise
         except BaseException as exc:  # noqa: BLE001 - forwarded to the sync code
-            handoff = self._release(worker, isinstance(exc, asyncio.CancelledError))
+            cancelled = isinstance(exc, asyncio.CancelledError)
+            # The message of task.cancel(msg), which a Task passes on to the future.
+            why = exc.args[0] if cancelled and exc.args else None
+            handoff = self._release(worker, cancelled, why)
             if _ended(handoff):
                 # The call ended in a callback before this reached it.  An error
                 # wins over the exception thrown here (as in a Task's step).
@@ -555,7 +569,7 @@ class _Pending:
             if isinstance(exc, asyncio.CancelledError) and isinstance(handoff, asyncio.Future):
                 # A Future the worker handed over but the task never waited on:
                 # the task's cancellation would have cancelled it.
-                handoff.cancel()
+                handoff.cancel(why)
             here = getcurrent()
             if worker.parent is not here:
                 worker.parent = here
@@ -575,7 +589,7 @@ class _Pending:
             return _Pending
         return handoff  # a trap for the task (_PARK cannot be: fut is done)
 
-    def _release(self, worker: _Worker, cancel: bool = False) -> Any:
+    def _release(self, worker: _Worker, cancel: bool = False, why: Any = None) -> Any:
         if worker.drv is self:
             worker.drv = None
         # (Else the call ended in a callback: the worker went back to the pool
@@ -586,7 +600,7 @@ class _Pending:
             if isinstance(trap, asyncio.Future):
                 trap.remove_done_callback(self._trap_done)
                 if cancel:  # as a Task cancels the future it waits on
-                    trap.cancel()
+                    trap.cancel(why)
             else:
                 trap.cancel()
         self.fut = None
