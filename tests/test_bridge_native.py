@@ -524,6 +524,56 @@ def test_cancel_message_reaches_the_future_awaited_after_a_green_wait(aio: Backe
     assert bridged == native
 
 
+@pytest.mark.parametrize("wait", ["coroutine", "future", "green sleep"])
+def test_a_cancellation_arriving_in_an_except_block_gets_its_context(
+    aio: Backend, wait: str
+) -> None:
+    """CancelledError raised at an await inside ``except`` has that exception as context."""
+    from greenbridge.green import time as green_time
+
+    contexts: list[Any] = []
+
+    def sync_wait() -> None:
+        try:
+            raise KeyError("handled")
+        except KeyError:
+            try:
+                if wait == "coroutine":
+                    await_(asyncio.sleep(10))
+                elif wait == "future":
+                    await_(asyncio.get_running_loop().create_future())
+                else:
+                    green_time.sleep(10)
+            except asyncio.CancelledError as exc:
+                contexts.append(repr(exc.__context__))
+                raise
+
+    async def native_wait() -> None:
+        try:
+            raise KeyError("handled")
+        except KeyError:
+            try:
+                if wait == "future":
+                    await asyncio.get_running_loop().create_future()
+                else:
+                    await asyncio.sleep(10)
+            except asyncio.CancelledError as exc:
+                contexts.append(repr(exc.__context__))
+                raise
+
+    async def main() -> None:
+        for job in (native_wait, async_(sync_wait)):
+            task = asyncio.ensure_future(job())
+            await asyncio.sleep(0.01)
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    aio.run(main)
+    assert contexts[0] == "KeyError('handled')"
+    assert contexts[1] == contexts[0]
+
+
 async def _gather(backend: Backend, *coros: Any) -> None:
     if backend.is_asyncio:
         await asyncio.gather(*coros)

@@ -642,7 +642,32 @@ def park() -> Any:
     arranging for a loop callback (a reader, a timer) to call `wake`.  An
     exception thrown into the task (a cancellation) is raised here.
     """
-    return getcurrent().parent.switch(_PARK)  # type: ignore[union-attr]
+    handled = _handled()
+    try:
+        return getcurrent().parent.switch(_PARK)  # type: ignore[union-attr]
+    except BaseException as exc:
+        if handled is not None:
+            _chain(exc, handled)
+        raise
+
+
+def _chain(exc: BaseException, handled: BaseException) -> None:
+    """Give ``exc``, thrown into a worker, the ``__context__`` a raise there gives it.
+
+    greenlet's throw raises the exception in the worker without chaining it to
+    the exception being handled there (a coroutine's throw() and a raise do),
+    so a cancellation arriving in an ``except`` block lost its context.
+    """
+    if exc is handled:
+        return
+    # As the interpreter does: cut exc out of handled's context chain first.
+    link = handled
+    while (above := link.__context__) is not None:
+        if above is exc:
+            link.__context__ = None
+            break
+        link = above
+    exc.__context__ = handled
 
 
 def wake(worker: _Worker, value: Any) -> None:
@@ -928,7 +953,13 @@ def await_(awaitable: Any) -> Any:
             # trap) unless it is done, then take its result.
             if not awaitable.done():
                 awaitable._asyncio_future_blocking = True
-                current.parent.switch(awaitable)  # type: ignore[union-attr]
+                handled = _handled()
+                try:
+                    current.parent.switch(awaitable)  # type: ignore[union-attr]
+                except BaseException as exc:
+                    if handled is not None:
+                        _chain(exc, handled)
+                    raise
                 if not awaitable.done():
                     raise RuntimeError("await wasn't used with future")
             return awaitable.result()
