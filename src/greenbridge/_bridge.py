@@ -242,6 +242,20 @@ class _Pools(dict[int, "_Bucket"]):
         super().__init__()
         self.depth = depth
 
+    def __missing__(self, depth: int) -> _Bucket:
+        """A new pool for ``depth`` (evicting the oldest one beyond `MAX_DEPTHS`)."""
+        if len(self) >= MAX_DEPTHS:
+            # End the parked workers of the depth that got its pool first.
+            evicted = self.pop(next(iter(self)))
+            evicted.live = False
+            here = getcurrent()
+            while evicted:
+                worker = evicted.pop()
+                worker.parent = here
+                worker.throw(GreenletExit)
+        pool = self[depth] = _Bucket()
+        return pool
+
 
 class _Bucket(list):  # type: ignore[type-arg]  # of _Worker
     """The parked workers that were created at one recursion depth.
@@ -380,21 +394,8 @@ def _call_handling(
         return result
 
 
-def _new_worker(depth: int) -> _Worker:
-    """A worker for a call made at recursion ``depth``, with its pool."""
-    pools = _state.pools
-    pool = pools.get(depth)
-    if pool is None:
-        if len(pools) >= MAX_DEPTHS:
-            # Evict the depth that got its pool first: end its parked workers.
-            evicted = pools.pop(next(iter(pools)))
-            evicted.live = False
-            here = getcurrent()
-            while evicted:
-                worker = evicted.pop()
-                worker.parent = here
-                worker.throw(GreenletExit)
-        pool = pools[depth] = _Bucket()
+def _new_worker(pool: _Bucket) -> _Worker:
+    """A worker that parks in ``pool``."""
     worker = _Worker(pool)
     workers = _state.workers
     if workers is None:
@@ -422,12 +423,11 @@ def _launch(
     that never suspends thus costs no generator and no trap handling.
     """
     pools = _state.pools
-    depth = pools.depth[0]
-    pool = pools.get(depth)
+    pool = pools[pools.depth[0]]
     if pool:
         worker = pool.pop()
     else:
-        worker = _new_worker(depth)
+        worker = _new_worker(pool)
         worker.switch()  # start it here, at the caller's depth: it waits for a call
     here = getcurrent()
     if worker.parent is not here:
