@@ -175,6 +175,32 @@ def test_headroom_does_not_shrink_over_repeated_deep_nesting(backend: Backend) -
         assert plain - BRIDGE_FRAMES - 2 <= bridged <= plain
 
 
+def test_more_depths_than_pools_keep_matching_headroom(backend: Backend) -> None:
+    """Calls from more depths than MAX_DEPTHS evict old pools; headroom still matches."""
+
+    def sleep_then_headroom() -> int:
+        await_(backend.sleep(0))
+        return _headroom()
+
+    async def at(k: int) -> tuple[int, int]:
+        return await _at_depth(k, lambda: _plain_and_bridged_after(sleep_then_headroom))
+
+    async def main() -> list[tuple[int, int]]:
+        seen = []
+        for _ in range(2):
+            for k in range(0, 40 * (_bridge.MAX_DEPTHS + 3), 40):
+                seen.append(await at(k))
+        assert len(_bridge._state.pools) <= _bridge.MAX_DEPTHS
+        return seen
+
+    for plain, bridged in backend.run(main):
+        assert plain - BRIDGE_FRAMES - 2 <= bridged <= plain
+
+
+async def _plain_and_bridged_after(fn: Any) -> tuple[int, int]:
+    return _headroom(), await async_(fn)()
+
+
 # ---------------------------------------------------------------------------
 # the exception being handled by the caller
 
