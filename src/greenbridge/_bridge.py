@@ -757,12 +757,22 @@ def _unwind_dead_loops(phase: str, info: dict[str, int]) -> None:
     its coroutine, as natively.  (Only workers of the collecting thread can
     be switched into; the others are unwound when their thread collects.)
     """
-    if phase != "start" or info.get("generation") != 2:
+    if phase != "start" or info.get("generation") != 2 or sys.is_finalizing():
         return
     workers = _state.workers
     if not workers:
         return
+    running = set()  # the current greenlet and those it runs on top of
+    try:
+        current: Any = getcurrent()
+    except RuntimeError:  # greenlet is being finalized (interpreter exit)
+        return
+    while current is not None:
+        running.add(current)
+        current = current.parent
     for worker in list(workers):
+        if worker in running:
+            continue
         ref = worker.pending
         drv = None if ref is None else ref()
         if drv is None or worker.dead or worker in worker.home:
