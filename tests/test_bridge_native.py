@@ -466,6 +466,87 @@ def test_tasks_left_pending_on_a_closed_loop_are_collected_and_unwound(
     assert bridged == native
 
 
+def test_an_error_in_finally_on_a_closed_loop_is_reported_and_others_still_unwind(
+    aio: Backend, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """As natively: the error goes to sys.unraisablehook; every other task still unwinds."""
+    reported: list[Any] = []
+    monkeypatch.setattr(sys, "unraisablehook", lambda u: reported.append(u.exc_type))
+    log: list[int] = []
+
+    def sync_job(fut: asyncio.Future[None], i: int) -> None:
+        try:
+            await_(fut)
+        finally:
+            log.append(i)
+            if i == 0:
+                raise ValueError("in finally")
+
+    async def native_job(fut: asyncio.Future[None], i: int) -> None:
+        try:
+            await fut
+        finally:
+            log.append(i)
+            if i == 0:
+                raise ValueError("in finally")
+
+    def run(job: Any) -> tuple[list[int], list[Any]]:
+        loop = _new_loop(aio)
+
+        async def start() -> None:
+            running = asyncio.get_running_loop()
+            for i in range(3):
+                running.create_task(job(running.create_future(), i))
+            await asyncio.sleep(0.01)
+
+        loop.run_until_complete(start())
+        loop.close()
+        del loop
+        gc.collect()
+        seen = (sorted(log), list(reported))
+        log.clear()
+        reported.clear()
+        return seen
+
+    native = run(native_job)
+    bridged = run(async_(sync_job))
+    assert native == ([0, 1, 2], [ValueError])
+    assert bridged == native
+
+
+def test_an_error_in_finally_comes_out_of_close(backend: Backend) -> None:
+    """coro.close() raises what the code's finally raises, as a coroutine's close() does."""
+
+    def sync_job() -> None:
+        try:
+            await_(backend.sleep(10))
+        finally:
+            raise ValueError("in finally")
+
+    async def native_job() -> None:
+        try:
+            await backend.sleep(10)
+        finally:
+            raise ValueError("in finally")
+
+    async def main() -> list[Any]:
+        out = []
+        for job in (native_job, async_(sync_job)):
+            coro = job()
+            coro.send(None)  # suspended in the sleep
+            try:
+                coro.close()
+            except BaseException as exc:  # noqa: BLE001 - compared below
+                out.append((type(exc), str(exc)))
+            else:
+                out.append(None)
+        return out
+
+    native, bridged = backend.run(main)
+    assert native == (ValueError, "in finally")
+    assert bridged == native
+
+
 def _new_loop(aio: Backend) -> asyncio.AbstractEventLoop:
     if aio.name == "uvloop":
         import uvloop

@@ -785,7 +785,26 @@ def _unwind_dead_loops(phase: str, info: dict[str, int]) -> None:
             handoff = drv._release(worker)
             if _ended(handoff):
                 continue
-        _unwind(worker)
+        try:
+            _unwind(worker)
+        except BaseException as exc:  # noqa: BLE001 - as for an error in a finalizer
+            # Reported like an exception in a coroutine's finalizer; go on with the others.
+            hook = sys.unraisablehook
+            hook(_Unraisable(exc, drv))  # type: ignore[arg-type]
+            del exc
+
+
+class _Unraisable:
+    """What sys.unraisablehook receives for an error while unwinding a dead call."""
+
+    __slots__ = ("exc_type", "exc_value", "exc_traceback", "err_msg", "object")
+
+    def __init__(self, exc: BaseException, obj: object) -> None:
+        self.exc_type = type(exc)
+        self.exc_value = exc
+        self.exc_traceback = exc.__traceback__
+        self.err_msg = "Exception ignored while unwinding sync code of a task on a closed loop"
+        self.object = obj
 
 
 def _unwind(worker: _Worker) -> None:
@@ -800,6 +819,7 @@ def _unwind(worker: _Worker) -> None:
         msg = worker.throw(GeneratorExit)
     except greenlet.error:  # closed from another thread (e.g. by the GC)
         return
+    error = worker.value
     worker.value = None
     if msg is not _FINISHED and msg is not _FAILED:
         raise RuntimeError(
@@ -807,6 +827,13 @@ def _unwind(worker: _Worker) -> None:
             "while its coroutine was being closed"
         )
     worker.gr_context = None
+    if msg is _FAILED and not isinstance(error, GeneratorExit):
+        # An error raised while unwinding (in a finally block) comes out of the
+        # close, as from a coroutine's close().
+        try:
+            raise error
+        finally:
+            del error
 
 
 # ---------------------------------------------------------------------------
