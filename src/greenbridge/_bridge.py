@@ -281,8 +281,11 @@ class _ThreadState(threading.local):
         # Every live worker of this thread (see _unwind_dead_loops).
         self.workers: weakref.WeakSet[_Worker] | None = None
         if not _depth_probed:
-            _DEPTH_OFFSET = _find_depth_offset()
-            _depth_probed = True
+            try:
+                _DEPTH_OFFSET = _find_depth_offset()
+                _depth_probed = True
+            except RecursionError:  # first used at the very limit: this thread goes without
+                pass
         address = _thread_state_address() if _DEPTH_OFFSET is not None else None
         if address is None or _DEPTH_OFFSET is None:
             depth: Any = (0,)
