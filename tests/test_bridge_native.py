@@ -16,6 +16,7 @@ import traceback
 import weakref
 from typing import Any, cast
 
+import greenlet
 import pytest
 
 from greenbridge import _bridge, async_, await_, spawn
@@ -195,6 +196,30 @@ def test_more_depths_than_pools_keep_matching_headroom(backend: Backend) -> None
 
     for plain, bridged in backend.run(main):
         assert plain - BRIDGE_FRAMES - 2 <= bridged <= plain
+
+
+def test_a_worker_busy_while_its_pool_is_evicted_ends_when_done(aio: Backend) -> None:
+    async def main() -> None:
+        release = asyncio.get_running_loop().create_future()
+        workers: list[Any] = []
+
+        def wait() -> str:
+            workers.append(greenlet.getcurrent())
+            return cast(str, await_(release))
+
+        busy = asyncio.ensure_future(_at_depth(500, async_(wait)))
+        await asyncio.sleep(0)
+        (worker,) = workers
+        home = worker.home
+        for k in range(1, _bridge.MAX_DEPTHS + 2):  # new depths evict every older pool
+            await _at_depth(k * 7, _plain_and_bridged)
+        assert all(pool is not home for pool in _bridge._state.pools.values())
+        release.set_result("done")
+        assert await busy == "done"
+        assert worker.dead and not home  # it ended instead of parking in the evicted pool
+        assert len(_bridge._state.pools) <= _bridge.MAX_DEPTHS
+
+    aio.run(main)
 
 
 async def _plain_and_bridged_after(fn: Any) -> tuple[int, int]:
