@@ -499,7 +499,8 @@ def test_pool_is_bounded(aio: Backend) -> None:
         await asyncio.gather(*(async_(wait)() for _ in range(_bridge.POOL_SIZE * 3)))
 
     aio.run(main)
-    assert len(_bridge._state.pool) <= _bridge.POOL_SIZE
+    assert len(_bridge._state.pools) <= _bridge.MAX_DEPTHS
+    assert all(len(pool) <= _bridge.POOL_SIZE for pool in _bridge._state.pools.values())
 
 
 def test_functools_partial_and_methods(backend: Backend) -> None:

@@ -221,7 +221,7 @@ def test_nothing_leaks_after_many_cancelled_calls(aio: Backend) -> None:
         return {
             id(g)
             for g in gc.get_objects()
-            if isinstance(g, _bridge._Worker) and not g.dead and g not in _bridge._state.pool
+            if isinstance(g, _bridge._Worker) and not g.dead and g not in _bridge._parked_workers()
         }
 
     before = live_workers()
@@ -244,7 +244,8 @@ def test_nothing_leaks_after_many_cancelled_calls(aio: Backend) -> None:
     gc.collect()
     assert len(refs) == 500
     assert all(ref() is None for ref in refs)
-    assert len(_bridge._state.pool) <= _bridge.POOL_SIZE
+    assert len(_bridge._state.pools) <= _bridge.MAX_DEPTHS
+    assert all(len(pool) <= _bridge.POOL_SIZE for pool in _bridge._state.pools.values())
     assert live_workers() <= before, "only pooled workers may stay alive"
 
 

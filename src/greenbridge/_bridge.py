@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import functools
+import gc
 import importlib
 import inspect
 import signal
@@ -60,8 +61,10 @@ else:  # pragma: no cover - 3.9: annotations are strings, P is never evaluated
 
 _CO_ITERABLE_COROUTINE = inspect.CO_ITERABLE_COROUTINE
 
-#: Largest number of parked worker greenlets kept per thread.
+#: Largest number of parked worker greenlets kept per thread and recursion depth.
 POOL_SIZE = 64
+#: Largest number of recursion depths that keep a pool of workers, per thread.
+MAX_DEPTHS = 8
 
 
 class MissingBridge(RuntimeError):
@@ -101,16 +104,22 @@ class _Worker(greenlet):
     parent chain.
     """
 
-    __slots__ = ("value", "free", "drv")
+    __slots__ = ("value", "free", "drv", "home", "pending")
 
-    def __init__(self) -> None:
+    def __init__(self, home: _Bucket) -> None:
         super().__init__(_worker_main)
+        # The pool it parks in: the one for the recursion depth it was created at.
+        self.home = home
         # The outcome of the current call, taken (and cleared) by the driver.
         self.value: Any = None
         # Idle steppers (see _stepper), each with the box it reports into.
         self.free: list[tuple[types.GeneratorType[Any, Any, None], list[Any]]] = []
         # While parked (see park()): the _Pending whose task waits for it.
         self.drv: _Pending | None = None
+        # While its call is suspended: a weak reference to the _Pending driving
+        # it (weak: the worker's frames are invisible to the cycle collector, so
+        # a strong one would keep the task alive; see _unwind_dead_loops).
+        self.pending: weakref.ref[_Pending] | None = None
 
 
 _RETURNED: Any = object()
@@ -154,9 +163,141 @@ def _new_stepper(box: list[Any]) -> types.GeneratorType[Any, Any, None]:
     return stepper
 
 
+# ---------------------------------------------------------------------------
+# recursion depth
+#
+# greenlet saves the interpreter's recursion counter when a greenlet switches
+# out and restores it when it switches back in, so every greenlet has its own
+# depth, fixed by where it was created: a worker created 750 frames deep
+# keeps running its calls 750 frames deep, whoever calls it later.  A plain
+# call runs at its caller's depth plus one.  So the pool is keyed by the
+# caller's depth: a call reuses only a worker that was created at the very
+# depth it is called from, and gets the same recursion headroom as a fresh
+# worker (its caller's plus the three frames of the bridge).  (Padding a
+# worker created shallow up to the caller's depth would cost frames on every
+# call; resetting the counter would mean writing into the thread state.)
+#
+# Python has no API for the current depth, and walking frames costs O(depth)
+# on every call.  The counter lives in the thread state (3.9/3.10:
+# ``recursion_depth``; 3.11: ``recursion_remaining``; 3.12+:
+# ``py_recursion_remaining``), so we find its offset once by looking at what
+# changes by exactly k when we nest k Python calls, and read it through a
+# ctypes cell (one C int read, ~30-80 ns).  If it cannot be found exactly, all
+# workers share one pool, as before.
+
+
+def _thread_state_address() -> int | None:
+    try:
+        import ctypes
+
+        get = ctypes.PYFUNCTYPE(ctypes.c_void_p)(("PyThreadState_Get", ctypes.pythonapi))
+    except (ImportError, AttributeError, OSError):  # pragma: no cover - not CPython
+        return None
+    return cast("int | None", get())
+
+
+def _ints_at(address: int, count: int) -> list[int]:
+    import ctypes
+
+    return list((ctypes.c_int * count).from_address(address))
+
+
+def _nested(k: int, read: Callable[[], list[int]]) -> list[int]:
+    if k:
+        return _nested(k - 1, read)
+    return read()
+
+
+def _find_depth_offset() -> int | None:
+    """The offset of the recursion counter in a PyThreadState, or None."""
+    address = _thread_state_address()
+    if address is None:  # pragma: no cover - not CPython
+        return None
+    count = 64  # 256 bytes: every PyThreadState from 3.9 on is larger
+
+    def read() -> list[int]:
+        return _ints_at(address, count)
+
+    base = _nested(0, read)
+    up = set(range(count))  # a depth: one more per nested call
+    down = set(up)  # a remaining headroom: one less per nested call
+    for k in (3, 7, 12):
+        now = _nested(k, read)
+        up &= {i for i in range(count) if now[i] - base[i] == k}
+        down &= {i for i in range(count) if base[i] - now[i] == k}
+    found = up | down
+    if len(found) != 1:  # pragma: no cover - an interpreter we do not know
+        return None
+    return 4 * found.pop()
+
+
+class _Pools(dict[int, "_Bucket"]):
+    """A thread's parked workers, by the recursion counter they were created at.
+
+    ``depth[0]`` reads this thread's counter (a one-int view of the thread
+    state), or is always 0 when it could not be located.
+    """
+
+    __slots__ = ("depth",)
+
+    def __init__(self, depth: Any) -> None:
+        super().__init__()
+        self.depth = depth
+
+    def __missing__(self, depth: int) -> _Bucket:
+        """A new pool for ``depth`` (evicting the oldest one beyond `MAX_DEPTHS`)."""
+        if len(self) >= MAX_DEPTHS:
+            # End the parked workers of the depth that got its pool first.
+            evicted = self.pop(next(iter(self)))
+            evicted.live = False
+            here = getcurrent()
+            while evicted:
+                worker = evicted.pop()
+                worker.parent = here
+                worker.throw(GreenletExit)
+        pool = self[depth] = _Bucket()
+        return pool
+
+
+class _Bucket(list):  # type: ignore[type-arg]  # of _Worker
+    """The parked workers that were created at one recursion depth.
+
+    ``live`` turns false when the bucket is evicted (more than `MAX_DEPTHS`
+    depths in use): a worker of it that finishes then ends instead of parking.
+    """
+
+    __slots__ = ("live",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.live = True
+
+
+_DEPTH_OFFSET: int | None = None
+_depth_probed = False
+
+
 class _ThreadState(threading.local):
     def __init__(self) -> None:
-        self.pool: list[_Worker] = []
+        global _DEPTH_OFFSET, _depth_probed
+        # Every live worker of this thread (see _unwind_dead_loops).
+        self.workers: weakref.WeakSet[_Worker] | None = None
+        if not _depth_probed:
+            try:
+                _DEPTH_OFFSET = _find_depth_offset()
+                _depth_probed = True
+            except RecursionError:  # first used at the very limit: this thread goes without
+                pass
+        address = _thread_state_address() if _DEPTH_OFFSET is not None else None
+        if address is None or _DEPTH_OFFSET is None:
+            depth: Any = (0,)
+        else:
+            import ctypes
+
+            # This thread's counter (a memoryview indexes faster than c_int.value).
+            cell = (ctypes.c_int * 1).from_address(address + _DEPTH_OFFSET)
+            depth = memoryview(cell).cast("B").cast("i")
+        self.pools = _Pools(depth)
         self.private_loop: asyncio.AbstractEventLoop | None = None
         self.holder: object = None
 
@@ -164,15 +305,21 @@ class _ThreadState(threading.local):
 _state = _ThreadState()
 
 
-def _worker_main(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    """Body of every worker greenlet: run a call, report, park, repeat.
+def _worker_main() -> Any:
+    """Body of every worker greenlet: wait for a call, run it, report, park, repeat.
 
     The outcome is left in ``me.value`` and announced by switching to the
     driver with ``_FINISHED`` or ``_FAILED``; the driver takes it and clears
     it, so a parked worker's frame holds no reference to the last call.
+
+    A worker is started with no arguments and waits for its first call like
+    for any other: greenlet holds the arguments of a greenlet's first switch
+    (they are ``run``'s arguments) until the greenlet ends, which would keep
+    the first call's arguments alive for the worker's whole life.
     """
     me = cast(_Worker, getcurrent())
-    pool = _state.pool  # a greenlet never leaves its thread, nor does its pool
+    pool = me.home  # a greenlet never leaves its thread, nor does its pool
+    fn, args, kwargs = me.parent.switch()  # type: ignore[union-attr]
     while True:
         try:
             # A plain call with positional arguments runs in this C-level eval
@@ -195,16 +342,77 @@ def _worker_main(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str
             # suspended): let it die instead of parking it again.
             raise
         except BaseException as exc:  # noqa: BLE001 - handed to the driver
-            me.value = exc
+            me.value = exc if not isinstance(exc, StopIteration) else _raised_stop(exc)
             end = _FAILED
             del exc
         # Drop every reference to the finished call before parking.
-        fn = args = kwargs = None  # type: ignore[assignment]
-        if len(pool) >= POOL_SIZE:
-            # Pool full: end this greenlet; its return value reaches the driver.
+        fn = args = kwargs = None
+        me.pending = None
+        if len(pool) >= POOL_SIZE or not pool.live:
+            # Pool full or evicted: end this greenlet; its return value reaches the driver.
             return end
         pool.append(me)
         fn, args, kwargs = me.parent.switch(end)  # type: ignore[union-attr]
+
+
+# The exception being handled where the call is made (None when none is).
+# sys.exc_info() builds a tuple; 3.11+ has the cheaper sys.exception().
+_handled: Callable[[], BaseException | None] = getattr(sys, "exception", lambda: sys.exc_info()[1])
+
+
+_NO_KWARGS: dict[str, Any] = {}
+
+
+def _raised_stop(exc: StopIteration) -> RuntimeError:
+    """What a coroutine raises when its body raises StopIteration (PEP 479).
+
+    The driver is a generator: raising the StopIteration there would give
+    "generator raised StopIteration" instead.
+    """
+    error = RuntimeError("coroutine raised StopIteration")
+    error.__cause__ = error.__context__ = exc
+    return error
+
+
+def _call_handling(
+    handled: BaseException, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    """Call ``fn`` while ``handled`` is the exception being handled, as in its caller.
+
+    A greenlet has its own exception state, so a worker starts with none:
+    ``sys.exc_info()``, a bare ``raise`` and ``traceback.format_exc()`` in
+    the sync code would not see the exception its caller handles (a plain
+    call and a coroutine do).  Raising it here puts it back; its traceback is
+    restored at once, so the exception is left as it was.  (On 3.9/3.10 the
+    handled traceback is stored apart from the exception, and
+    ``sys.exc_info()[2]`` keeps one entry more: this frame.)
+    """
+    tb = handled.__traceback__
+    try:
+        raise handled
+    except BaseException:
+        with_us = handled.__traceback__  # 3.9/3.10: what sys.exc_info()[2] holds
+        handled.__traceback__ = tb
+        result = fn(*args, **kwargs)
+        if handled.__traceback__ is with_us:  # 3.9/3.10: a bare raise caught in fn
+            handled.__traceback__ = tb
+        return result
+
+
+def _new_worker(pool: _Bucket) -> _Worker:
+    """A worker that parks in ``pool``."""
+    worker = _Worker(pool)
+    workers = _state.workers
+    if workers is None:
+        workers = _state.workers = weakref.WeakSet()
+        _watch_dead_loops()
+    workers.add(worker)
+    return worker
+
+
+def _parked_workers() -> list[_Worker]:
+    """Every worker parked in this thread's pools (for tests)."""
+    return [worker for pool in _state.pools.values() for worker in pool]
 
 
 def _launch(
@@ -219,15 +427,25 @@ def _launch(
     `_Pending` to be awaited when the call yielded a trap.  A call
     that never suspends thus costs no generator and no trap handling.
     """
-    pool = _state.pool
-    worker = pool.pop() if pool else _Worker()
+    pools = _state.pools
+    pool = pools[pools.depth[0]]
+    if pool:
+        worker = pool.pop()
+    else:
+        worker = _new_worker(pool)
+        worker.switch()  # start it here, at the caller's depth: it waits for a call
     here = getcurrent()
     if worker.parent is not here:
         worker.parent = here
     # Share the caller's Context (not a copy): a ContextVar set by the sync
     # code is seen by the awaiting coroutine, as for a plain function call.
     worker.gr_context = here.gr_context if context is None else context
-    msg = worker.switch(fn, args, kwargs)
+    handled = _handled()
+    if handled is None:
+        msg = worker.switch(fn, args, kwargs)
+    else:
+        msg = worker.switch(_call_handling, (handled, fn, args, kwargs), _NO_KWARGS)
+        del handled
     if msg is _FINISHED:
         worker.gr_context = None
         value = worker.value
@@ -262,10 +480,15 @@ class _Pending:
     ``msg`` (and ``payload``) before it completes ``fut``.
     """
 
-    __slots__ = ("worker", "msg", "payload", "fut", "task", "trap")
+    __slots__ = ("worker", "msg", "payload", "fut", "task", "trap", "loop", "ref", "__weakref__")
 
     def __init__(self, worker: _Worker, msg: Any) -> None:
         self.worker = worker
+        # The asyncio loop the call runs on (None under trio).
+        self.loop = _running_asyncio_loop()
+        self.ref = weakref.ref(self)
+        if msg is not _FAILED:  # (else the call ended: the worker is parked already)
+            worker.pending = self.ref
         self.msg = msg
         self.payload: Any = None
         self.fut: asyncio.Future[None] | None = None
@@ -292,7 +515,8 @@ class _Pending:
                 try:
                     sent = yield msg
                 except GeneratorExit:
-                    _unwind(worker)
+                    if worker.pending is self.ref:  # (else unwound already: its loop closed)
+                        _unwind(worker)
                     raise
                 except BaseException as exc:  # noqa: BLE001 - forwarded to the sync code
                     here = getcurrent()
@@ -331,15 +555,18 @@ class _Pending:
             handoff = self._release(worker)
             if _ended(handoff):
                 self.payload = None
-            else:
-                _unwind(worker)  # still suspended in the sync code
+            elif worker.pending is self.ref:  # still suspended in the sync code
+                _unwind(worker)
             raise
         except BaseException as exc:  # noqa: BLE001 - forwarded to the sync code
             task = self.task
-            handoff = self._release(worker, isinstance(exc, asyncio.CancelledError))
+            cancelled = isinstance(exc, asyncio.CancelledError)
+            # The message of task.cancel(msg), which a Task passes on to the future.
+            why = exc.args[0] if cancelled and exc.args else None
+            handoff = self._release(worker, cancelled, why)
             if _ended(handoff):
                 if (
-                    isinstance(exc, asyncio.CancelledError)
+                    cancelled
                     and not fut.cancelled()
                     and task is not None
                 ):
@@ -363,7 +590,7 @@ class _Pending:
             if isinstance(exc, asyncio.CancelledError) and isinstance(handoff, asyncio.Future):
                 # A Future the worker handed over but the task never waited on:
                 # the task's cancellation would have cancelled it.
-                handoff.cancel()
+                handoff.cancel(why)
             here = getcurrent()
             if worker.parent is not here:
                 worker.parent = here
@@ -383,7 +610,7 @@ class _Pending:
             return _Pending
         return handoff  # a trap for the task (_PARK cannot be: fut is done)
 
-    def _release(self, worker: _Worker, cancel: bool = False) -> Any:
+    def _release(self, worker: _Worker, cancel: bool = False, why: Any = None) -> Any:
         if worker.drv is self:
             worker.drv = None
         # (Else the call ended in a callback: the worker went back to the pool
@@ -394,7 +621,7 @@ class _Pending:
             if isinstance(trap, asyncio.Future):
                 trap.remove_done_callback(self._trap_done)
                 if cancel:  # as a Task cancels the future it waits on
-                    trap.cancel()
+                    trap.cancel(why)
             else:
                 trap.cancel()
         self.fut = None
@@ -454,7 +681,32 @@ def park() -> Any:
     arranging for a loop callback (a reader, a timer) to call `wake`.  An
     exception thrown into the task (a cancellation) is raised here.
     """
-    return getcurrent().parent.switch(_PARK)  # type: ignore[union-attr]
+    handled = _handled()
+    try:
+        return getcurrent().parent.switch(_PARK)  # type: ignore[union-attr]
+    except BaseException as exc:
+        if handled is not None:
+            _chain(exc, handled)
+        raise
+
+
+def _chain(exc: BaseException, handled: BaseException) -> None:
+    """Give ``exc``, thrown into a worker, the ``__context__`` a raise there gives it.
+
+    greenlet's throw raises the exception in the worker without chaining it to
+    the exception being handled there (a coroutine's throw() and a raise do),
+    so a cancellation arriving in an ``except`` block lost its context.
+    """
+    if exc is handled:
+        return
+    # As the interpreter does: cut exc out of handled's context chain first.
+    link = handled
+    while (above := link.__context__) is not None:
+        if above is exc:
+            link.__context__ = None
+            break
+        link = above
+    exc.__context__ = handled
 
 
 def wake(worker: _Worker, value: Any) -> None:
@@ -517,6 +769,83 @@ def wake(worker: _Worker, value: Any) -> None:
     fut.set_result(None)
 
 
+_running_asyncio_loop = asyncio.events._get_running_loop
+
+
+def _watch_dead_loops() -> None:
+    global _watching
+    if not _watching:
+        _watching = True
+        gc.callbacks.append(_unwind_dead_loops)
+
+
+_watching = False
+
+
+def _unwind_dead_loops(phase: str, info: dict[str, int]) -> None:
+    """Before a full collection, unwind the calls suspended on a closed loop.
+
+    A task whose loop was closed while it was pending can never run again.
+    Natively it is garbage: the collector destroys it ("Task was destroyed but
+    it is pending!") and closes its coroutine, whose ``finally`` blocks run.
+    Bridged, the sync code's frames (which the collector cannot see into: they
+    live in a suspended greenlet) hold what the task waits on, so the task
+    stays reachable forever.  So we do here what closing the coroutine would
+    do: raise ``GeneratorExit`` at the sync code's `await_`.  Its frames are
+    then gone, and this very collection finds the task, logs it and closes
+    its coroutine, as natively.  (Only workers of the collecting thread can
+    be switched into; the others are unwound when their thread collects.)
+    """
+    if phase != "start" or info.get("generation") != 2 or sys.is_finalizing():
+        return
+    workers = _state.workers
+    if not workers:
+        return
+    running = set()  # the current greenlet and those it runs on top of
+    try:
+        current: Any = getcurrent()
+    except RuntimeError:  # greenlet is being finalized (interpreter exit)
+        return
+    while current is not None:
+        running.add(current)
+        current = current.parent
+    for worker in list(workers):
+        if worker in running:
+            continue
+        ref = worker.pending
+        drv = None if ref is None else ref()
+        if drv is None or worker.dead or worker in worker.home:
+            continue
+        loop = drv.loop
+        if loop is None or not loop.is_closed():
+            continue
+        worker.pending = None
+        if drv.msg is _PARK:
+            handoff = drv._release(worker)
+            if _ended(handoff):
+                continue
+        try:
+            _unwind(worker)
+        except BaseException as exc:  # noqa: BLE001 - as for an error in a finalizer
+            # Reported like an exception in a coroutine's finalizer; go on with the others.
+            hook = sys.unraisablehook
+            hook(_Unraisable(exc, drv))  # type: ignore[arg-type]
+            del exc
+
+
+class _Unraisable:
+    """What sys.unraisablehook receives for an error while unwinding a dead call."""
+
+    __slots__ = ("exc_type", "exc_value", "exc_traceback", "err_msg", "object")
+
+    def __init__(self, exc: BaseException, obj: object) -> None:
+        self.exc_type = type(exc)
+        self.exc_value = exc
+        self.exc_traceback = exc.__traceback__
+        self.err_msg = "Exception ignored while unwinding sync code of a task on a closed loop"
+        self.object = obj
+
+
 def _unwind(worker: _Worker) -> None:
     """The driving coroutine was closed early: unwind the sync code.
 
@@ -529,6 +858,7 @@ def _unwind(worker: _Worker) -> None:
         msg = worker.throw(GeneratorExit)
     except greenlet.error:  # closed from another thread (e.g. by the GC)
         return
+    error = worker.value
     worker.value = None
     if msg is not _FINISHED and msg is not _FAILED:
         raise RuntimeError(
@@ -536,6 +866,13 @@ def _unwind(worker: _Worker) -> None:
             "while its coroutine was being closed"
         )
     worker.gr_context = None
+    if msg is _FAILED and not isinstance(error, GeneratorExit):
+        # An error raised while unwinding (in a finally block) comes out of the
+        # close, as from a coroutine's close().
+        try:
+            raise error
+        finally:
+            del error
 
 
 # ---------------------------------------------------------------------------
@@ -544,14 +881,6 @@ def _unwind(worker: _Worker) -> None:
 _CoroutineType = types.CoroutineType
 _CO_ASYNC = inspect.CO_COROUTINE | _CO_ITERABLE_COROUTINE
 _FunctionType = types.FunctionType
-if sys.version_info >= (3, 11):
-    _handled = sys.exception  # the exception being handled, or None
-else:  # pragma: no cover - 3.9, 3.10
-
-    def _handled() -> BaseException | None:
-        return sys.exc_info()[1]
-
-
 @overload
 def async_(
     fn: Callable[P, T], *, with_context: bool = True
@@ -608,11 +937,7 @@ def async_(fn: Callable[P, T] | None = None, *, with_context: bool = True) -> An
 
         @functools.wraps(fn)
         async def run_shared(*args: P.args, **kwargs: P.kwargs) -> T:
-            handling = _handled()
-            if handling is None:
-                result = _launch(fn, args, kwargs, None)
-            else:
-                result = _launch(_handling, (handling, fn, args, kwargs), {}, None)
+            result = _launch(fn, args, kwargs, None)
             if type(result) is _Pending:
                 result = await result
             if type(result) is _CoroutineType:
@@ -624,11 +949,7 @@ def async_(fn: Callable[P, T] | None = None, *, with_context: bool = True) -> An
     @functools.wraps(fn)
     async def run_copied(*args: P.args, **kwargs: P.kwargs) -> T:
         context = contextvars.copy_context()
-        handling = _handled()
-        if handling is None:
-            result = _launch(fn, args, kwargs, context)
-        else:
-            result = _launch(_handling, (handling, fn, args, kwargs), {}, context)
+        result = _launch(fn, args, kwargs, context)
         if type(result) is _Pending:
             result = await result
         if type(result) is _CoroutineType:
@@ -647,24 +968,6 @@ def _not_callable(where: str, obj: object, coroutine_fix: str) -> TypeError:
             f"{coroutine_fix}"
         )
     return TypeError(f"{where}() expects a sync callable, got {type(obj).__name__!r}")
-
-
-def _handling(
-    exc: BaseException, fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]
-) -> T:
-    """Call ``fn`` with ``exc`` as the exception being handled.
-
-    A worker greenlet has its own exception state, so code it runs would not
-    see the exception its caller is handling.  Natively, a coroutine awaited
-    in an ``except`` block sees it in `sys.exc_info` and chains
-    exceptions it raises to it (``__context__``); so does ``fn`` here.
-    """
-    tb = exc.__traceback__
-    try:
-        raise exc
-    except BaseException:
-        exc.__traceback__ = tb  # raising added this frame: take it off again
-        return fn(*args, **kwargs)
 
 
 def _name(fn: object) -> str:
@@ -832,13 +1135,23 @@ def await_(awaitable: Any) -> Any:
     if type(current) is _Worker:
         cls = type(awaitable)
         if cls is types.CoroutineType:
+            if awaitable.cr_await is not None:
+                # What `await` checks first (GET_AWAITABLE): another task is
+                # suspended in this coroutine; stepping it would steal its wake-ups.
+                raise RuntimeError("coroutine is being awaited already")
             return _step(awaitable, current)
         if isinstance(awaitable, asyncio.Future):
             # What Future.__await__ does, without a stepper: yield it (as a
             # trap) unless it is done, then take its result.
             if not awaitable.done():
                 awaitable._asyncio_future_blocking = True
-                current.parent.switch(awaitable)  # type: ignore[union-attr]
+                handled = _handled()
+                try:
+                    current.parent.switch(awaitable)  # type: ignore[union-attr]
+                except BaseException as exc:
+                    if handled is not None:
+                        _chain(exc, handled)
+                    raise
                 if not awaitable.done():
                     raise RuntimeError("await wasn't used with future")
             return awaitable.result()
@@ -1021,7 +1334,7 @@ async def _outside(
     else:
         no_kwargs: dict[str, Any] = {}
         call = (handling, _await_in_current_worker, (awaitable,), no_kwargs)
-        result = _launch(_handling, call, {}, context)
+        result = _launch(_call_handling, call, {}, context)
     if type(result) is _Pending:
         result = await _no_trio_traps(result)
     return result
@@ -1246,6 +1559,10 @@ async def _portal(awaitable: Awaitable[T]) -> T:
 
 
 def _await_in_current_worker(awaitable: Any) -> Any:
+    if type(awaitable) is types.CoroutineType:
+        # The task's own coroutine, maybe suspended already (ensure_portal swaps
+        # it in mid-await): resume it, which await_ would refuse.
+        return _step(awaitable, cast(_Worker, getcurrent()))
     return await_(awaitable)
 
 

@@ -55,6 +55,8 @@ from ._bridge import (
     _MISSING_MESSAGE,
     _PARK,
     MissingBridge,
+    _chain,
+    _handled,
     _running_loop,
     _Worker,
     await_,
@@ -578,8 +580,13 @@ def _park_on(
     waiter = _Wait(loop, current)
     watch = _register(loop, _registry(loop), fd, waiter, readable, owner)
     _waiting[current] = waiter
+    handled = _handled()
     try:
         value = current.parent.switch(_PARK)  # type: ignore[union-attr]  # park()
+    except BaseException as exc:
+        if handled is not None:
+            _chain(exc, handled)
+        raise
     finally:
         waiter.armed = False
         del _waiting[current]
