@@ -267,3 +267,52 @@ def test_pool_validation_and_shutdown() -> None:
     pool.shutdown()
     with pytest.raises(RuntimeError):
         offload(int, pool=pool)
+
+
+async def _coroutine_function() -> int:
+    return 1
+
+
+def _returns_a_coroutine() -> Any:
+    return _coroutine_function()
+
+
+@pytest.mark.parametrize(
+    ("fn", "words"),
+    [
+        (5, "expects a blocking sync callable, got 'int'"),
+        (_coroutine_function, "_coroutine_function is async: await it directly"),
+        (functools.partial(_coroutine_function), "is async: await it directly"),
+        (_returns_a_coroutine, "returned a coroutine: await it instead"),
+    ],
+)
+def test_what_cannot_run_in_a_thread_is_a_clear_type_error(fn: Any, words: str) -> None:
+    # A thread pool (loop.run_in_executor) would hand back an un-awaited
+    # coroutine, and Python would warn "never awaited" later (an error here:
+    # warnings are errors in this suite); offload says what is wrong at once.
+    with pytest.raises(TypeError, match=words):
+        offload(fn)
+
+    async def main() -> None:
+        with pytest.raises(TypeError, match=words):
+            await offload_async(fn)
+        with pytest.raises(TypeError, match=words):
+            await greenbridge.async_(offload)(fn)
+
+    asyncio.run(main())
+
+
+def test_green_wait_in_an_unbridged_trio_task_names_trio_fixes() -> None:
+    trio = pytest.importorskip("trio")
+    from greenbridge.green import time as green_time
+
+    async def main() -> str:
+        try:
+            green_time.sleep(0.01)  # a plain sync call in a trio task: no bridge
+        except greenbridge.MissingBridge as exc:
+            return str(exc)
+        raise AssertionError("the green sleep did not raise MissingBridge")
+
+    message = trio.run(main)
+    assert "nursery.start_soon" in message and "ensure_portal" in message
+    assert "spawn" not in message and "install_portal_factory" not in message

@@ -52,11 +52,11 @@ from typing import Any
 from greenlet import getcurrent
 
 from ._bridge import (
-    _MISSING_MESSAGE,
     _PARK,
     MissingBridge,
     _chain,
     _handled,
+    _missing_message,
     _running_loop,
     _Worker,
     await_,
@@ -107,9 +107,10 @@ def _where() -> Any:
     Raises MissingBridge when a loop runs but this code cannot suspend.
     """
     if not can_suspend():
-        if _running_loop() is None:
+        running = _running_loop()
+        if running is None:
             return None
-        raise MissingBridge(_MISSING_MESSAGE)
+        raise MissingBridge(_missing_message(running))
     try:
         return _get_running_loop()
     except RuntimeError:

@@ -35,7 +35,7 @@ import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from ._bridge import _running_loop, await_
+from ._bridge import _is_async_callable, _name, _running_loop, await_
 
 __all__ = ["OffloadPool", "offload", "offload_async"]
 
@@ -66,8 +66,16 @@ class OffloadPool:
         )
 
     def _submit(self, fn: Callable[..., T], args: tuple[Any, ...]) -> concurrent.futures.Future[T]:
+        if not callable(fn):
+            kind = type(fn).__name__
+            raise TypeError(f"offload() expects a blocking sync callable, got {kind!r}")
+        if _is_async_callable(fn):
+            raise TypeError(
+                f"offload() runs blocking sync functions in a thread, but {_name(fn)} is "
+                "async: await it directly (or through greenbridge.await_ from sync code)"
+            )
         context = contextvars.copy_context()
-        return self._executor.submit(context.run, fn, *args)
+        return self._executor.submit(context.run, _call_sync, fn, args)
 
     def shutdown(self, wait: bool = True) -> None:
         """Stop the pool: queued calls are cancelled; with ``wait``, wait for running ones.
@@ -79,6 +87,18 @@ class OffloadPool:
 
     def __repr__(self) -> str:
         return f"<OffloadPool max_workers={self.max_workers}>"
+
+
+def _call_sync(fn: Callable[..., T], args: tuple[Any, ...]) -> T:
+    """Run ``fn(*args)`` in a pool thread; a coroutine it returns is an error, not a result."""
+    result = fn(*args)
+    if asyncio.iscoroutine(result):
+        result.close()  # nobody could await it: no "never awaited" warning
+        raise TypeError(
+            f"offload() runs blocking sync functions, but {_name(fn)} returned a coroutine: "
+            "await it instead of offloading it"
+        )
+    return result
 
 
 _default_pool: OffloadPool | None = None
