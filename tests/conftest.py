@@ -14,7 +14,7 @@ import time
 import traceback
 import weakref
 from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import pytest
@@ -175,12 +175,12 @@ def run_concurrently(
 # what was created since, i.e. by the test.  Every object is thus scanned once,
 # at the check that follows its creation; the workers and loops found are
 # remembered (weakly) and checked again at every later check, as they can be
-# reused.  A frozen object that becomes cyclic garbage would never be freed,
-# so the freeze is undone (and everything collected) between test modules.
-# Threads and file descriptors are compared with a snapshot taken before the
-# test's setup.  What a fixture of a wider scope (module, session) creates is
-# its own, never a test's leak; what was reported (or allowed) once is not
-# reported again.
+# reused.  A frozen object that became cyclic garbage is not freed, so when
+# something looks leaked the freeze is undone and every generation collected
+# before anything is reported.  Threads and file descriptors are compared with
+# a snapshot taken before the test's setup.  What a fixture of a wider scope
+# (module, session) creates is its own, never a test's leak; what was reported
+# (or allowed) once is not reported again.
 
 _LEAKS_OK = "leaks_ok"
 # Seconds a thread, a descriptor or a thread's pool may take to go (a server
@@ -197,6 +197,7 @@ _seen_registrations: set[tuple[int, int, str]] = set()  # (id(loop), fd, "reader
 _kinds: dict[type, str] = {}  # type -> "worker" / "task" / "loop" / ""
 _before_key = pytest.StashKey[tuple[set[threading.Thread], set[tuple[int, str]]]]()
 _failed_key = pytest.StashKey[bool]()
+_cost = [0, 0.0]  # tests checked, seconds spent checking
 
 
 def _kind(cls: type) -> str:
@@ -319,74 +320,110 @@ def _describe_thread(thread: threading.Thread) -> str:
     return f"{thread!r}\n" + "".join("      " + ln.strip() + "\n" for ln in lines)
 
 
-def _leaks(before_threads: set[threading.Thread], before_fds: set[tuple[int, str]]) -> list[str]:
-    """What the test left behind (marking all of it as seen), as report lines."""
+@dataclass
+class _Suspects:
+    """What looks left behind by a test, before anything is marked as seen."""
+
+    workers: list[Any] = field(default_factory=list)
+    loops: list[tuple[Any, list[tuple[int, str, Any]]]] = field(default_factory=list)
+    private: list[tuple[int, str, Any]] = field(default_factory=list)
+    tasks: list[Any] = field(default_factory=list)
+    threads: list[threading.Thread] = field(default_factory=list)
+    fds: list[tuple[int, str]] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return any(vars(self).values())
+
+
+def _suspects(
+    tasks: list[Any], before_threads: set[threading.Thread], before_fds: set[tuple[int, str]]
+) -> _Suspects:
     from greenbridge._bridge import _state
 
-    gc.collect()
-    tasks = _scan()
+    found = _Suspects()
     private_loop = _state.private_loop
-    report: list[str] = []
-    deadline = time.monotonic() + _GRACE
-
-    while True:
-        pooled = {id(w) for w in _state.pool}
-        workers = []
-        for worker in list(_workers):
-            if worker.dead or not worker or id(worker) in pooled:  # dead, unstarted or parked
-                _seen.discard(worker)  # (a worker reported once may be reused later)
-            elif worker not in _seen:
-                workers.append(worker)
-        # The pools of threads that just ended may take a moment to go.
-        if not workers or time.monotonic() >= deadline:
-            break
-        time.sleep(0.02)
-        gc.collect()
-    for worker in workers:
-        _seen.add(worker)
-        report.append(f"worker greenlet outside the pool: {_describe_worker(worker)}")
+    pooled = {id(w) for w in _state.pool}
+    for worker in list(_workers):
+        if worker.dead or not worker or id(worker) in pooled:  # dead, unstarted or parked
+            _seen.discard(worker)  # (a worker reported once may be reused later)
+        elif worker not in _seen:
+            found.workers.append(worker)
     for loop in list(_loops):
         if loop in _seen or loop in _owned_loops or loop is private_loop or loop.is_closed():
             continue
         regs = _registrations(loop)
         if regs:  # (an open loop with nothing registered is checked again next time)
-            _seen.add(loop)
-            listed = ", ".join(f"{what} fd {fd}: {cb!r}" for fd, what, cb in regs)
-            report.append(f"open event loop {loop!r} with registrations: {listed}")
+            found.loops.append((loop, regs))
     if private_loop is not None and not private_loop.is_closed():
-        for fd, what, cb in _registrations(private_loop):
-            key = (id(private_loop), fd, what)
-            if key not in _seen_registrations:
-                _seen_registrations.add(key)
-                report.append(f"{what} left on the private loop, fd {fd}: {cb!r}")
-    for task in tasks:
-        if task in _seen:
-            continue
-        _seen.add(task)
-        if task.get_loop() in _owned_loops:
-            continue  # a task of a wider fixture's loop
-        report.append(f"pending task {task!r} (coroutine {task.get_coro()!r})")
-
+        found.private = [
+            (fd, what, cb)
+            for fd, what, cb in _registrations(private_loop)
+            if (id(private_loop), fd, what) not in _seen_registrations
+        ]
+    found.tasks = [
+        task
+        for task in tasks
+        if not task.done() and task not in _seen and task.get_loop() not in _owned_loops
+    ]
     kept = _kept_threads(private_loop)
-    threads = []
-    for thread in threading.enumerate():
-        if thread in before_threads or thread in _seen_threads or thread in kept:
-            continue
-        thread.join(max(0.0, deadline - time.monotonic()))
-        if thread.is_alive():
-            threads.append(thread)
-    for thread in threads:
+    found.threads = [
+        t
+        for t in threading.enumerate()
+        if t not in before_threads and t not in _seen_threads and t not in kept
+    ]
+    own = _loop_fds(private_loop) if private_loop is not None else set()
+    found.fds = sorted(
+        (fd, target) for fd, target in _fds() - before_fds - _seen_fds if fd not in own
+    )
+    return found
+
+
+def _leaks(
+    before_threads: set[threading.Thread], before_fds: set[tuple[int, str]], grace: float
+) -> list[str]:
+    """What the test left behind (marking all of it as seen), as report lines."""
+    from greenbridge._bridge import _state
+
+    gc.collect()
+    tasks = _scan()
+    found = _suspects(tasks, before_threads, before_fds)
+    if not found:
+        return []
+    # Make sure: collect every generation (see "Cost" above), and give what is
+    # still ending a moment (a thread's last lines, a server closing its end,
+    # the pool of a thread that just ended).
+    gc.unfreeze()
+    deadline = time.monotonic() + grace
+    while True:
+        del found, tasks  # (what they hold may be garbage now)
+        gc.collect()
+        tasks = _scan()
+        found = _suspects(tasks, before_threads, before_fds)
+        if not found or time.monotonic() >= deadline:
+            break
+        for thread in found.threads:
+            thread.join(0.02)
+        if not found.threads:
+            time.sleep(0.02)
+
+    report: list[str] = []
+    for worker in found.workers:
+        _seen.add(worker)
+        report.append(f"worker greenlet outside the pool: {_describe_worker(worker)}")
+    for loop, regs in found.loops:
+        _seen.add(loop)
+        listed = ", ".join(f"{what} fd {fd}: {cb!r}" for fd, what, cb in regs)
+        report.append(f"open event loop {loop!r} with registrations: {listed}")
+    for fd, what, cb in found.private:
+        _seen_registrations.add((id(_state.private_loop), fd, what))
+        report.append(f"{what} left on the private loop, fd {fd}: {cb!r}")
+    for task in found.tasks:
+        _seen.add(task)
+        report.append(f"pending task {task!r} (coroutine {task.get_coro()!r})")
+    for thread in found.threads:
         _seen_threads.add(thread)
         report.append(f"thread still running: {_describe_thread(thread)}")
-
-    own = _loop_fds(private_loop) if private_loop is not None else set()
-    while True:
-        new_fds = {(fd, target) for fd, target in _fds() - before_fds - _seen_fds if fd not in own}
-        if not new_fds or time.monotonic() >= deadline:
-            break
-        time.sleep(0.02)  # e.g. a server thread closing its end
-        gc.collect()
-    for fd, target in sorted(new_fds):
+    for fd, target in found.fds:
         _seen_fds.add((fd, target))
         report.append(f"file descriptor {fd} left open: {target}")
     return report
@@ -443,25 +480,36 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     if call.when == "teardown" and _before_key in item.stash:
         # The test's teardown raised before the check ran: take note of its
         # leftovers anyway, so the next test is not blamed for them.
-        _check(item, None)
+        _check(item)
 
 
-def _check(item: pytest.Item, nextitem: pytest.Item | None) -> list[str]:
+def _check(item: pytest.Item) -> list[str]:
     before = item.stash.get(_before_key, None)
     if before is None:
         return []
     del item.stash[_before_key]
-    if getattr(nextitem, "module", None) is not getattr(item, "module", None):
-        gc.unfreeze()  # see "Cost" above
-    leaks = _leaks(*before)
+    start = time.perf_counter()
+    # A test that leaks on purpose is not given time to clean up.
+    grace = 0.0 if item.get_closest_marker(_LEAKS_OK) is not None else _GRACE
+    leaks = _leaks(*before, grace)
     gc.freeze()
+    _cost[0] += 1
+    _cost[1] += time.perf_counter() - start
     return leaks
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if _cost[0]:
+        terminalreporter.write_line(
+            f"leak check: {_cost[0]} tests checked in {_cost[1]:.1f} s "
+            f"({1000 * _cost[1] / _cost[0]:.1f} ms per test)"
+        )
 
 
 @pytest.hookimpl(trylast=True)
 def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> None:
     # trylast: runs after pytest's own teardown of the test's fixtures.
-    leaks = _check(item, nextitem)
+    leaks = _check(item)
     if not leaks or item.stash.get(_failed_key, False):
         return  # nothing, or the test already fails: its leftovers are now known
     if item.get_closest_marker(_LEAKS_OK) is not None:
