@@ -194,10 +194,10 @@ _owned_loops: weakref.WeakSet[Any] = weakref.WeakSet()  # loops of wider-scoped 
 _seen_threads: weakref.WeakSet[threading.Thread] = weakref.WeakSet()
 _seen_fds: set[tuple[int, str]] = set()
 _seen_registrations: set[tuple[int, int, str]] = set()  # (id(loop), fd, "reader"/"writer")
-_kinds: dict[type, str] = {}  # type -> "worker" / "task" / "loop" / ""
 _before_key = pytest.StashKey[tuple[set[threading.Thread], set[tuple[int, str]]]]()
 _failed_key = pytest.StashKey[bool]()
-_cost = [0, 0.0]  # tests checked, seconds spent checking
+_cost = [0, 0.0]  # tests checked, seconds spent checking (setup and teardown)
+_started: list[bool] = []  # [True] once the first test's setup froze the imports
 
 
 def _kind(cls: type) -> str:
@@ -215,7 +215,9 @@ def _kind(cls: type) -> str:
 def _scan() -> list[Any]:
     """The pending tasks among the objects gc tracks; remember its workers and loops."""
     tasks = []
-    kinds = _kinds
+    # type -> "worker" / "task" / "loop" / "": only for this pass, which must
+    # keep no class (and what its methods hold) alive.
+    kinds: dict[type, str] = {}
     for obj in gc.get_objects():
         cls = type(obj)
         kind = kinds.get(cls)
@@ -448,26 +450,33 @@ def pytest_fixture_setup(fixturedef: Any, request: pytest.FixtureRequest) -> Any
     if fixturedef.scope == "function":
         yield
         return
+    start = time.perf_counter()
     loops = set(_loops)
     threads = set(threading.enumerate())
     fds = _fds()
+    _cost[1] += time.perf_counter() - start
     yield
+    start = time.perf_counter()
     _seen.update(_scan())
     _owned_loops.update(loop for loop in _loops if loop not in loops)
     _seen_threads.update(t for t in threading.enumerate() if t not in threads)
     _seen_fds.update(_fds() - fds)
+    _cost[1] += time.perf_counter() - start
 
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_setup(item: pytest.Item) -> Any:
+    start = time.perf_counter()
     marker = item.get_closest_marker(_LEAKS_OK)
     if marker is not None and not marker.kwargs.get("reason"):
         raise pytest.UsageError(f"{item.nodeid}: @pytest.mark.leaks_ok needs reason=...")
-    if not gc.get_freeze_count():  # the first test: freeze what the imports made
+    if not _started:  # the first test: freeze what the imports made
+        _started.append(True)
         gc.collect()
         _scan()
         gc.freeze()
     item.stash[_before_key] = (set(threading.enumerate()), _fds())
+    _cost[1] += time.perf_counter() - start
     yield
 
 
