@@ -192,6 +192,11 @@ def test_a_garbage_collected_pending_call_is_unwound(aio: Backend) -> None:
     assert log == ["finally"]
 
 
+@pytest.mark.leaks_ok(
+    reason="issue 10 item 2 (fixed on branch bridge-core): once close() has raised, the "
+    "worker that ignored GeneratorExit stays suspended with no driver; check it is "
+    "collected after the merge"
+)
 def test_sync_code_ignoring_close_gets_a_clear_error(aio: Backend) -> None:
     def stubborn() -> None:
         try:
