@@ -340,11 +340,11 @@ class _Suspects:
 def _suspects(
     tasks: list[Any], before_threads: set[threading.Thread], before_fds: set[tuple[int, str]]
 ) -> _Suspects:
-    from greenbridge._bridge import _state
+    from greenbridge._bridge import _parked_workers, _state
 
     found = _Suspects()
     private_loop = _state.private_loop
-    pooled = {id(w) for w in _state.pool}
+    pooled = {id(w) for w in _parked_workers()}
     for worker in list(_workers):
         if worker.dead or not worker or id(worker) in pooled:  # dead, unstarted or parked
             _seen.discard(worker)  # (a worker reported once may be reused later)

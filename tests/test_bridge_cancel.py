@@ -7,6 +7,7 @@ import gc
 import sys
 import time
 import weakref
+from collections.abc import Callable
 from typing import Any
 
 import greenlet
@@ -192,25 +193,44 @@ def test_a_garbage_collected_pending_call_is_unwound(aio: Backend) -> None:
     assert log == ["finally"]
 
 
-@pytest.mark.leaks_ok(
-    reason="issue 10 item 2 (fixed on branch bridge-core): once close() has raised, the "
-    "worker that ignored GeneratorExit stays suspended with no driver; check it is "
-    "collected after the merge"
-)
-def test_sync_code_ignoring_close_gets_a_clear_error(aio: Backend) -> None:
-    def stubborn() -> None:
+def test_sync_code_ignoring_close_behaves_as_a_native_coroutine(aio: Backend) -> None:
+    # close() raises "ignored GeneratorExit"; the sync code is then unwound by
+    # a second GeneratorExit (its finally runs) and no worker is left behind.
+    def stubborn(log: list[str]) -> None:
         try:
             await_(asyncio.sleep(10))
         except GeneratorExit:
+            log.append("ignored")
             await_(asyncio.sleep(10))  # refuses to stop
+        finally:
+            log.append("finally")
 
-    async def main() -> None:
-        coro = async_(stubborn)()
+    async def native_stubborn(log: list[str]) -> None:
+        try:
+            await asyncio.sleep(10)
+        except GeneratorExit:
+            log.append("ignored")
+            await asyncio.sleep(10)
+        finally:
+            log.append("finally")
+
+    async def main(make: Callable[[list[str]], Any]) -> list[str]:
+        log: list[str] = []
+        coro = make(log)
         coro.send(None)
         with pytest.raises(RuntimeError, match="ignored GeneratorExit"):
             coro.close()
+        log.append("closed")
+        del coro
+        gc.collect()
+        return log
 
-    aio.run(main)
+    native = aio.run(lambda: main(native_stubborn))
+    bridged = aio.run(lambda: main(async_(stubborn)))
+    assert native == ["ignored", "closed", "finally"]
+    # The one difference (docs/limits.md): the second GeneratorExit comes at
+    # once, inside the failing close(), not when the coroutine is collected.
+    assert bridged == ["ignored", "finally", "closed"]
 
 
 def test_nothing_leaks_after_many_cancelled_calls(aio: Backend) -> None:

@@ -516,7 +516,7 @@ class _Pending:
                     sent = yield msg
                 except GeneratorExit:
                     if worker.pending is self.ref:  # (else unwound already: its loop closed)
-                        _unwind(worker)
+                        yield from _stubborn(worker, _unwind(worker))
                     raise
                 except BaseException as exc:  # noqa: BLE001 - forwarded to the sync code
                     here = getcurrent()
@@ -556,7 +556,7 @@ class _Pending:
             if _ended(handoff):
                 self.payload = None
             elif worker.pending is self.ref:  # still suspended in the sync code
-                _unwind(worker)
+                yield from _stubborn(worker, _unwind(worker))
             raise
         except BaseException as exc:  # noqa: BLE001 - forwarded to the sync code
             task = self.task
@@ -825,7 +825,8 @@ def _unwind_dead_loops(phase: str, info: dict[str, int]) -> None:
             if _ended(handoff):
                 continue
         try:
-            _unwind(worker)
+            if _unwind(worker) is not None:
+                raise RuntimeError("sync code ignored GeneratorExit and awaited again")
         except BaseException as exc:  # noqa: BLE001 - as for an error in a finalizer
             # Reported like an exception in a coroutine's finalizer; go on with the others.
             hook = sys.unraisablehook
@@ -846,25 +847,24 @@ class _Unraisable:
         self.object = obj
 
 
-def _unwind(worker: _Worker) -> None:
+def _unwind(worker: _Worker) -> Any:
     """The driving coroutine was closed early: unwind the sync code.
 
     ``GeneratorExit`` is raised at the sync code's pending `await_`, so
     its ``finally`` blocks and context managers run, and the awaitable it
-    was waiting on is closed too.
+    was waiting on is closed too.  Returns None, or the trap the sync code
+    yielded when it ignored ``GeneratorExit`` and awaited again: it is still
+    suspended then, as a coroutine that ignores ``close()`` is.
     """
     try:
         worker.parent = getcurrent()
         msg = worker.throw(GeneratorExit)
     except greenlet.error:  # closed from another thread (e.g. by the GC)
-        return
+        return None
+    if msg is not _FINISHED and msg is not _FAILED:
+        return msg
     error = worker.value
     worker.value = None
-    if msg is not _FINISHED and msg is not _FAILED:
-        raise RuntimeError(
-            "greenbridge: sync code ignored GeneratorExit and kept awaiting "
-            "while its coroutine was being closed"
-        )
     worker.gr_context = None
     if msg is _FAILED and not isinstance(error, GeneratorExit):
         # An error raised while unwinding (in a finally block) comes out of the
@@ -873,6 +873,26 @@ def _unwind(worker: _Worker) -> None:
             raise error
         finally:
             del error
+    return None
+
+
+def _stubborn(worker: _Worker, msg: Any) -> Generator[Any, Any, None]:
+    """Sync code that ignored ``GeneratorExit`` awaits ``msg``: stay suspended on it.
+
+    Yielding while being closed makes ``close()`` raise "ignored GeneratorExit",
+    as for a native coroutine that awaits in its ``except GeneratorExit``.
+    The coroutine that awaits us then lets go of this generator, whose
+    finalizer closes it again: ``GeneratorExit`` is raised in the sync code a
+    second time, at once (natively: when the coroutine is collected), so no
+    suspended worker is left behind.
+    """
+    while msg is not None:
+        try:
+            yield msg
+        except GeneratorExit:
+            msg = _unwind(worker)
+        else:  # pragma: no cover - nobody can resume a coroutine after close()
+            raise RuntimeError("cannot resume sync code that ignored GeneratorExit")
 
 
 # ---------------------------------------------------------------------------

@@ -66,8 +66,9 @@ class OffloadPool:
         )
 
     def _submit(self, fn: Callable[..., T], args: tuple[Any, ...]) -> concurrent.futures.Future[T]:
-        if not callable(fn):
-            kind = type(fn).__name__
+        unchecked: object = fn  # callers may pass anything
+        if not callable(unchecked):
+            kind = type(unchecked).__name__
             raise TypeError(f"offload() expects a blocking sync callable, got {kind!r}")
         if _is_async_callable(fn):
             raise TypeError(
