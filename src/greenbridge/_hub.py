@@ -182,7 +182,7 @@ class _Watch:
     same number (a green socket also calls :func:`notify_closing`).
     """
 
-    __slots__ = ("loop", "reg", "table", "fd", "readable", "owner", "waiters")
+    __slots__ = ("loop", "reg", "table", "fd", "readable", "owner", "waiters", "skipped")
 
     def __init__(
         self,
@@ -199,9 +199,24 @@ class _Watch:
         self.readable = readable
         self.owner = owner
         self.waiters: list[_Wait] = []
+        # True when fire() passed a readiness report on (see _Registry.turn_end):
+        # the descriptor was ready, so a timeout of a waiter here reports ready.
+        self.skipped = False
 
     def fire(self) -> None:
         reg = self.reg
+        now = _monotonic()
+        end = reg.turn_end
+        if end <= 0.0:
+            reg.turn_end = now - end  # the first fire of this turn: its time slice starts
+        elif now > end:
+            # This turn of the loop has run green threads for its time slice:
+            # leave the rest to the next turn (the selector is level-triggered,
+            # so its next poll reports this descriptor again), and timers and
+            # other callbacks get their turn meanwhile.
+            self.skipped = True
+            return
+        self.skipped = False
         reg.firing += 1
         try:
             waiters = self.waiters
@@ -237,7 +252,7 @@ class _Watch:
 class _Registry:
     """Our registrations on one asyncio loop: fd -> watch."""
 
-    __slots__ = ("readers", "writers", "direct", "firing", "idle")
+    __slots__ = ("readers", "writers", "direct", "firing", "idle", "turn_end")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.readers: dict[int, _Watch] = {}
@@ -252,6 +267,12 @@ class _Registry:
         # on that stack region and stopping a watch would write into its own
         # stack.  There the callback defers the wake-up to the ready queue.
         self.direct = isinstance(loop, asyncio.selector_events.BaseSelectorEventLoop)
+        # When the green threads resumed by our reader/writer callbacks in this
+        # turn of the loop have had their time slice (see _time_turns); before
+        # the turn's first fire(), minus the length of the slice.
+        self.turn_end = math.inf
+        if self.direct:
+            _time_turns(loop, self)
 
     def sweep(self) -> None:
         """Drop the watches kept by the last fire() that nobody waits on again."""
@@ -260,6 +281,34 @@ class _Registry:
         for watch in idle:
             if not watch.waiters and watch.table.get(watch.fd) is watch:
                 watch.drop()
+
+
+def _time_turns(loop: asyncio.AbstractEventLoop, reg: _Registry) -> None:
+    """Make each poll of ``loop``'s selector give our callbacks a fresh time slice.
+
+    asyncio runs every callback made ready by one poll before it polls again
+    or looks at its timers.  With hundreds of ready sockets, each resuming a
+    green thread that runs until its next wait, one turn of the loop can take
+    tens of milliseconds, and every timer and other task waits that long.
+    OS threads would be preempted after ``sys.getswitchinterval()``; gevent's
+    hub stops running callbacks after that long too.  Here `_Watch.fire`
+    passes on readiness reports once the green threads it resumed in this
+    turn have run for that long (from the turn's first fire, so at least one
+    runs per turn whatever else the turn runs), and the next poll reports
+    them again.
+    """
+    selector = getattr(loop, "_selector", None)
+    select = getattr(selector, "select", None)
+    if select is None:
+        return
+    interval = sys.getswitchinterval
+
+    def timed_select(timeout: float | None = None) -> Any:
+        events = select(timeout)
+        reg.turn_end = -interval()  # a new turn: its slice starts at its first fire()
+        return events
+
+    selector.select = timed_select  # type: ignore[union-attr]
 
 
 _registries: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Registry] = (
@@ -333,6 +382,8 @@ def _register(
     watch = table.get(fd)
     if watch is not None:
         if watch.waiters or (owner is not None and watch.owner is owner):
+            if not watch.waiters:
+                watch.skipped = False
             watch.waiters.append(waiter)
             return watch
         watch.drop()  # kept for another owner: that descriptor may be gone
@@ -369,6 +420,19 @@ def _unregister(watch: _Watch, waiter: _Wait) -> None:
             watch.drop()
 
 
+def _time_out(waiter: _Wait, watches: list[_Watch]) -> None:
+    """A wait's timeout expired: it returns False, or True if a descriptor was ready.
+
+    (Ready but passed on by `_Watch.fire`, for the next turn of the loop: as
+    for a native wait, readiness seen before the deadline wins.)
+    """
+    for watch in watches:
+        if watch.skipped:
+            waiter.wake(True)
+            return
+    waiter.wake(False)
+
+
 def _aio_wait_any(
     loop: asyncio.AbstractEventLoop,
     readers: list[int],
@@ -389,7 +453,7 @@ def _aio_wait_any(
         for fd in writers:
             watches.append(_register(loop, reg, fd, waiter, False, owner))
         if timeout is not None:
-            timer = loop.call_later(timeout, waiter.wake, False)
+            timer = loop.call_later(timeout, _time_out, waiter, watches)
         value = waiter.wait()
     finally:
         waiter.armed = False
