@@ -56,6 +56,7 @@ _monotonic = _time.monotonic
 _timeout_error = _std.timeout
 _where = _hub._where
 _wait_socket = _hub.wait_socket
+_share_turn = _hub.share_turn
 
 _c_recv = _CSocket.recv
 _c_recv_into = _CSocket.recv_into
@@ -359,11 +360,17 @@ class socket(_std.socket):  # noqa: N801 - the stdlib's name
     def _accept(self) -> tuple[int, Any]:
         """Wait for a connection; return (fd, address) as ``_socket.socket._accept``."""
         try:
-            return _c_accept(self)  # type: ignore[no-any-return]
+            accepted = _c_accept(self)
         except BlockingIOError:
             if self._gb_timeout == 0.0:
                 raise
-        return self._retry(_c_accept, True)  # type: ignore[no-any-return]
+            return self._retry(_c_accept, True)  # type: ignore[no-any-return]
+        if self._gb_timeout != 0.0:
+            # A backlog of connections: an accept loop would take them all in
+            # one turn of the loop (and start all their handlers at once),
+            # where an OS thread would be preempted.  Yield now and then.
+            _share_turn()
+        return accepted  # type: ignore[no-any-return]
 
     # -- closing ------------------------------------------------------------
 
