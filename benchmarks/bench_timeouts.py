@@ -1,30 +1,37 @@
-"""Timer accuracy and loop responsiveness of green sockets under load, beside gevent's.
+"""Timer accuracy and loop responsiveness of a green-socket server under load, beside gevent's.
 
-Run: ``python benchmarks/bench_timeouts.py`` (``--uvloop`` for uvloop; ``--gevent
-PYTHON`` names an interpreter that has gevent installed, e.g. a scratch venv, to
-measure gevent's figures in the same run in a subprocess; without it gevent is
-measured only when importable here).
+Run: ``python benchmarks/bench_timeouts.py`` (``--gevent PYTHON`` names an
+interpreter that has gevent installed, e.g. a scratch venv: gevent's figures
+are then measured in the same run, in a subprocess; ``--waves``, ``--idle``,
+``--clients`` change the load).
 
-Two measurements, each run the same way on greenbridge (green sockets, server
-handlers and clients as green threads on an asyncio loop) and on gevent (its
-green sockets and greenlets on its own hub):
+One echo server per variant, in a process of its own, with a heartbeat (a
+5 ms sleep in a loop, on the server's loop) and ``gc.callbacks`` watching it.
+Every connection gets ``settimeout(T)`` (``--timeout``, 0.2 s), as a real server
+has.  The clients run in another process (asyncio streams, on uvloop when it
+is installed) and come in waves: each wave opens ``--idle`` connections that
+send nothing, so that many server-side timeouts of T run at once, and
+``--clients`` echo clients (``--rounds`` round trips of random sizes up to
+16 KiB each, every byte checked) at the same moment.  (An echo client that
+waits longer than T for its echo is dropped by the server's timeout too: that
+timeout counts like the others.)  Variants:
 
-* **timeouts**: an echo server whose handlers call ``conn.settimeout(T)`` and
-  ``recv``; ``--timeouts`` clients connect and send nothing, so that many
-  server-side timeouts of T seconds run at once, while ``--load`` echo clients
-  keep the server busy.  Printed: when the timeouts fired (seconds from the
-  ``recv`` call to ``socket.timeout``): median, 90th percentile, maximum.
-* **gaps**: waves of ``--clients`` echo clients (each: connect, ``--rounds``
-  round trips of random sizes up to 16 KiB, every byte checked, close) against
-  the same server, with a heartbeat (a 5 ms sleep in a loop, on the loop itself)
-  recording the longest time between two beats in each wave.  Printed: the
-  longest gap of each wave, and the longest garbage-collector pause seen (from
-  ``gc.callbacks``).
+* ``green``: greenbridge's green sockets on the asyncio default loop (and on
+  uvloop with ``--uvloop``): one green thread accepts, one green thread
+  (``greenbridge.spawn``) per connection;
+* ``asyncio``: the same server written with asyncio streams and
+  ``asyncio.wait_for`` (the native reference on the same loop);
+* ``gevent``: gevent's green sockets and greenlets, the same code as ``green``.
+
+Printed per variant: when the server's timeouts fired (seconds from the
+``recv`` call to ``socket.timeout``: median, 90th percentile, maximum), the
+longest heartbeat gap of each wave, and the longest garbage-collector pause.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import gc
 import json
 import os
@@ -41,7 +48,7 @@ HEARTBEAT = 0.005
 
 
 class GcWatch:
-    """The longest and total time spent in the garbage collector while active."""
+    """The longest garbage-collector pause while active (``gc.callbacks``)."""
 
     def __init__(self) -> None:
         self.start = 0.0
@@ -67,42 +74,96 @@ class GcWatch:
         gc.callbacks.remove(self)
 
 
-def make_payloads(seed: int, count: int, largest: int) -> list[bytes]:
+# -- the client process ---------------------------------------------------------
+
+
+async def _idle_client(host: str, port: int, hold: float) -> bool:
+    reader, writer = await asyncio.open_connection(host, port)
+    try:
+        await asyncio.wait_for(reader.read(1), hold)  # b"" once the server hangs up
+    finally:
+        writer.close()
+    return False
+
+
+async def _echo_client(host: str, port: int, rounds: int, seed: int, block: bytes) -> bool:
     rng = random.Random(seed)
-    return [os.urandom(rng.randint(1, largest)) for _ in range(count)]
+    reader, writer = await asyncio.open_connection(host, port)
+    try:
+        for _ in range(rounds):
+            size = rng.randint(1, 16384)
+            start = rng.randrange(len(block) - size)
+            data = block[start : start + size]
+            writer.write(data)
+            await writer.drain()
+            try:
+                echoed = await reader.readexactly(size)
+            except (ConnectionError, asyncio.IncompleteReadError):
+                return False  # the server's timeout dropped this client: it counts the timeout
+            if echoed != data:
+                raise AssertionError("echo differs")
+    finally:
+        writer.close()
+    return True
 
 
-def recv_exactly(sock: Any, size: int) -> bytes:
-    chunks = []
-    while size:
-        chunk = sock.recv(min(size, 65536))
-        if not chunk:
-            raise ConnectionError("server closed early")
-        chunks.append(chunk)
-        size -= len(chunk)
-    return b"".join(chunks)
+def clients_side(args: argparse.Namespace) -> None:
+    async def wave() -> None:
+        block = os.urandom(65536)
+        host, port = args.host, args.port
+        done = await asyncio.gather(
+            *(_echo_client(host, port, args.rounds, i, block) for i in range(args.clients)),
+            *(_idle_client(host, port, args.timeout + 30) for _ in range(args.idle)),
+        )
+        print(sum(1 for ok in done[: args.clients] if ok))  # echo clients that finished
+
+    try:
+        import uvloop
+
+        loop = uvloop.new_event_loop()
+    except ImportError:
+        loop = asyncio.new_event_loop()
+    try:
+        loop.run_until_complete(wave())
+    finally:
+        loop.close()
 
 
-class Scenario:
-    """The server and clients, written once against a green ``socket`` module.
+def run_wave(args: argparse.Namespace, addr: Any, sleep: Callable[[float], Any]) -> int:
+    """Run a wave of clients in a process, polling with ``sleep``; return echo clients served."""
+    python = args.client_python or sys.executable
+    cmd = [python, __file__, "--side=clients", f"--host={addr[0]}", f"--port={addr[1]}"]
+    cmd += [f"--idle={args.idle}", f"--clients={args.clients}", f"--rounds={args.rounds}"]
+    cmd += [f"--timeout={args.timeout}"]
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE) as proc:
+        while proc.poll() is None:
+            sleep(0.02)
+        out = proc.stdout.read() if proc.stdout else b""
+    if proc.returncode:
+        raise RuntimeError("client process failed")
+    return int(out)
 
-    ``spawn(fn, *args)`` starts a green thread; ``sleep`` sleeps in one.  The
-    same code runs on greenbridge and on gevent.
-    """
 
-    def __init__(self, socket_mod: Any, spawn: Callable[..., Any], sleep: Callable[[float], Any]):
+# -- the servers ----------------------------------------------------------------------
+
+
+class GreenServer:
+    """The server, written once against a green ``socket`` module (greenbridge or gevent)."""
+
+    def __init__(self, socket_mod: Any, spawn: Callable[..., Any], timeout: float) -> None:
         self.socket = socket_mod
         self.spawn = spawn
-        self.sleep = sleep
+        self.timeout = timeout
         self.fired: list[float] = []
-        self.errors: list[BaseException] = []
-        self.idle_timeout = 0.2
-        self.listener: Any = None
-        self.addr: Any = None
+        self.listener = socket_mod.socket()
+        self.listener.setsockopt(_stdsocket.SOL_SOCKET, _stdsocket.SO_REUSEADDR, 1)
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(4096)
+        self.addr = self.listener.getsockname()
 
     def handler(self, conn: Any) -> None:
         with conn:
-            conn.settimeout(self.idle_timeout)
+            conn.settimeout(self.timeout)
             while True:
                 t0 = time.monotonic()
                 try:
@@ -127,105 +188,52 @@ class Scenario:
                 return
             self.spawn(self.handler, conn)
 
-    def start_server(self) -> None:
-        self.listener = self.socket.socket()
-        self.listener.setsockopt(_stdsocket.SOL_SOCKET, _stdsocket.SO_REUSEADDR, 1)
-        self.listener.bind(("127.0.0.1", 0))
-        self.listener.listen(4096)
-        self.addr = self.listener.getsockname()
-        self.spawn(self.acceptor)
 
-    def idle_client(self, hold: float) -> None:
-        with self.socket.create_connection(self.addr) as s:
-            s.settimeout(hold + 5)
-            try:
-                s.recv(1)  # returns b"" when the server's timeout closes it
-            except OSError as exc:
-                self.errors.append(exc)
-
-    def echo_client(self, payloads: list[bytes], until: Callable[[], bool] | None) -> None:
-        try:
-            with self.socket.create_connection(self.addr) as s:
-                s.setsockopt(_stdsocket.IPPROTO_TCP, _stdsocket.TCP_NODELAY, 1)
-                i = 0
-                while True:
-                    data = payloads[i % len(payloads)]
-                    s.sendall(data)
-                    if recv_exactly(s, len(data)) != data:
-                        raise AssertionError("echo mismatch")
-                    i += 1
-                    if until is None:
-                        if i == len(payloads):
-                            return
-                    elif until():
-                        return
-        except BaseException as exc:  # noqa: BLE001 - reported
-            self.errors.append(exc)
-
-
-def run_scenario(sc: Scenario, args: argparse.Namespace, join: Callable[[list[Any]], None]) -> Any:
-    """The two measurements; ``join(threads)`` waits for the green threads."""
-    sc.idle_timeout = args.timeout
-    sc.start_server()
-    rng = random.Random(1)
-    # -- timeouts under load
-    done = [False]
-    load = [
-        sc.spawn(sc.echo_client, make_payloads(rng.random(), 8, 4096), lambda: done[0])
-        for _ in range(args.load)
-    ]
-    sc.sleep(0.1)  # the load runs
-    idle = [sc.spawn(sc.idle_client, args.timeout) for _ in range(args.timeouts)]
-    join(idle)
-    done[0] = True
-    join(load)
-    fired = sorted(sc.fired)
-    sc.fired.clear()
-    # -- gaps, waves of echo clients
-    payloads = [make_payloads(rng.random(), args.rounds, 16384) for _ in range(args.clients)]
+def green_waves(
+    server: GreenServer, args: argparse.Namespace, sleep: Callable[[float], Any]
+) -> dict[str, Any]:
+    """Waves of clients against a green server; the heartbeat is a green thread too."""
     gaps: list[float] = []
+    longest = [0.0]
+    stop = [False]
+    served = 0
+
+    def heartbeat() -> None:
+        last = time.monotonic()
+        while not stop[0]:
+            sleep(HEARTBEAT)
+            now = time.monotonic()
+            longest[0] = max(longest[0], now - last)
+            last = now
+
+    server.spawn(server.acceptor)
+    server.spawn(heartbeat)
+    sleep(0.1)
     with GcWatch() as gcw:
         for _ in range(args.waves):
-            beats: list[float] = []
-            stop = [False]
-
-            def heartbeat(beats: list[float] = beats, stop: list[bool] = stop) -> None:
-                last = time.monotonic()
-                while not stop[0]:
-                    sc.sleep(HEARTBEAT)
-                    now = time.monotonic()
-                    beats.append(now - last)
-                    last = now
-
-            hb = sc.spawn(heartbeat)
-            join([sc.spawn(sc.echo_client, p, None) for p in payloads])
-            stop[0] = True
-            join([hb])
-            gaps.append(max(beats))
-    sc.listener.close()
-    if sc.errors:
-        raise sc.errors[0]
+            longest[0] = 0.0
+            served += run_wave(args, server.addr, sleep)
+            gaps.append(longest[0])
+    stop[0] = True
     return {
-        "timeouts": fired,
+        "fired": server.fired,
         "gaps": gaps,
-        "gc_longest": gcw.longest,
-        "gc_total": gcw.total,
+        "gc": gcw.longest,
         "gc_count": gcw.count,
+        "served": served,
     }
 
 
-def greenbridge_side(args: argparse.Namespace) -> Any:
-    import asyncio
-
-    from greenbridge import async_, await_, spawn
+def green_side(args: argparse.Namespace) -> dict[str, Any]:
+    from greenbridge import async_, spawn
     from greenbridge.green import socket as gsocket
     from greenbridge.green import time as gtime
 
-    def join(tasks: list[Any]) -> None:
-        await_(asyncio.gather(*tasks))
-
-    def main() -> Any:
-        return run_scenario(Scenario(gsocket, spawn, gtime.sleep), args, join)
+    def main() -> dict[str, Any]:
+        server = GreenServer(gsocket, spawn, args.timeout)
+        result = green_waves(server, args, gtime.sleep)
+        server.listener.close()
+        return result
 
     if args.uvloop:
         import uvloop
@@ -234,78 +242,147 @@ def greenbridge_side(args: argparse.Namespace) -> Any:
     else:
         loop = asyncio.new_event_loop()
     try:
-        return loop.run_until_complete(async_(main)())
+        return loop.run_until_complete(async_(main)())  # type: ignore[no-any-return]
     finally:
         loop.close()
 
 
-def gevent_side(args: argparse.Namespace) -> Any:
+def gevent_side(args: argparse.Namespace) -> dict[str, Any]:
     import gevent
     from gevent import socket as gs
 
-    def join(greenlets: list[Any]) -> None:
-        gevent.joinall(greenlets, raise_error=True)
+    server = GreenServer(gs, gevent.spawn, args.timeout)
+    result = green_waves(server, args, gevent.sleep)
+    server.listener.close()
+    return result
 
-    return run_scenario(Scenario(gs, gevent.spawn, gevent.sleep), args, join)
+
+def asyncio_side(args: argparse.Namespace) -> dict[str, Any]:
+    """The native reference: asyncio streams, ``wait_for`` as the timeout."""
+    fired: list[float] = []
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                t0 = time.monotonic()
+                try:
+                    data = await asyncio.wait_for(reader.read(65536), args.timeout)
+                except asyncio.TimeoutError:
+                    fired.append(time.monotonic() - t0)
+                    return
+                if not data:
+                    return
+                writer.write(data)
+                await asyncio.wait_for(writer.drain(), args.timeout)
+        except OSError:
+            return
+        finally:
+            writer.close()
+
+    async def main() -> dict[str, Any]:
+        server = await asyncio.start_server(handler, "127.0.0.1", 0, backlog=4096)
+        addr = server.sockets[0].getsockname()
+        longest = [0.0]
+        stop = [False]
+
+        async def heartbeat() -> None:
+            last = time.monotonic()
+            while not stop[0]:
+                await asyncio.sleep(HEARTBEAT)
+                now = time.monotonic()
+                longest[0] = max(longest[0], now - last)
+                last = now
+
+        beat = asyncio.ensure_future(heartbeat())
+        gaps = []
+        served = 0
+        with GcWatch() as gcw:
+            for _ in range(args.waves):
+                longest[0] = 0.0
+                served += await asyncio.to_thread(run_wave, args, addr, time.sleep)
+                gaps.append(longest[0])
+        stop[0] = True
+        await beat
+        server.close()
+        await server.wait_closed()
+        return {
+            "fired": fired,
+            "gaps": gaps,
+            "gc": gcw.longest,
+            "gc_count": gcw.count,
+            "served": served,
+        }
+
+    if args.uvloop:
+        import uvloop
+
+        loop = uvloop.new_event_loop()
+    else:
+        loop = asyncio.new_event_loop()
+    try:
+        return loop.run_until_complete(main())
+    finally:
+        loop.close()
 
 
-def summary(name: str, result: dict[str, Any], timeout: float) -> list[str]:
-    fired = result["timeouts"]
-    q = statistics.quantiles(fired, n=10) if len(fired) > 1 else fired * 9
-    return [
-        f"{name:12} timeouts of {timeout:.3f} s fired after: median {statistics.median(fired):.3f}"
-        f"  p90 {q[8]:.3f}  max {max(fired):.3f}  ({len(fired)} fired)",
-        f"{name:12} longest loop gap per wave (ms): "
+# -- driver ------------------------------------------------------------------------------
+
+
+def summary(name: str, result: dict[str, Any], timeout: float) -> str:
+    fired = sorted(result["fired"])
+    p90 = fired[int(len(fired) * 0.9)] if fired else float("nan")
+    return (
+        f"{name:14} timeouts of {timeout} s fired after: median"
+        f" {statistics.median(fired) if fired else float('nan'):.3f}  p90 {p90:.3f}"
+        f"  max {max(fired, default=float('nan')):.3f} ({len(fired)});"
+        f" longest gap per wave (ms): "
         + " ".join(f"{g * 1000:.0f}" for g in result["gaps"])
-        + f"   gc: longest pause {result['gc_longest'] * 1000:.1f} ms,"
-        f" {result['gc_count']} collections, {result['gc_total'] * 1000:.0f} ms in all",
-    ]
+        + f"; longest GC pause {result['gc'] * 1000:.1f} ms ({result['gc_count']} collections);"
+        f" echo clients served to the end: {result['served']}"
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--uvloop", action="store_true", help="greenbridge on uvloop")
-    parser.add_argument("--timeouts", type=int, default=200, help="concurrent server timeouts")
-    parser.add_argument("--timeout", type=float, default=0.2, help="the server's idle timeout")
-    parser.add_argument("--load", type=int, default=100, help="echo clients during the timeouts")
+    parser.add_argument("--uvloop", action="store_true", help="also the green server on uvloop")
+    parser.add_argument("--idle", type=int, default=200, help="idle clients per wave")
+    parser.add_argument("--timeout", type=float, default=0.2, help="the server's timeout")
     parser.add_argument("--clients", type=int, default=500, help="echo clients per wave")
-    parser.add_argument("--rounds", type=int, default=4, help="round trips per client")
-    parser.add_argument("--waves", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=10, help="round trips per echo client")
+    parser.add_argument("--waves", type=int, default=8)
     parser.add_argument("--gevent", metavar="PYTHON", help="an interpreter with gevent")
-    parser.add_argument("--side", choices=["greenbridge", "gevent"], help=argparse.SUPPRESS)
+    parser.add_argument("--only", help=argparse.SUPPRESS)  # comma-separated variants
+    parser.add_argument("--side", help=argparse.SUPPRESS)
+    parser.add_argument("--client-python", help=argparse.SUPPRESS)
+    parser.add_argument("--host", help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.side == "gevent":
-        json.dump(gevent_side(args), sys.stdout)
+    sides = {"green": green_side, "gevent": gevent_side, "asyncio": asyncio_side}
+    if args.side == "clients":
+        clients_side(args)
         return
-    if args.side == "greenbridge":
-        json.dump(greenbridge_side(args), sys.stdout)
+    if args.side is not None:
+        json.dump(sides[args.side](args), sys.stdout)
         return
 
     import greenbridge
 
-    loop_name = "uvloop" if args.uvloop else "asyncio default loop"
     print(
-        f"{args.timeouts} idle clients (server timeout {args.timeout} s) beside {args.load} echo"
-        f" clients; then {args.waves} waves of {args.clients} echo clients x {args.rounds}"
-        f" round trips; greenbridge {greenbridge.__version__} on {loop_name};"
-        f" Python {sys.version.split()[0]}"
+        f"{args.waves} waves of {args.idle} idle + {args.clients} echo clients"
+        f" (x {args.rounds} round trips); server timeout {args.timeout} s;"
+        f" greenbridge {greenbridge.__version__}; Python {sys.version.split()[0]}"
     )
-    forwarded = [
-        f"--timeouts={args.timeouts}",
-        f"--timeout={args.timeout}",
-        f"--load={args.load}",
-        f"--clients={args.clients}",
-        f"--rounds={args.rounds}",
-        f"--waves={args.waves}",
+    forwarded = [f"--idle={args.idle}", f"--timeout={args.timeout}", f"--waves={args.waves}"]
+    forwarded += [f"--clients={args.clients}", f"--rounds={args.rounds}"]
+    # Every variant's clients run on this interpreter (on uvloop when installed here).
+    forwarded += [f"--client-python={sys.executable}"]
+    variants: list[tuple[str, list[str]]] = [
+        ("green asyncio", [sys.executable, __file__, "--side=green"]),
+        ("native asyncio", [sys.executable, __file__, "--side=asyncio"]),
     ]
-    # Each side in a fresh process: neither inherits the other's heap.
-    cmd = [sys.executable, __file__, "--side=greenbridge", *forwarded]
     if args.uvloop:
-        cmd.append("--uvloop")
-    env = dict(os.environ)
-    ours = json.loads(subprocess.run(cmd, check=True, capture_output=True, env=env).stdout)
-    for line in summary("greenbridge", ours, args.timeout):
-        print(line, flush=True)
+        variants.append(("green uvloop", [sys.executable, __file__, "--side=green", "--uvloop"]))
+        variants.append(("native uvloop", [sys.executable, __file__, "--side=asyncio", "--uvloop"]))
     gevent_python = args.gevent
     if gevent_python is None:
         try:
@@ -314,11 +391,15 @@ def main() -> None:
             gevent_python = sys.executable
         except ImportError:
             print("gevent: not importable here (pass --gevent PYTHON)")
-            return
-    cmd = [gevent_python, __file__, "--side=gevent", *forwarded]
-    theirs = json.loads(subprocess.run(cmd, check=True, capture_output=True).stdout)
-    for line in summary("gevent", theirs, args.timeout):
-        print(line, flush=True)
+    if gevent_python is not None:
+        variants.append(("gevent", [gevent_python, __file__, "--side=gevent"]))
+    only = args.only.split(",") if args.only else None
+    for name, cmd in variants:
+        if only and name not in only:
+            continue
+        # Each variant in a fresh process: none inherits another's heap.
+        out = subprocess.run(cmd + forwarded, check=True, stdout=subprocess.PIPE).stdout
+        print(summary(name, json.loads(out), args.timeout), flush=True)
 
 
 if __name__ == "__main__":
