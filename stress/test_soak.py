@@ -23,8 +23,10 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
+import threading
 import time
 from typing import Any
 
@@ -143,3 +145,38 @@ def test_soak_echo_waves(backend: Any) -> None:
     )
     growth = max(w["rss"] for w in waves[WARMUP:]) - waves[WARMUP - 1]["rss"]
     assert growth < RSS_GROWTH_LIMIT, f"RSS grew by {growth / 2**20:.1f} MiB after warm-up"
+
+
+def test_clients_catch_a_wrong_echo() -> None:
+    """The client process's byte check bites: against a server that flips a bit, it fails."""
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            with conn:
+                data = conn.recv(65536)
+                while data:
+                    conn.sendall(bytes([data[0] ^ 1]) + data[1:])
+                    data = conn.recv(65536)
+
+    thread = threading.Thread(target=serve)
+    thread.start()
+    try:
+        addr = listener.getsockname()
+        out = subprocess.run(
+            [sys.executable, CLIENT_SCRIPT, addr[0], str(addr[1]), "5", "2", "1024", "1"],
+            capture_output=True,
+            check=True,
+            timeout=60,
+        ).stdout
+    finally:
+        listener.shutdown(socket.SHUT_RDWR)
+        listener.close()
+        thread.join()
+    result = json.loads(out)
+    assert result["ok"] == 0 and result["failed"] == 5
+    assert "echo of" in result["errors"][0]
