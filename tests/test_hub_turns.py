@@ -12,6 +12,7 @@ threads and with green threads and compares.
 from __future__ import annotations
 
 import asyncio
+import functools
 import socket
 import threading
 import time
@@ -19,6 +20,7 @@ from typing import Any
 
 import greenbridge
 from greenbridge.green import socket as gsocket
+from tests.conftest import Backend
 
 N = 40
 SPIN = 0.002  # CPU time each handler takes once its data arrived (N * SPIN = 80 ms in all)
@@ -76,7 +78,7 @@ def threads_run(timeout: float | None, spin: float = SPIN) -> tuple[list[Any], i
     return done, _largest_batch(seen)
 
 
-def green_run(timeout: float | None, spin: float = SPIN) -> tuple[list[Any], int]:
+def green_run(backend: Backend, timeout: float | None, spin: float = SPIN) -> tuple[list[Any], int]:
     async def main() -> tuple[list[Any], int]:
         pairs = [gsocket.socketpair() for _ in range(N)]
         done: list[Any] = []
@@ -96,32 +98,28 @@ def green_run(timeout: float | None, spin: float = SPIN) -> tuple[list[Any], int
             b.close()
         return done, _largest_batch(seen)
 
-    loop = asyncio.new_event_loop()  # the selector loop: uvloop runs its own turns
-    try:
-        return loop.run_until_complete(main())
-    finally:
-        loop.close()
+    return backend.run(main)  # type: ignore[no-any-return]
 
 
-def test_many_ready_sockets_take_turns_with_the_loop() -> None:
-    for run in (threads_run, green_run):
+def test_many_ready_sockets_take_turns_with_the_loop(aio: Backend) -> None:
+    for run in (threads_run, functools.partial(green_run, aio)):
         done, batch = run(None)
-        assert done == [b"x"] * N, run.__name__
+        assert done == [b"x"] * N, run
         # With OS threads the heartbeat thread gets the GIL between handlers;
         # green threads give the loop back after a time slice.  Before, all N
         # ran in the turn that saw them readable: the batch was N.
-        assert batch < N, f"{run.__name__}: {batch} handlers ran without a break"
+        assert batch < N, f"{run}: {batch} handlers ran without a break"
 
 
-def test_data_that_arrived_before_the_timeout_wins_over_it() -> None:
+def test_data_that_arrived_before_the_timeout_wins_over_it(aio: Backend) -> None:
     # The handlers' deadlines fall 50 ms after the data arrived, while the
     # handlers take 200 ms in all to run once it did: the data was there
     # before each deadline, so every recv returns it, as with OS threads,
     # even in the handlers that the loop resumes in a later turn.
     spin = 0.005
-    for run in (threads_run, green_run):
+    for run in (threads_run, functools.partial(green_run, aio)):
         done, _ = run(DELAY + 0.05, spin)
-        assert done == [b"x"] * N, run.__name__
+        assert done == [b"x"] * N, run
 
 
 ACCEPTS = 50
