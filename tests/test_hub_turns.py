@@ -12,6 +12,7 @@ threads and with green threads and compares.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import socket
 import threading
@@ -102,23 +103,26 @@ def green_run(backend: Backend, timeout: float | None, spin: float = SPIN) -> tu
 
 
 def test_many_ready_sockets_take_turns_with_the_loop(aio: Backend) -> None:
-    for run in (threads_run, functools.partial(green_run, aio)):
-        done, batch = run(None)
-        assert done == [b"x"] * N, run
-        # With OS threads the heartbeat thread gets the GIL between handlers;
-        # green threads give the loop back after a time slice.  Before, all N
-        # ran in the turn that saw them readable: the batch was N.
-        assert batch < N, f"{run}: {batch} handlers ran without a break"
+    threads_done, threads_batch = threads_run(None)
+    done, batch = green_run(aio, None)
+    assert threads_done == done == [b"x"] * N
+    # Green threads give the loop back after a time slice.  Before, all N ran
+    # in the turn that saw them readable: the batch was N.  (OS threads are
+    # preempted too, but which waiting thread gets the GIL is up to the OS,
+    # so their batch is printed, not asserted.)
+    print(f"largest batch between two heartbeats: threads {threads_batch}, green {batch}")
+    assert batch < N, f"{batch} handlers ran without a break"
 
 
 def test_data_that_arrived_before_the_timeout_wins_over_it(aio: Backend) -> None:
-    # The handlers' deadlines fall 50 ms after the data arrived, while the
-    # handlers take 200 ms in all to run once it did: the data was there
-    # before each deadline, so every recv returns it, as with OS threads,
-    # even in the handlers that the loop resumes in a later turn.
-    spin = 0.005
+    # The handlers' deadlines fall 300 ms after the data arrived (a margin for
+    # a busy machine), while the handlers take 600 ms in all to run once it
+    # did: the data was there before each deadline, so every recv returns it,
+    # as with OS threads, even in the handlers that the loop resumes in a
+    # later turn, after their deadline.
+    spin = 0.015
     for run in (threads_run, functools.partial(green_run, aio)):
-        done, _ = run(DELAY + 0.05, spin)
+        done, _ = run(DELAY + 0.3, spin)
         assert done == [b"x"] * N, run
 
 
@@ -170,8 +174,53 @@ def test_an_accept_loop_over_a_backlog_takes_turns() -> None:
         finally:
             loop.close()
 
-    for run in (threads, green):
-        count, batch = run()
-        assert count == ACCEPTS, run.__name__
-        # Before: the green accept loop took the whole backlog in one turn.
-        assert batch < ACCEPTS, f"{run.__name__}: {batch} accepts without a break"
+    threads_count, threads_batch = threads()
+    count, batch = green()
+    assert threads_count == count == ACCEPTS
+    # Before: the green accept loop took the whole backlog in one turn.  (An
+    # OS thread whose accept releases and retakes the GIL each time can keep
+    # it from a waiting thread for long: its batch is printed, not asserted.)
+    print(
+        f"largest batch of accepts between two heartbeats: threads {threads_batch}, green {batch}"
+    )
+    assert batch < ACCEPTS, f"{batch} accepts without a break"
+
+
+def test_a_cancelled_accept_leaves_the_connection_in_the_backlog(aio: Backend) -> None:
+    """Cancelled while accept gives the loop a turn, no connection is taken (and lost)."""
+    from greenbridge import _hub
+
+    async def native() -> bool:
+        loop = asyncio.get_running_loop()
+        listener = socket.create_server(("127.0.0.1", 0))
+        listener.setblocking(False)
+        client = socket.create_connection(listener.getsockname())
+        task = asyncio.ensure_future(loop.sock_accept(listener))
+        task.cancel()  # native sock_accept does not yield with a connection pending
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        conn, _ = await loop.sock_accept(listener)
+        same = conn.getpeername() == client.getsockname()
+        for s in (conn, client, listener):
+            s.close()
+        return same
+
+    async def green() -> bool:
+        listener = gsocket.create_server(("127.0.0.1", 0))
+        listener.settimeout(10)  # a connection lost: accept times out instead of hanging
+        client = socket.create_connection(listener.getsockname())
+        _hub._turn[0] = 0.0  # the next accept gives the loop a turn first
+        task = greenbridge.spawn(listener.accept)
+        await asyncio.sleep(0)  # the task runs until it yields in accept
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        assert task.cancelled()
+        conn, _ = await greenbridge.async_(listener.accept)()
+        same = conn.getpeername() == client.getsockname()
+        for s in (conn, client, listener):
+            s.close()
+        return same
+
+    assert aio.run(native) is True
+    assert aio.run(green) is True

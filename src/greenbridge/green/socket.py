@@ -359,18 +359,19 @@ class socket(_std.socket):  # noqa: N801 - the stdlib's name
 
     def _accept(self) -> tuple[int, Any]:
         """Wait for a connection; return (fd, address) as ``_socket.socket._accept``."""
+        if self._gb_timeout != 0.0:
+            # Under a burst of connections accept returns at once every time:
+            # an accept loop would take the whole backlog in one turn of the
+            # loop (and start all their handlers at once), where an OS thread
+            # would be preempted.  Give the loop a turn now and then, before
+            # taking a connection (a cancellation here leaves it in the backlog).
+            _share_turn()
         try:
-            accepted = _c_accept(self)
+            return _c_accept(self)  # type: ignore[no-any-return]
         except BlockingIOError:
             if self._gb_timeout == 0.0:
                 raise
-            return self._retry(_c_accept, True)  # type: ignore[no-any-return]
-        if self._gb_timeout != 0.0:
-            # A backlog of connections: an accept loop would take them all in
-            # one turn of the loop (and start all their handlers at once),
-            # where an OS thread would be preempted.  Yield now and then.
-            _share_turn()
-        return accepted  # type: ignore[no-any-return]
+        return self._retry(_c_accept, True)  # type: ignore[no-any-return]
 
     # -- closing ------------------------------------------------------------
 
