@@ -55,10 +55,12 @@ def green_run(conns: int, rounds: int) -> float:
                     return
                 sendall(data)
 
+    handlers: list[Any] = []
+
     def acceptor(listener: Any) -> None:
         for _ in range(conns):
             conn, _addr = listener.accept()
-            spawn(handler, conn)
+            handlers.append(spawn(handler, conn))
 
     def client(addr: Any, start: asyncio.Event, done: list[float]) -> None:
         with gsocket.create_connection(addr) as s:
@@ -87,7 +89,7 @@ def green_run(conns: int, rounds: int) -> float:
         start.set()
         await asyncio.gather(*clients)
         listener.close()
-        await asyncio.sleep(0)  # handlers see EOF
+        await asyncio.gather(*handlers)  # they see EOF
         return conns * rounds / (max(done) - t0)
 
     return _run(main)

@@ -57,6 +57,7 @@ _monotonic = _time.monotonic
 _timeout_error = _std.timeout
 _where = _hub._where
 _wait_socket = _hub.wait_socket
+_share_turn = _hub.share_turn
 
 _c_recv = _CSocket.recv
 _c_recv_into = _CSocket.recv_into
@@ -359,6 +360,13 @@ class socket(_std.socket):  # noqa: N801 - the stdlib's name
 
     def _accept(self) -> tuple[int, Any]:
         """Wait for a connection; return (fd, address) as ``_socket.socket._accept``."""
+        if self._gb_timeout != 0.0:
+            # Under a burst of connections accept returns at once every time:
+            # an accept loop would take the whole backlog in one turn of the
+            # loop (and start all their handlers at once), where an OS thread
+            # would be preempted.  Give the loop a turn now and then, before
+            # taking a connection (a cancellation here leaves it in the backlog).
+            _share_turn()
         try:
             return _c_accept(self)  # type: ignore[no-any-return]
         except BlockingIOError:
