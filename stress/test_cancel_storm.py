@@ -408,20 +408,20 @@ def _check_between_waves(st: Stats) -> int:
     """No worker greenlet outside the pool; return how many uvloop timers are pending.
 
     Between waves nothing of the last wave is referenced any more, so every
-    `_Worker` object still alive must be parked in the pool.  uvloop's loop keeps
+    live `_Worker` must be parked in a pool.  uvloop's loop keeps
     each pending TimerHandle alive (cancelled ones may linger a little).
     """
     gc.collect()
     workers = timers = 0
     for o in gc.get_objects():
         cls = type(o)
-        if cls is _bridge._Worker:
+        if cls is _bridge._Worker and not o.dead:
             workers += 1
         elif cls.__name__ == "TimerHandle" and cls.__module__ == "uvloop.loop":
             timers += not o.cancelled()
-    pool = len(_bridge._state.pool)
+    pool = len(_bridge._parked_workers())  # every per-depth pool of this thread
     if workers != pool:
-        st.problems.append(f"between waves: {workers} worker greenlets, {pool} in the pool")
+        st.problems.append(f"between waves: {workers} live worker greenlets, {pool} in the pools")
     return timers
 
 
