@@ -202,8 +202,10 @@ def _timer_race(cancel_first: bool, wait: Callable[[list[str]], Any]) -> Any:
         task = asyncio.ensure_future(wait(log))
         loop.call_at(start + HOG_AT, _real_sleep, HOG_FOR)
         # The sleep's own timer is due at start + WAIT (plus the few microseconds
-        # until the sleep starts): one millisecond before or after it.
-        loop.call_at(start + WAIT + (-0.001 if cancel_first else 0.001), task.cancel)
+        # until the sleep starts): a few milliseconds before or after it (more
+        # than uvloop's one-millisecond timer resolution, which would otherwise
+        # put both in one slot and fire them in the order they were made).
+        loop.call_at(start + WAIT + (-0.004 if cancel_first else 0.004), task.cancel)
         return await _outcome(task), log
 
     return main
