@@ -724,10 +724,16 @@ def _step(it: Any, worker: _Worker) -> Any:
             try:
                 sent = switch(msg)
             except BaseException as exc:  # noqa: BLE001 - thrown in by the loop
-                msg = stepper.throw(exc)
-                del exc
+                thrown = exc
             else:
                 msg = stepper.send(sent)
+                continue
+            # Throw outside the except block: the awaitable runs in this frame's
+            # exception state, and must not see ``thrown`` as being handled
+            # (sys.exc_info(), the __context__ of its next exception) once its
+            # own except block is over.
+            msg = stepper.throw(thrown)
+            del thrown
     value = box[0]
     box[0] = None
     free.append(pair)
