@@ -867,12 +867,24 @@ def install_portal_factory(loop: asyncio.AbstractEventLoop | None = None) -> Non
 
     def factory(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> asyncio.Future[Any]:
         wrapped = _portal(coro)
+        task: asyncio.Future[Any]
         if previous is None:
-            return asyncio.Task(wrapped, loop=loop, **kwargs)
-        return previous(loop, wrapped, **kwargs)
+            task = asyncio.Task(wrapped, loop=loop, **kwargs)
+        else:
+            task = previous(loop, wrapped, **kwargs)
+        if inspect.iscoroutine(coro):
+            # A task cancelled before its first step never starts ``wrapped``,
+            # so nothing would close ``coro``: close it as the task would have.
+            task.add_done_callback(functools.partial(_close_unstarted, coro))
+        return task
 
     factory.__greenbridge_portal__ = True  # type: ignore[attr-defined]
     loop.set_task_factory(factory)
+
+
+def _close_unstarted(coro: Coroutine[Any, Any, Any], task: object) -> None:
+    if inspect.getcoroutinestate(coro) == inspect.CORO_CREATED:
+        coro.close()
 
 
 class _EnsurePortal:
