@@ -23,6 +23,7 @@ into a focused test.  ``CI=true`` makes the runs reproducible (derandomize).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import gc
 import math
@@ -30,7 +31,7 @@ import os
 import re
 import sys
 import warnings
-from collections.abc import Awaitable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,7 +56,7 @@ try:  # Hypothesis seeds trio's scheduling RNG per example; the twins need the s
 except ImportError:  # pragma: no cover - trio missing or reorganised
     _trio_random = None
 
-HAS_TIMEOUT = sys.version_info >= (3, 11)  # asyncio.timeout
+HAS_TIMEOUT = sys.version_info >= (3, 11)  # asyncio.timeout, asyncio.TaskGroup
 
 PROPERTY_SETTINGS = settings(
     deadline=None,
@@ -188,17 +189,56 @@ class Where:
 
 
 class LoggingCM:
-    """A sync context manager that logs its exit and may suppress an Exception."""
+    """A sync context manager that logs its exit; it may suppress an Exception
+    (arg 1) or raise its own in ``__exit__`` (arg 2)."""
 
-    def __init__(self, run: Run, path: str, suppress: bool) -> None:
-        self.run, self.path, self.suppress = run, path, suppress
+    def __init__(self, run: Run, path: str, arg: int) -> None:
+        self.run, self.path, self.arg = run, path, arg
 
     def __enter__(self) -> None:
         self.run.note(self.path, "cm-enter", var.get(), handled())
 
     def __exit__(self, tp: Any, exc: BaseException | None, tb: Any) -> bool:
         self.run.note(self.path, "cm-exit", describe(exc), var.get(), handled())
-        return self.suppress and isinstance(exc, Exception)
+        if self.arg == 2:
+            raise NodeError(f"{self.path} exit")
+        return self.arg == 1 and isinstance(exc, Exception)
+
+
+class _TaskSet(dict):  # type: ignore[type-arg]
+    """An insertion-ordered set, for `ordered_task_group`."""
+
+    def add(self, task: Any) -> None:
+        self[task] = None
+
+    def discard(self, task: Any) -> None:
+        self.pop(task, None)
+
+
+def ordered_task_group() -> Any:
+    """An asyncio.TaskGroup that cancels its tasks in the order they were created.
+
+    TaskGroup keeps them in a set, iterated in address order: the twins'
+    tasks live at different addresses, so they would be cancelled in a
+    different order for no fault of the bridge.
+    """
+    group = asyncio.TaskGroup()  # type: ignore[attr-defined]
+    group._tasks = _TaskSet()
+    return group
+
+
+@contextlib.asynccontextmanager
+async def logging_acm(run: Run, path: str) -> AsyncIterator[None]:
+    """An async context manager (used through ``sync_cm`` by sync nodes)."""
+    run.note(path, "acm-enter", var.get(), handled())
+    await run.turn()
+    try:
+        yield
+    except Exception as exc:
+        run.note(path, "acm-caught", describe(exc), var.get(), handled())
+        raise
+    finally:
+        run.note(path, "acm-exit", var.get(), handled())
 
 
 class Run:
@@ -353,7 +393,10 @@ class Run:
             finally:
                 self.note(path, "finally", var.get(), handled())
         if kind == "with":
-            with LoggingCM(self, path, suppress=arg % 2 == 1):
+            if arg == 3:
+                async with logging_acm(self, path):
+                    return await self.aseq(node, path, where)
+            with LoggingCM(self, path, arg):
                 return await self.aseq(node, path, where)
             return f"{path} suppressed"
         if kind == "excinfo":
@@ -364,6 +407,12 @@ class Run:
         if kind == "gather":
             if self.trio:
                 return await self.nursery(node, path)
+            if arg >= 2 and HAS_TIMEOUT:
+                async with ordered_task_group() as group:
+                    tasks = [
+                        group.create_task(self.task_coro(c, p)) for c, p in self.kids(node, path)
+                    ]
+                return [task.result() for task in tasks]
             return list(
                 await asyncio.gather(
                     *(self.task_coro(c, p) for c, p in self.kids(node, path)),
@@ -411,7 +460,7 @@ class Run:
         if kind == "raise":
             raise self.exception(node, path)
         if kind == "wait":
-            await_(self.await_wait(arg))
+            self.sync_wait(arg)
             return f"{path} waited"
         if kind == "seq":
             return self.sseq(node, path, where)
@@ -438,7 +487,10 @@ class Run:
             finally:
                 self.note(path, "finally", var.get(), handled())
         if kind == "with":
-            with LoggingCM(self, path, suppress=arg % 2 == 1):
+            if arg == 3:
+                with sync_cm(logging_acm(self, path)):
+                    return self.sseq(node, path, where)
+            with LoggingCM(self, path, arg):
                 return self.sseq(node, path, where)
             return f"{path} suppressed"
         if kind == "excinfo":
@@ -449,6 +501,12 @@ class Run:
         if kind == "gather":
             if self.trio:
                 return await_(self.nursery(node, path))
+            if arg >= 2 and HAS_TIMEOUT:
+                with sync_cm(ordered_task_group()) as group:
+                    tasks = [
+                        group.create_task(self.task_coro(c, p)) for c, p in self.kids(node, path)
+                    ]
+                return [task.result() for task in tasks]
             return list(
                 await_(
                     asyncio.gather(
@@ -512,6 +570,26 @@ class Run:
         if arg == 3:
             asyncio.ensure_future(self.complete_later(future))
         await future  # arg > 3: nobody completes it; a cancellation ends the wait
+
+    def sync_wait(self, arg: int) -> None:
+        """`await_wait` in sync code: await_ of each sleep and Future itself."""
+        if arg < 3:
+            for _ in range(arg):
+                await_(self.turn())
+            return
+        if self.trio:
+            import trio
+
+            if arg == 3:
+                for _ in range(3):
+                    await_(trio.lowlevel.checkpoint())
+                return
+            await_(trio.sleep_forever())
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        if arg == 3:
+            asyncio.ensure_future(self.complete_later(future))
+        await_(future)
 
     async def complete_later(self, future: asyncio.Future[Any]) -> None:
         for _ in range(2):
