@@ -47,6 +47,7 @@ from greenbridge import (
     install_portal_factory,
     spawn,
     sync_cm,
+    sync_iter,
 )
 
 from .conftest import IN_CI, Backend
@@ -117,8 +118,20 @@ class Node:
 
 
 LEAF_KINDS = ("value", "raise", "wait")
-ASYNCIO_KINDS = ("seq", "catch", "spawn", "gather", "ctx", "fin", "with", "cancel", "timeout")
-TRIO_KINDS = ("seq", "catch", "gather", "ctx", "fin", "with", "cancel", "timeout")
+ASYNCIO_KINDS = (
+    "seq",
+    "catch",
+    "spawn",
+    "gather",
+    "ctx",
+    "fin",
+    "with",
+    "iter",
+    "cancel",
+    "timeout",
+    "shield",
+)
+TRIO_KINDS = ("seq", "catch", "gather", "ctx", "fin", "with", "iter", "cancel", "timeout")
 MAX_CHILDREN = (6, 4, 3, 2)  # by depth: at most four levels
 
 
@@ -422,6 +435,19 @@ class Run:
         if kind == "spawn":
             tasks = [self.start(c, p) for c, p in self.kids(node, path)]
             return [await task for task in tasks]
+        if kind == "iter":
+            out = []
+            agen = self.agen(node, path, where)
+            try:
+                async for item in agen:
+                    out.append(item)
+                    if len(out) == arg:
+                        break
+            finally:
+                await agen.aclose()
+            return out
+        if kind == "shield":
+            return await asyncio.shield(self.seq_task(node, path))
         if kind == "cancel":
             if self.trio:
                 return await self.trio_cancel(node, path, where)
@@ -518,6 +544,19 @@ class Run:
         if kind == "spawn":
             tasks = [self.start(c, p) for c, p in self.kids(node, path)]
             return [await_(task) for task in tasks]
+        if kind == "iter":
+            out = []
+            agen = self.agen(node, path, where)
+            try:
+                for item in sync_iter(agen):
+                    out.append(item)
+                    if len(out) == arg:
+                        break
+            finally:
+                await_(agen.aclose())
+            return out
+        if kind == "shield":
+            return await_(asyncio.shield(self.seq_task(node, path)))
         if kind == "cancel":
             if self.trio:
                 return self.trio_cancel_sync(node, path, where)
@@ -570,6 +609,15 @@ class Run:
         if arg == 3:
             asyncio.ensure_future(self.complete_later(future))
         await future  # arg > 3: nobody completes it; a cancellation ends the wait
+
+    async def agen(self, node: Node, path: str, where: Where) -> AsyncIterator[Any]:
+        """An async generator of the children's results (for "iter" nodes)."""
+        try:
+            for child, cpath in self.kids(node, path):
+                yield await self.acall(child, cpath, where)
+                self.note(path, "resumed", cpath, var.get(), handled())
+        finally:
+            self.note(path, "agen finally", var.get(), handled())
 
     def sync_wait(self, arg: int) -> None:
         """`await_wait` in sync code: await_ of each sleep and Future itself."""
