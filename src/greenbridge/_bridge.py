@@ -866,25 +866,39 @@ def install_portal_factory(loop: asyncio.AbstractEventLoop | None = None) -> Non
         return
 
     def factory(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> asyncio.Future[Any]:
-        wrapped = _portal(coro)
-        task: asyncio.Future[Any]
+        wrapped = _portal_task(coro)
+        wrapped.send(None)  # to its first await: see _portal_task
         if previous is None:
-            task = asyncio.Task(wrapped, loop=loop, **kwargs)
-        else:
-            task = previous(loop, wrapped, **kwargs)
-        if inspect.iscoroutine(coro):
-            # A task cancelled before its first step never starts ``wrapped``,
-            # so nothing would close ``coro``: close it as the task would have.
-            task.add_done_callback(functools.partial(_close_unstarted, coro))
-        return task
+            return asyncio.Task(wrapped, loop=loop, **kwargs)
+        return previous(loop, wrapped, **kwargs)
 
     factory.__greenbridge_portal__ = True  # type: ignore[attr-defined]
     loop.set_task_factory(factory)
 
 
-def _close_unstarted(coro: Coroutine[Any, Any, Any], task: object) -> None:
-    if inspect.getcoroutinestate(coro) == inspect.CORO_CREATED:
+@types.coroutine
+def _first_step() -> Generator[None, None, None]:
+    yield
+
+
+async def _portal_task(coro: Any) -> Any:
+    """The coroutine of a task made by the portal factory, which steps it once.
+
+    Started before the task is created, this waits in ``_first_step`` for the
+    task's first step.  If that step throws an exception in instead (the task
+    was cancelled before it started), ``coro`` never started: it is closed
+    and the exception raised, as the task would do for ``coro`` itself.
+    Unstarted, a wrapper like `_portal` would let the exception through
+    without ever closing ``coro`` (reported as never awaited).
+    """
+    try:
+        await _first_step()
+    except GeneratorExit:  # the task was destroyed unstarted: so was coro, as natively
+        raise
+    except BaseException:
         coro.close()
+        raise
+    return await _call(_await_in_current_worker, (coro,), {})
 
 
 class _EnsurePortal:
