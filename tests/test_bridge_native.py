@@ -706,6 +706,72 @@ def test_a_cancellation_arriving_in_an_except_block_gets_its_context(
     assert contexts[1] == contexts[0]
 
 
+@pytest.mark.parametrize("wait", ["coroutine", "future", "green sleep"])
+def test_a_cancellation_in_code_called_from_an_except_block_is_not_chained_to_it(
+    aio: Backend, wait: str
+) -> None:
+    """Thrown into the callee, CancelledError chains only to what the callee handles.
+
+    Natively, an exception thrown into a coroutine at its await gets as context
+    the exception that coroutine itself handles, not its caller's; it is chained
+    to the caller's when it passes through the caller's except block.
+    """
+    from greenbridge.green import time as green_time
+
+    seen: list[tuple[str, str]] = []
+
+    def sync_wait() -> None:
+        try:
+            if wait == "coroutine":
+                await_(asyncio.sleep(10))
+            elif wait == "future":
+                await_(asyncio.get_running_loop().create_future())
+            else:
+                green_time.sleep(10)
+        except asyncio.CancelledError as exc:
+            seen.append(("callee", repr(exc.__context__)))
+            raise
+
+    async def native_wait() -> None:
+        try:
+            if wait == "future":
+                await asyncio.get_running_loop().create_future()
+            else:
+                await asyncio.sleep(10)
+        except asyncio.CancelledError as exc:
+            seen.append(("callee", repr(exc.__context__)))
+            raise
+
+    def caller(callee: Any) -> Any:
+        async def run() -> None:
+            try:
+                raise KeyError("handled by the caller")
+            except KeyError:
+                try:
+                    await callee()
+                except asyncio.CancelledError as exc:
+                    seen.append(("caller", repr(exc.__context__)))
+                    raise
+
+        return run
+
+    async def main() -> list[list[tuple[str, str]]]:
+        out = []
+        for callee in (native_wait, async_(sync_wait)):
+            seen.clear()
+            task = asyncio.ensure_future(caller(callee)())
+            await asyncio.sleep(0.01)
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            out.append(list(seen))
+        return out
+
+    native, bridged = aio.run(main)
+    assert native == [("callee", "None"), ("caller", "KeyError('handled by the caller')")]
+    assert bridged == native
+
+
 async def _gather(backend: Backend, *coros: Any) -> None:
     if backend.is_asyncio:
         await asyncio.gather(*coros)

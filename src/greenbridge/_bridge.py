@@ -104,7 +104,7 @@ class _Worker(greenlet):
     parent chain.
     """
 
-    __slots__ = ("value", "free", "drv", "home", "pending")
+    __slots__ = ("value", "free", "drv", "home", "pending", "inherited")
 
     def __init__(self, home: _Bucket) -> None:
         super().__init__(_worker_main)
@@ -120,6 +120,9 @@ class _Worker(greenlet):
         # it (weak: the worker's frames are invisible to the cycle collector, so
         # a strong one would keep the task alive; see _unwind_dead_loops).
         self.pending: weakref.ref[_Pending] | None = None
+        # During a call made from an ``except`` block: the caller's exception,
+        # handled here too (see _call_handling), but not by the sync code itself.
+        self.inherited: BaseException | None = None
 
 
 _RETURNED: Any = object()
@@ -388,12 +391,17 @@ def _call_handling(
     ``sys.exc_info()[2]`` keeps one entry more: this frame.)
     """
     tb = handled.__traceback__
+    me = cast(_Worker, getcurrent())
     try:
         raise handled
     except BaseException:
         with_us = handled.__traceback__  # 3.9/3.10: what sys.exc_info()[2] holds
         handled.__traceback__ = tb
-        result = fn(*args, **kwargs)
+        me.inherited = handled
+        try:
+            result = fn(*args, **kwargs)
+        finally:
+            me.inherited = None
         if handled.__traceback__ is with_us:  # 3.9/3.10: a bare raise caught in fn
             handled.__traceback__ = tb
         return result
@@ -697,7 +705,9 @@ def _chain(exc: BaseException, handled: BaseException) -> None:
     the exception being handled there (a coroutine's throw() and a raise do),
     so a cancellation arriving in an ``except`` block lost its context.
     """
-    if exc is handled:
+    if exc is handled or handled is getattr(getcurrent(), "inherited", None):
+        # Natively, an exception thrown into a coroutine is chained only to the
+        # exceptions that coroutine handles itself, not to its caller's.
         return
     # As the interpreter does: cut exc out of handled's context chain first.
     link = handled
@@ -1250,17 +1260,29 @@ def _step(it: Any, worker: _Worker) -> Any:
                 exc = box[0]
                 box[0] = None
                 free.append(pair)
+                context = exc.__context__
                 try:
                     raise exc
                 finally:
-                    del exc
+                    # The raise chained exc to the exception handled here; when that
+                    # is the caller's (see _call_handling), undo it, as natively the
+                    # awaitable's exception reaches the awaiting frame unchained.
+                    if exc.__context__ is not context and exc.__context__ is worker.inherited:
+                        exc.__context__ = context
+                    del exc, context
             try:
                 sent = switch(msg)
             except BaseException as exc:  # noqa: BLE001 - thrown in by the loop
-                msg = stepper.throw(exc)
-                del exc
+                thrown = exc
             else:
                 msg = stepper.send(sent)
+                continue
+            # Throw outside the except block: the awaitable runs in this frame's
+            # exception state, and must not see ``thrown`` as being handled
+            # (sys.exc_info(), the __context__ of its next exception) once its
+            # own except block is over.
+            msg = stepper.throw(thrown)
+            del thrown
     value = box[0]
     box[0] = None
     free.append(pair)
@@ -1619,16 +1641,42 @@ def install_portal_factory(loop: asyncio.AbstractEventLoop | None = None) -> Non
         return
 
     def factory(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> asyncio.Future[Any]:
-        wrapped: Any = _portal(coro)
+        wrapped: Any = _portal_task(coro)
         if type(coro) is _CoroutineType:  # the task's repr names coro, as without a portal
             wrapped.__name__ = coro.__name__
             wrapped.__qualname__ = coro.__qualname__
+        wrapped.send(None)  # to its first await: see _portal_task
         if previous is None:
             return asyncio.Task(wrapped, loop=loop, **kwargs)
         return previous(loop, wrapped, **kwargs)
 
     factory.__greenbridge_portal__ = True  # type: ignore[attr-defined]
     loop.set_task_factory(factory)
+
+
+@types.coroutine
+def _first_step() -> Generator[None, None, None]:
+    yield
+
+
+async def _portal_task(coro: Any) -> Any:
+    """The coroutine of a task made by the portal factory, which steps it once.
+
+    Started before the task is created, this waits in ``_first_step`` for the
+    task's first step.  If that step throws an exception in instead (the task
+    was cancelled before it started), ``coro`` never started: it is closed
+    and the exception raised, as the task would do for ``coro`` itself.
+    Unstarted, a wrapper like `_portal` would let the exception through
+    without ever closing ``coro`` (reported as never awaited).
+    """
+    try:
+        await _first_step()
+    except GeneratorExit:  # the task was destroyed unstarted: so was coro, as natively
+        raise
+    except BaseException:
+        coro.close()
+        raise
+    return await _call(_await_in_current_worker, (coro,), {})
 
 
 class _EnsurePortal:

@@ -15,7 +15,10 @@ replaced by a wrapper that drives the original one:
   If the slot cannot be found unambiguously we raise instead of guessing.
 
 After the swap the task yields once to its loop; its next step enters the
-wrapper, which resumes the original coroutine inside a worker greenlet.
+wrapper, which resumes the original coroutine inside a worker greenlet.  The
+wrapper is started before the swap (see `_primed`), so whatever that next step
+brings, a value or an exception thrown in (a cancellation), reaches the
+original coroutine at its ``await ensure_portal()``.
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ def rebind_current_task(make_portal: Callable[[Any], Awaitable[Any]]) -> Generat
         task = None
     if task is not None:
         old = task.get_coro()
-        new = make_portal(old)
+        new = _primed(make_portal, old)
         _set_asyncio_coro(task, old, new)
         yield None  # a bare yield: asyncio reschedules the task at once
         return
@@ -58,12 +61,15 @@ def rebind_current_task(make_portal: Callable[[Any], Awaitable[Any]]) -> Generat
 
 
 def _primed(make_portal: Callable[[Any], Awaitable[Any]], coro: Any) -> Any:
-    """A portal wrapper that is already started, for trio.
+    """A portal wrapper that is already started.
 
     trio resumes a task by sending it a non-None value (an outcome), which a
-    just-started coroutine cannot take.  This wrapper has run to its first
-    ``yield``, so that value lands there; it then passes the value on as the
-    first thing sent to the original coroutine, inside the portal.
+    just-started coroutine cannot take; asyncio may throw an exception (a
+    cancellation) into it, which a just-started coroutine would raise without
+    ever resuming ``coro``, leaving it suspended with its ``finally`` blocks
+    not run.  This wrapper has run to its first ``yield``, so either lands
+    there; it then passes it on as the first thing sent to (or thrown into)
+    the original coroutine, inside the portal.
     """
     wrapper = _primed_body(make_portal, coro)
     wrapper.send(None)
@@ -74,18 +80,35 @@ def _primed(make_portal: Callable[[Any], Awaitable[Any]], coro: Any) -> Any:
 def _primed_body(
     make_portal: Callable[[Any], Awaitable[Any]], coro: Any
 ) -> Generator[Any, Any, Any]:
-    first = yield
-    return (yield from make_portal(_FirstSend(coro, first)).__await__())
+    try:
+        first = yield
+    except GeneratorExit:
+        # Closed before the task's next step (the swap failed, or the task is
+        # being destroyed): ``coro`` stays as it is, for its owner to close.
+        raise
+    except BaseException as exc:  # noqa: BLE001 - delivered at the await in ``coro``
+        thrown: BaseException | None = exc
+        first = None
+    else:
+        thrown = None
+    resume = _FirstSend(coro, first, thrown)
+    del thrown
+    return (yield from make_portal(resume).__await__())
 
 
 class _FirstSend:
-    """Iterate ``coro`` like ``await`` would, but send ``first`` instead of the initial None."""
+    """Iterate ``coro`` like ``await`` would, but start with ``first`` or ``thrown``.
 
-    __slots__ = ("coro", "first")
+    The first step sends ``first`` instead of the initial None, or throws
+    ``thrown`` into ``coro`` if that is set.
+    """
 
-    def __init__(self, coro: Any, first: Any) -> None:
+    __slots__ = ("coro", "first", "thrown")
+
+    def __init__(self, coro: Any, first: Any, thrown: BaseException | None = None) -> None:
         self.coro = coro
         self.first = first
+        self.thrown = thrown
 
     def __await__(self) -> _FirstSend:
         return self
@@ -97,6 +120,10 @@ class _FirstSend:
         return self.send(None)
 
     def send(self, value: Any) -> Any:
+        thrown = self.thrown
+        if thrown is not None:
+            self.thrown = None
+            return self.coro.throw(thrown)
         first = self.first
         if first is not None:
             self.first = None
@@ -104,7 +131,7 @@ class _FirstSend:
         return self.coro.send(value)
 
     def throw(self, *args: Any) -> Any:
-        self.first = None
+        self.first = self.thrown = None
         return self.coro.throw(*args)
 
     def close(self) -> None:
