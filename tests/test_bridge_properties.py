@@ -27,8 +27,7 @@ with gather / TaskGroup / a trio nursery (gather), as tasks cancelled after
 some turns (cancel), under wait_for / asyncio.timeout / trio cancel scopes
 that fire at once, never or at a counted turn (timeout), or under
 asyncio.shield (shield).  The "excinfo" kind (children called inside an
-except block) is kept out of the main properties: it runs in the strict-xfail
-tests until sync code sees its caller's handled exception (issue 10 item 5).
+except block) runs in tests of its own (``*_with_handled_exceptions``).
 
 A failing example prints the tree as ``Node(...)`` code, which can be pasted
 into a focused test.  ``CI=true`` makes the runs reproducible (derandomize);
