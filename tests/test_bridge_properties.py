@@ -829,10 +829,32 @@ def _show(log: list[tuple[Any, ...]], start: int) -> str:
     return "\n".join(f"  {i:3} {entry}" for i, entry in enumerate(log[start : start + 12], start))
 
 
-def assert_same(tree: Node, loop_kind: str, portal_mode: str) -> None:
-    """Run the native twin and the bridged run of ``tree``; they must agree."""
+def _without_contexts(item: Any) -> Any:
+    """``item`` with the context of every described exception blanked out."""
+    if isinstance(item, tuple):
+        if (
+            len(item) == 4
+            and isinstance(item[0], str)
+            and item[0].endswith(("Error", "Exception", "Exit", "Interrupt", "Group"))
+            and isinstance(item[1], str)
+        ):
+            return (item[0], item[1], item[2], "?")
+        return tuple(_without_contexts(x) for x in item)
+    if isinstance(item, list):
+        return [_without_contexts(x) for x in item]
+    return item
+
+
+def assert_same(tree: Node, loop_kind: str, portal_mode: str, *, contexts: bool = True) -> None:
+    """Run the native twin and the bridged run of ``tree``; they must agree.
+
+    ``contexts=False`` leaves exceptions' ``__context__`` out of the comparison
+    (see `test_asyncio_tree_with_handled_exceptions`).
+    """
     native = run_tree(tree, loop_kind, False, portal_mode)
     bridged = run_tree(tree, loop_kind, True, portal_mode)
+    if not contexts:
+        native, bridged = _without_contexts(native), _without_contexts(bridged)
     if bridged == native:
         return
     (n_out, n_log), (b_out, b_log) = native, bridged
@@ -872,24 +894,41 @@ def test_trio_tree_behaves_like_native(tree: Node, portal_mode: str) -> None:
 # sys.exc_info() in sync code called from an except block (issue 10 item 5).
 EXCINFO_EXAMPLE = Node("excinfo", children=(Node("value", sync=True),))
 
+# Kinds whose cancellations are thrown into a coroutine chain and caught inside
+# it.  CPython resumes such a chain through its throw() fast path, which does not
+# put the awaiting coroutines' exception states back on the stack: code that runs
+# on in that same step, below an except block two coroutines up, sees no handled
+# exception (sys.exc_info() is empty) where sync code, and the same chain resumed
+# by send(), sees it.  greenbridge keeps the state (docs/limits.md); these kinds
+# are left out of the excinfo trees, whose reference is CPython's chain.
+#
+# These trees also compare no exception contexts: sync functions called
+# directly share one exception state, as plain calls do, so an exception thrown
+# in at an await_ below an except block is chained to it at once, where in the
+# all-coroutine twin it is chained only when it passes that block's coroutine
+# (the context seen above the block is the same; docs/limits.md).
+_THROW_KINDS = ("cancel", "timeout", "shield")
+EXCINFO_ASYNCIO_KINDS = tuple(k for k in ASYNCIO_KINDS if k not in _THROW_KINDS)
+EXCINFO_TRIO_KINDS = tuple(k for k in TRIO_KINDS if k not in _THROW_KINDS)
+
 
 @pytest.mark.parametrize("loop_kind", ["asyncio", "uvloop"])
 @PROPERTY_SETTINGS
 @given(
-    tree=nodes(ASYNCIO_KINDS + ("excinfo",)),
+    tree=nodes(EXCINFO_ASYNCIO_KINDS + ("excinfo",)),
     portal_mode=st.sampled_from(("none", "ensure", "factory")),
 )
 @example(tree=EXCINFO_EXAMPLE, portal_mode="none")
 def test_asyncio_tree_with_handled_exceptions(loop_kind: str, tree: Node, portal_mode: str) -> None:
-    assert_same(tree, loop_kind, portal_mode)
+    assert_same(tree, loop_kind, portal_mode, contexts=False)
 
 
 @PROPERTY_SETTINGS
-@given(tree=nodes(TRIO_KINDS + ("excinfo",)), portal_mode=st.sampled_from(("none", "ensure")))
+@given(tree=nodes(EXCINFO_TRIO_KINDS + ("excinfo",)), portal_mode=st.sampled_from(("none", "ensure")))
 @example(tree=EXCINFO_EXAMPLE, portal_mode="none")
 def test_trio_tree_with_handled_exceptions(tree: Node, portal_mode: str) -> None:
     pytest.importorskip("trio")
-    assert_same(tree, "trio", portal_mode)
+    assert_same(tree, "trio", portal_mode, contexts=False)
 
 
 # -- focused regression tests for divergences the properties found ----------------------
