@@ -924,7 +924,10 @@ def test_asyncio_tree_with_handled_exceptions(loop_kind: str, tree: Node, portal
 
 
 @PROPERTY_SETTINGS
-@given(tree=nodes(EXCINFO_TRIO_KINDS + ("excinfo",)), portal_mode=st.sampled_from(("none", "ensure")))
+@given(
+    tree=nodes(EXCINFO_TRIO_KINDS + ("excinfo",)),
+    portal_mode=st.sampled_from(("none", "ensure")),
+)
 @example(tree=EXCINFO_EXAMPLE, portal_mode="none")
 def test_trio_tree_with_handled_exceptions(tree: Node, portal_mode: str) -> None:
     pytest.importorskip("trio")
