@@ -53,7 +53,7 @@ from _scale import SCALE, scaled
 from greenbridge.green import socket as gsocket
 from greenbridge.green import time as gtime
 
-IDLE_TIMEOUT = 1.5  # the server's settimeout on every connection
+IDLE_TIMEOUT = scaled(1.5, 0.75)  # the server's settimeout on every connection
 IDLE_PEERS = int(scaled(500, 50))
 HALF_CLOSERS = int(scaled(500, 50))
 RESETTERS = int(scaled(500, 50))
