@@ -1372,11 +1372,10 @@ async def _outside(
     as by a native ``await`` in an ``except`` block.
     """
     if handling is None:
-        result = _launch(_await_in_current_worker, (awaitable,), {}, context)
+        result = _launch(_await_in_current_worker, (awaitable,), _NO_KWARGS, context)
     else:
-        no_kwargs: dict[str, Any] = {}
-        call = (handling, _await_in_current_worker, (awaitable,), no_kwargs)
-        result = _launch(_call_handling, call, {}, context)
+        call = (handling, _await_in_current_worker, (awaitable,), _NO_KWARGS)
+        result = _launch(_call_handling, call, _NO_KWARGS, context)
     if type(result) is _Pending:
         result = await _no_trio_traps(result)
     return result
