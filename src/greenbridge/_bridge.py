@@ -34,6 +34,9 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast, overload
 
 from greenlet import GreenletExit, getcurrent, greenlet
 
+from ._errors import MissingBridge
+from ._where import BridgeGreenlet
+
 _current_task = asyncio.current_task
 _Future = asyncio.Future
 _enter_task = asyncio.tasks._enter_task
@@ -67,16 +70,6 @@ POOL_SIZE = 64
 MAX_DEPTHS = 8
 
 
-class MissingBridge(RuntimeError):
-    """`await_` was called where nothing can drive the awaitable.
-
-    Raised when an event loop is running in this thread but the calling sync
-    code does not run under greenbridge (it was not started by
-    `async_` / `spawn`, and its task has no portal).  The message
-    names the ways to fix it.
-    """
-
-
 class _Finished:
     """Sentinel a worker switches to its driver with when its call ended."""
 
@@ -95,7 +88,7 @@ _PARK: Any = _Finished()
 _RESUME: Any = _Finished()
 
 
-class _Worker(greenlet):
+class _Worker(BridgeGreenlet):
     """A pooled greenlet that runs one sync call at a time.
 
     ``parent`` is always the driver of the current call: it is set by

@@ -63,6 +63,7 @@ from ._bridge import (
     park,
     wake,
 )
+from ._errors import UnsupportedLoop, unsupported_loop
 
 __all__ = [
     "wait_readable",
@@ -83,18 +84,6 @@ _original_sleep = _time.sleep
 #: descriptors wait for the next turn (see `_time_turns`).
 TURN_SLICE = 0.02
 _monotonic = _time.monotonic
-
-
-class UnsupportedLoop(RuntimeError):
-    """The running event loop cannot watch file descriptors (e.g. Windows' Proactor loop)."""
-
-
-_UNSUPPORTED_MESSAGE = (
-    "the running event loop ({loop!r}) cannot watch file descriptors "
-    "(loop.add_reader is not implemented), so green I/O cannot wait on it. "
-    "Use a selector-based loop: asyncio.SelectorEventLoop (on Windows set "
-    "asyncio.WindowsSelectorEventLoopPolicy()), or uvloop, or trio."
-)
 
 
 def can_suspend() -> bool:
@@ -417,7 +406,7 @@ def _register(
         else:
             loop.add_writer(fd, watch.queue)
     except NotImplementedError:
-        raise UnsupportedLoop(_UNSUPPORTED_MESSAGE.format(loop=loop)) from None
+        raise unsupported_loop(loop) from None
     watch.waiters.append(waiter)
     table[fd] = watch
     return watch
