@@ -321,7 +321,8 @@ CLI_SCRIPT = """
 
     def crunch():
         end = time.perf_counter() + 0.3
-        while time.perf_counter() < end: pass  # one line: the snapshot may land on either half of a loop
+        # One line: the detector's snapshot may land on either half of a loop.
+        while time.perf_counter() < end: pass
 
     time.sleep(0.05)
     crunch()
