@@ -23,7 +23,7 @@ import pytest
 import greenbridge
 from greenbridge import BlockingReport, detect_blocking
 
-from .conftest import Backend
+from .helpers import Backend
 
 BLOCK = 0.3
 THRESHOLD = 0.1
