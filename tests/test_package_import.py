@@ -64,6 +64,7 @@ BRIDGE_MODULES = {
     "greenbridge._bridge",
     "greenbridge._portal",
     "greenbridge._private_loop",
+    "greenbridge._callables",
 }
 
 # Stdlib and optional modules that only the optional parts need (green I/O,
