@@ -7,6 +7,7 @@ that what this test process imported before does not hide an import.
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import subprocess
@@ -154,3 +155,18 @@ def test_every_public_name_resolves() -> None:
     assert set(greenbridge.__all__) <= set(dir(greenbridge))
     with pytest.raises(AttributeError, match="has no attribute 'no_such_name'"):
         greenbridge.no_such_name  # type: ignore[attr-defined]  # noqa: B018
+
+
+def test_the_lazy_table_matches_what_type_checkers_see() -> None:
+    # The TYPE_CHECKING imports of __init__ are what mypy and IDEs see; _LAZY
+    # is what runs.  They must name the same modules for the same names.
+    with open(greenbridge.__file__, encoding="utf-8") as f:
+        tree = ast.parse(f.read())
+    seen: dict[str, str] = {}
+    for node in tree.body:
+        if isinstance(node, ast.If) and ast.unparse(node.test) == "TYPE_CHECKING":
+            for imp in node.body:
+                assert isinstance(imp, ast.ImportFrom)
+                for alias in imp.names:
+                    seen[alias.asname or alias.name] = "." * imp.level + (imp.module or "")
+    assert seen == greenbridge._LAZY

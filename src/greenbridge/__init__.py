@@ -71,7 +71,7 @@ __all__ = [
 ]
 
 # Public name -> the module that defines it, imported on first access.  Keep
-# in step with the TYPE_CHECKING imports above (tests/test_imports.py checks).
+# in step with the TYPE_CHECKING imports above (tests/test_package_import.py checks).
 _LAZY = {
     "SyncContextManager": "._adapters",
     "SyncIterator": "._adapters",
