@@ -40,6 +40,7 @@ __all__ = [
     "open_pidfd",
     "pollable",
     "reexport",
+    "star_names",
     "wait_child",
     "wait_fd",
     "waits",
@@ -66,12 +67,17 @@ def reexport(namespace: dict[str, Any], std: types.ModuleType) -> None:
     for name in dir(std):
         if not name.startswith("__"):
             namespace[name] = getattr(std, name)
+    namespace["__all__"] = star_names(std)
+    if std.__doc__:
+        namespace["__doc__"] = std.__doc__
+
+
+def star_names(std: types.ModuleType) -> list[str]:
+    """The names ``from std import *`` binds: its ``__all__``, else its public names."""
     public = getattr(std, "__all__", None)
     if public is None:
         public = [name for name in dir(std) if not name.startswith("_")]
-    namespace["__all__"] = list(public)
-    if std.__doc__:
-        namespace["__doc__"] = std.__doc__
+    return list(public)
 
 
 def no_loop() -> bool:
