@@ -35,6 +35,7 @@ else:
     _select = original("select")
 
 __all__ = [
+    "ON_A_LOOP",
     "PIPE_BUF",
     "no_loop",
     "open_pidfd",
@@ -78,6 +79,11 @@ def star_names(std: types.ModuleType) -> list[str]:
     if public is None:
         public = [name for name in dir(std) if not name.startswith("_")]
     return list(public)
+
+
+#: Where the caller suspends on a running loop (`greenbridge._where.where`):
+#: there a green function waits through the hub, elsewhere it is the stdlib's.
+ON_A_LOOP = (Where.ASYNCIO, Where.TRIO)
 
 
 def no_loop() -> bool:

@@ -1,8 +1,9 @@
 """Green ``os``: every name of the stdlib ``os``, with cooperative pipe I/O and child waits.
 
-Replaced, when the caller runs under greenbridge (see
-:func:`greenbridge.has_portal`); with no loop running, or in code that cannot
-suspend, each one is exactly the stdlib function:
+Replaced, when the caller can suspend on a running loop (a greenbridge
+worker or an SQLAlchemy greenlet: see `greenbridge._where`); with no loop
+running, or in code that cannot suspend, each one is exactly the stdlib
+function:
 
 * :func:`read` / :func:`write` on a pipe, socket or other pollable descriptor
   wait for readiness on the event loop, then do the call.  On a non-blocking
@@ -37,9 +38,6 @@ else:
 # Every name of the stdlib module first; the green functions below replace some.
 _util.reexport(globals(), _os)
 
-# Where waiting suspends the caller (else each function is the stdlib's own).
-_BRIDGED = (_where.Where.ASYNCIO, _where.Where.TRIO)
-
 
 def _try_wait(fd: int, readable: bool) -> bool:
     """Wait for ``fd``; False when the loop cannot watch it (do the call directly then)."""
@@ -67,7 +65,7 @@ def _until_ready(op: Any, fd: int, readable: bool, arg: Any) -> Any:
 
 def read(fd: int, length: int, /) -> bytes:
     """Read at most ``length`` bytes from ``fd``; under greenbridge only this greenlet waits."""
-    if _where.where() not in _BRIDGED or not _util.pollable(fd):
+    if _where.where() not in _util.ON_A_LOOP or not _util.pollable(fd):
         return _os.read(fd, length)
     if _os.get_blocking(fd) and not _try_wait(fd, True):
         return _os.read(fd, length)
@@ -76,7 +74,7 @@ def read(fd: int, length: int, /) -> bytes:
 
 def write(fd: int, data: Any, /) -> int:
     """Write ``data`` to ``fd``; return the count written (possibly short)."""
-    if _where.where() not in _BRIDGED or not _util.pollable(fd):
+    if _where.where() not in _util.ON_A_LOOP or not _util.pollable(fd):
         return _os.write(fd, data)
     if _os.get_blocking(fd):
         if not _try_wait(fd, False):
@@ -99,14 +97,14 @@ def _poll_child(call: Any, pid: int, options: int, args: tuple[Any, ...]) -> Any
 
 def waitpid(pid: int, options: int, /) -> tuple[int, int]:
     """Wait for a child as ``os.waitpid``; under greenbridge only this greenlet waits."""
-    if options & _os.WNOHANG or _where.where() not in _BRIDGED:
+    if options & _os.WNOHANG or _where.where() not in _util.ON_A_LOOP:
         return _os.waitpid(pid, options)
     return _poll_child(_os.waitpid, pid, options, (pid,))  # type: ignore[no-any-return]
 
 
 def wait() -> tuple[int, int]:
     """Wait for any child as ``os.wait``; under greenbridge only this greenlet waits."""
-    if _where.where() not in _BRIDGED:
+    if _where.where() not in _util.ON_A_LOOP:
         return _os.wait()
     return waitpid(-1, 0)
 
@@ -152,13 +150,13 @@ if hasattr(_os, "popen") and hasattr(_os, "_wrap_close"):
 
 def wait3(options: int) -> tuple[int, int, Any]:
     """``os.wait3``; under greenbridge only this greenlet waits."""
-    if options & _os.WNOHANG or _where.where() not in _BRIDGED:
+    if options & _os.WNOHANG or _where.where() not in _util.ON_A_LOOP:
         return _os.wait3(options)
     return _poll_child(_os.wait3, -1, options, ())  # type: ignore[no-any-return]
 
 
 def wait4(pid: int, options: int) -> tuple[int, int, Any]:
     """``os.wait4``; under greenbridge only this greenlet waits."""
-    if options & _os.WNOHANG or _where.where() not in _BRIDGED:
+    if options & _os.WNOHANG or _where.where() not in _util.ON_A_LOOP:
         return _os.wait4(pid, options)
     return _poll_child(_os.wait4, pid, options, (pid,))  # type: ignore[no-any-return]

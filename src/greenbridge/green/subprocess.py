@@ -205,7 +205,7 @@ class Popen(_sp.Popen):  # type: ignore[type-arg]
     def _wait(self, timeout: float | None) -> int:
         if self.returncode is not None:
             return self.returncode
-        if _where.where() not in (_where.Where.ASYNCIO, _where.Where.TRIO):
+        if _where.where() not in _util.ON_A_LOOP:
             return super()._wait(timeout)  # type: ignore[no-any-return, misc]
         if _util.wait_child(self.pid, 0, self._reap_nohang, timeout) is None:
             raise _sp.TimeoutExpired(self.args, timeout)  # type: ignore[arg-type]
