@@ -104,9 +104,8 @@ if hasattr(_std, "pthread_kill"):
 
 def _is_green_thread(ident: int) -> bool:
     """Is ``ident`` a green thread's identifier (``id()`` of a task) on this thread's loop?"""
-    try:
-        loop = asyncio.get_running_loop()
-    except RuntimeError:
+    loop = _where.asyncio_loop()
+    if loop is None:
         return False
     green_threading = sys.modules.get("greenbridge.green.threading")
     if green_threading is not None and ident in getattr(green_threading, "_active", {}):
