@@ -42,12 +42,14 @@ __all__ = [
     "pollable",
     "reexport",
     "star_names",
+    "until_ready",
     "wait_child",
     "wait_fd",
     "waits",
 ]
 
 _T = TypeVar("_T")
+_A = TypeVar("_A")
 _monotonic = time.monotonic
 
 #: A write of at most this many bytes to a pipe reported writable cannot block.
@@ -161,6 +163,26 @@ def wait_fd(fd: int, readable: bool, timeout: float | None = None) -> bool:
     poller = _select.poll()
     poller.register(fd, _select.POLLIN if readable else _select.POLLOUT)
     return bool(poller.poll(None if timeout is None else int(timeout * 1000)))
+
+
+def until_ready(
+    op: Callable[[int, _A], _T],
+    fd: int,
+    readable: bool,
+    arg: _A,
+    wait: Callable[[int, bool], bool] = wait_fd,
+) -> _T:
+    """``op(fd, arg)`` on a non-blocking ``fd``: after ``EAGAIN``, wait for ``fd`` and try again.
+
+    ``wait(fd, readable)`` returns False when it could not wait (the loop
+    cannot watch ``fd``): the call is then made as it comes.
+    """
+    while True:
+        try:
+            return op(fd, arg)
+        except BlockingIOError:
+            if not wait(fd, readable):
+                return op(fd, arg)
 
 
 # ---------------------------------------------------------------------------

@@ -50,26 +50,13 @@ def _try_wait(fd: int, readable: bool) -> bool:
     return True
 
 
-def _until_ready(op: Any, fd: int, readable: bool, arg: Any) -> Any:
-    """``op(fd, arg)`` on a non-blocking ``fd``: after ``EAGAIN``, wait and try again.
-
-    Once the loop turns out unable to watch ``fd``, the call is made as is.
-    """
-    while True:
-        try:
-            return op(fd, arg)
-        except BlockingIOError:
-            if not _try_wait(fd, readable):
-                return op(fd, arg)
-
-
 def read(fd: int, length: int, /) -> bytes:
     """Read at most ``length`` bytes from ``fd``; under greenbridge only this greenlet waits."""
     if _where.where() not in _util.ON_A_LOOP or not _util.pollable(fd):
         return _os.read(fd, length)
     if _os.get_blocking(fd) and not _try_wait(fd, True):
         return _os.read(fd, length)
-    return _until_ready(_os.read, fd, True, length)  # type: ignore[no-any-return]
+    return _util.until_ready(_os.read, fd, True, length, _try_wait)
 
 
 def write(fd: int, data: Any, /) -> int:
@@ -81,7 +68,7 @@ def write(fd: int, data: Any, /) -> int:
             return _os.write(fd, data)
         view = memoryview(data).cast("B")
         return _os.write(fd, view[: _util.PIPE_BUF] if len(view) > _util.PIPE_BUF else view)
-    return _until_ready(_os.write, fd, False, data)  # type: ignore[no-any-return]
+    return _util.until_ready(_os.write, fd, False, data, _try_wait)
 
 
 def _poll_child(call: Any, pid: int, options: int, args: tuple[Any, ...]) -> Any:

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import _where
 from .._bridge import await_, spawn
-from .._hub import notify_closing, wait_readable, wait_writable
+from .._hub import notify_closing
 from .._patcher import original
 from .._patcher import rebind as _patcher_rebind
 from . import _util
@@ -83,13 +83,9 @@ class _GreenPipe(io.RawIOBase):
     def readinto(self, buffer: Any) -> int:
         if self.closed:
             raise ValueError("I/O operation on closed file")
-        while True:
-            if self.blocking:
-                _util.wait_fd(self._fd, True)  # then the read cannot block
-            try:
-                return _os.readv(self._fd, [buffer])
-            except BlockingIOError:
-                _util.wait_fd(self._fd, True)
+        if self.blocking:
+            _util.wait_fd(self._fd, True)  # then the read cannot block
+        return _util.until_ready(_os.readv, self._fd, True, [buffer])
 
     def write(self, data: Any) -> int:
         if self.closed:
@@ -99,11 +95,7 @@ class _GreenPipe(io.RawIOBase):
             _util.wait_fd(self._fd, False)
             view = memoryview(data).cast("B")
             return _os.write(self._fd, view[: _util.PIPE_BUF])
-        while True:
-            try:
-                return _os.write(self._fd, data)
-            except BlockingIOError:
-                _util.wait_fd(self._fd, False)
+        return _util.until_ready(_os.write, self._fd, False, data)
 
     def close(self) -> None:
         if not self.closed:
@@ -154,11 +146,7 @@ def _drain(fileobj: Any, chunks: list[bytes]) -> None:
     fd = fileobj.fileno()
     try:
         while True:
-            try:
-                data = _os.read(fd, _CHUNK)
-            except BlockingIOError:
-                wait_readable(fd)
-                continue
+            data = _util.until_ready(_os.read, fd, True, _CHUNK)
             if not data:
                 return
             chunks.append(data)
@@ -173,9 +161,7 @@ def _feed(fileobj: Any, data: bytes) -> None:
     try:
         while offset < len(view):
             try:
-                offset += _os.write(fd, view[offset : offset + _CHUNK])
-            except BlockingIOError:
-                wait_writable(fd)
+                offset += _util.until_ready(_os.write, fd, False, view[offset : offset + _CHUNK])
             except BrokenPipeError:
                 return  # the child does not read all its input: ignored, as the stdlib
     finally:
