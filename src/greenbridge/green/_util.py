@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from .._errors import missing_bridge
 from .._hub import sleep, wait_readable, wait_writable
-from .._patcher import original
+from .._patcher import original, rebind
 from .._where import Where, asyncio_loop, where
 
 if TYPE_CHECKING:
@@ -40,6 +40,7 @@ __all__ = [
     "no_loop",
     "open_pidfd",
     "pollable",
+    "rebinder",
     "reexport",
     "star_names",
     "until_ready",
@@ -73,6 +74,20 @@ def reexport(namespace: dict[str, Any], std: types.ModuleType) -> None:
     namespace["__all__"] = star_names(std)
     if std.__doc__:
         namespace["__doc__"] = std.__doc__
+
+
+def rebinder(namespace: dict[str, Any]) -> Callable[[Any], Any]:
+    """`greenbridge._patcher.rebind` for one green module's ``namespace`` (its ``globals()``).
+
+    ``rebinder(globals())(fn)`` is the stdlib function ``fn`` looking its
+    globals up in the green module, so that the names it calls (``socket``,
+    ``Popen``, ``waitpid``...) are the green ones.
+    """
+
+    def rebind_here(fn: Any) -> Any:
+        return rebind(fn, namespace)
+
+    return rebind_here
 
 
 def star_names(std: types.ModuleType) -> list[str]:

@@ -27,7 +27,6 @@ from typing import TYPE_CHECKING, Any
 
 from .. import _where
 from .._patcher import original
-from .._patcher import rebind as _rebind
 from . import _util
 
 if TYPE_CHECKING:
@@ -37,6 +36,7 @@ else:
 
 # Every name of the stdlib module first; the green functions below replace some.
 _util.reexport(globals(), _os)
+_rebind = _util.rebinder(globals())
 
 
 def _try_wait(fd: int, readable: bool) -> bool:
@@ -103,7 +103,7 @@ for _name in (
     "spawnl", "spawnle", "spawnlp", "spawnlpe",
 ):  # fmt: skip
     if hasattr(_os, _name):
-        globals()[_name] = _rebind(getattr(_os, _name), globals())
+        globals()[_name] = _rebind(getattr(_os, _name))
 del _name
 
 

@@ -27,7 +27,6 @@ from __future__ import annotations
 import errno as _errno
 import functools as _functools
 import sys as _sys
-import types as _types
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -66,9 +65,7 @@ _c_close = _CSocket.close
 _strerror = original("os").strerror
 
 
-def _rebind(fn: Any) -> Any:
-    """The stdlib function ``fn`` with this module as its globals."""
-    return _patcher_rebind(fn, globals())
+_rebind = _util.rebinder(globals())  # a stdlib function, with this module as its globals
 
 
 _DONTWAIT: int = getattr(_c, "MSG_DONTWAIT", 0)  # this call must not block, whatever the timeout
@@ -407,16 +404,13 @@ class _CProxy:
 
 
 def _with_c(fn: Any) -> Any:
-    new = _rebind(fn)
+    """``fn`` rebound to a copy of this module's globals whose ``_socket`` is `_CProxy`."""
     namespace = dict(globals())
     namespace["_socket"] = _CProxy
-    return _types.FunctionType(
-        new.__code__, namespace, new.__name__, new.__defaults__, new.__closure__
-    )
+    return _patcher_rebind(fn, namespace)
 
 
 getaddrinfo = _with_c(_std.getaddrinfo)
-getaddrinfo.__module__ = __name__
 
 
 def gethostbyname(hostname: str, /) -> str:

@@ -24,7 +24,6 @@ from typing import Any
 
 from .._hub import wait_socket as _wait_socket
 from .._patcher import original
-from .._patcher import rebind as _patcher_rebind
 from . import _util
 from . import os as _green_os
 from . import socket as _gsocket
@@ -42,9 +41,7 @@ socket = _gsocket.socket
 create_connection = _gsocket.create_connection
 
 
-def _rebind(fn: Any) -> Any:
-    """The stdlib function ``fn`` with this module as its globals."""
-    return _patcher_rebind(fn, globals())
+_rebind = _util.rebinder(globals())  # a stdlib function, with this module as its globals
 
 
 class SSLSocket(_std.SSLSocket, _gsocket.socket):  # type: ignore[misc]

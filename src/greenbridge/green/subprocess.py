@@ -32,7 +32,6 @@ from .. import _where
 from .._bridge import await_, spawn
 from .._hub import notify_closing
 from .._patcher import original
-from .._patcher import rebind as _patcher_rebind
 from . import _util
 from . import os as _green_os
 from . import select as _green_select
@@ -259,11 +258,8 @@ class Popen(_sp.Popen):  # type: ignore[type-arg]
         return stdout, stderr
 
 
-def _rebind(fn: Callable[..., Any]) -> Any:
-    """The stdlib function ``fn`` running with this module's globals (our Popen)."""
-    return _patcher_rebind(fn, globals())
-
-
+# The stdlib's functions, running with this module's globals (our Popen).
+_rebind = _util.rebinder(globals())
 run: Callable[..., _sp.CompletedProcess[Any]] = _rebind(_sp.run)
 call: Callable[..., int] = _rebind(_sp.call)
 check_call: Callable[..., int] = _rebind(_sp.check_call)
