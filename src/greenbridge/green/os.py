@@ -26,6 +26,7 @@ import errno
 from typing import TYPE_CHECKING, Any
 
 from .. import _where
+from .._patcher import green as _green_module
 from .._patcher import original
 from . import _util
 
@@ -122,7 +123,10 @@ if hasattr(_os, "popen") and hasattr(_os, "_wrap_close"):
             raise ValueError(f"invalid mode {mode!r}")
         if buffering == 0 or buffering is None:
             raise ValueError("popen() does not support unbuffered streams")
-        from . import subprocess as green_subprocess  # it imports this module
+        # Looked up through the patcher's registry when called, as the stdlib
+        # imports subprocess inside os.popen: green subprocess is built on
+        # this module, so this module cannot import it.
+        green_subprocess = _green_module("subprocess")
 
         pipe: Any = getattr(green_subprocess, "PIPE")  # noqa: B009 - a re-exported name
         wrap: Any = getattr(_os, "_wrap_close")  # noqa: B009 - private stdlib helper
