@@ -5,7 +5,6 @@ Public names only; see the documentation for the design.
 
 from ._adapters import SyncContextManager, SyncIterator, sync_cm, sync_iter
 from ._bridge import (
-    MissingBridge,
     async_,
     await_,
     close_private_loop,
@@ -15,6 +14,7 @@ from ._bridge import (
     spawn,
 )
 from ._detector import BlockingDetector, BlockingReport, detect_blocking
+from ._errors import MissingBridge
 from ._offload import OffloadPool, offload, offload_async
 from ._patcher import monkey_patch, patch_blocking
 from ._reentrant import ReentrantRun, allow_reentrant_run

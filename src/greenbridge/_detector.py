@@ -57,7 +57,14 @@ _ASYNCIO_DIR = os.path.dirname(os.path.abspath(asyncio.__file__))
 # Frames of the loop machinery and of greenbridge's driver: dropped from the
 # bottom of a report so that it shows the user's code.
 _INTERNAL_FILES = frozenset(
-    os.path.join(_PACKAGE_DIR, name) for name in ("_bridge.py", "_portal.py", "_detector.py")
+    os.path.join(_PACKAGE_DIR, name)
+    for name in (
+        "_bridge.py",
+        "_trampoline.py",
+        "_park.py",
+        "_portal.py",
+        "_detector.py",
+    )
 )
 
 
