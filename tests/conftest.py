@@ -340,7 +340,7 @@ class _Suspects:
 def _suspects(
     tasks: list[Any], before_threads: set[threading.Thread], before_fds: set[tuple[int, str]]
 ) -> _Suspects:
-    from greenbridge._bridge import current_private_loop
+    from greenbridge._private_loop import current_private_loop
     from greenbridge._trampoline import parked_workers
 
     found = _Suspects()
@@ -385,7 +385,7 @@ def _leaks(
     before_threads: set[threading.Thread], before_fds: set[tuple[int, str]], grace: float
 ) -> list[str]:
     """What the test left behind (marking all of it as seen), as report lines."""
-    from greenbridge._bridge import current_private_loop
+    from greenbridge._private_loop import current_private_loop
 
     gc.collect()
     tasks = _scan()

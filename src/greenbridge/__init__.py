@@ -4,19 +4,13 @@ Public names only; see the documentation for the design.
 """
 
 from ._adapters import SyncContextManager, SyncIterator, sync_cm, sync_iter
-from ._bridge import (
-    async_,
-    await_,
-    close_private_loop,
-    ensure_portal,
-    has_portal,
-    install_portal_factory,
-    spawn,
-)
+from ._bridge import async_, await_, spawn
 from ._detector import BlockingDetector, BlockingReport, detect_blocking
 from ._errors import MissingBridge
 from ._offload import OffloadPool, offload, offload_async
 from ._patcher import monkey_patch, patch_blocking
+from ._portal import ensure_portal, has_portal, install_portal_factory
+from ._private_loop import close_private_loop
 from ._reentrant import ReentrantRun, allow_reentrant_run
 from .drivers import patch_psycopg, patch_psycopg2
 

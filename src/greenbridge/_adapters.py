@@ -20,7 +20,10 @@ from contextlib import AbstractAsyncContextManager
 from types import TracebackType
 from typing import Any, Generic, TypeVar, overload
 
-from ._bridge import MissingBridge, _running_loop, await_, has_portal
+from ._bridge import await_
+from ._errors import MissingBridge
+from ._portal import has_portal
+from ._where import running_loop
 
 __all__ = ["SyncContextManager", "SyncIterator", "sync_cm", "sync_iter"]
 
@@ -170,7 +173,7 @@ def _close(ait: AsyncIterator[Any]) -> None:
     aclose = getattr(ait, "aclose", None)
     if aclose is None:
         return
-    if has_portal() or _running_loop() is None:
+    if has_portal() or running_loop() is None:
         _wait(aclose())
     # Otherwise (finalized by the garbage collector outside the bridge) the
     # async generator is left to its loop's own finalizer, which closes it.

@@ -63,6 +63,7 @@ _INTERNAL_FILES = frozenset(
         "_trampoline.py",
         "_park.py",
         "_portal.py",
+        "_private_loop.py",
         "_detector.py",
     )
 )

@@ -34,7 +34,9 @@ from collections.abc import Awaitable
 from types import TracebackType
 from typing import Any, TypeVar
 
-from ._bridge import await_, has_portal
+from ._bridge import await_
+from ._portal import has_portal
+from ._where import asyncio_loop
 
 __all__ = ["ReentrantRun", "allow_reentrant_run"]
 
@@ -49,7 +51,7 @@ _INHERITED: Any = object()
 
 def _redirect() -> asyncio.AbstractEventLoop | None:
     """The running loop, if a call here should be redirected to it."""
-    loop = asyncio._get_running_loop()
+    loop = asyncio_loop()
     if loop is not None and has_portal():
         return loop
     return None
