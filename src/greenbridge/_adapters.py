@@ -22,8 +22,7 @@ from typing import Any, Generic, TypeVar, overload
 
 from ._bridge import await_
 from ._errors import MissingBridge
-from ._portal import has_portal
-from ._where import running_loop
+from ._where import can_suspend, running_loop
 
 __all__ = ["SyncContextManager", "SyncIterator", "sync_cm", "sync_iter"]
 
@@ -173,7 +172,9 @@ def _close(ait: AsyncIterator[Any]) -> None:
     aclose = getattr(ait, "aclose", None)
     if aclose is None:
         return
-    if has_portal() or running_loop() is None:
+    # Where await_ can suspend (greenbridge's workers, SQLAlchemy's greenlets)
+    # or runs the private loop, close it now, as ``async for`` would.
+    if can_suspend() or running_loop() is None:
         _wait(aclose())
     # Otherwise (finalized by the garbage collector outside the bridge) the
     # async generator is left to its loop's own finalizer, which closes it.
