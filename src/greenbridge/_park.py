@@ -129,6 +129,12 @@ def _wait_parked(drv: Pending, worker: Worker) -> Generator[Any, Any, Any]:
 
 
 def _release(drv: Pending, worker: Worker, cancel: bool = False, why: Any = None) -> Any:
+    """End ``drv``'s parked wait; return what was handed over meanwhile (its ``msg``).
+
+    Whatever the worker awaits in the task's place (a Future, a turn of the
+    loop) is let go: the worker is resumed another way now.  ``cancel``: the
+    task was cancelled, and that Future is cancelled too (with ``why``).
+    """
     if worker.drv is drv:
         worker.drv = None
     # (Else the call ended in a callback: the worker went back to the pool
