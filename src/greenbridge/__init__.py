@@ -18,17 +18,10 @@ import importlib as _importlib
 import os as _os
 from typing import TYPE_CHECKING, Any
 
-from ._bridge import (
-    MissingBridge,
-    async_,
-    await_,
-    close_private_loop,
-    ensure_portal,
-    has_portal,
-    install_portal_factory,
-    spawn,
-)
-from ._errors import UnsupportedLoop
+from ._bridge import async_, await_, spawn
+from ._errors import MissingBridge, UnsupportedLoop
+from ._portal import ensure_portal, has_portal, install_portal_factory
+from ._private_loop import close_private_loop
 
 if TYPE_CHECKING:
     # What the lazy names below resolve to, for type checkers and IDEs.
