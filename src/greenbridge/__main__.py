@@ -123,7 +123,7 @@ def _program(script: str | None, module: str | None, args: list[str]) -> Any:
     """The main green thread: run the program, then wait for its non-daemon threads."""
     from .green import threading as green_threading
 
-    green_threading._adopt_main_thread()
+    green_threading.adopt_main_thread()
     status: Any = 0
     try:
         if module is not None:
@@ -138,7 +138,7 @@ def _program(script: str | None, module: str | None, args: list[str]) -> Any:
         status = 1
     # As Python does at exit: wait until every non-daemon thread has ended.
     while True:
-        threads = green_threading._non_daemon_threads()
+        threads = green_threading.non_daemon_threads()
         if not threads:
             break
         for thread in threads:
