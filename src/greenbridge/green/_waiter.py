@@ -3,14 +3,35 @@
 Every green primitive (locks, conditions, semaphores, events, barriers,
 queues, thread joins, the SQLAlchemy pool shim) keeps its state under a tiny
 *real* lock and queues one `Waiter` per blocked caller; whoever changes the
-state calls ``wake()`` on the waiter(s) it releases, under that real lock.
-The waiter picks how to wait from where its caller runs:
+state calls ``wake()`` on the waiter(s) it releases, under that real lock,
+from any green thread or OS thread.  The waiter picks how to wait from where
+its caller runs (see :mod:`greenbridge._where`), once, when it is created:
 
-* a green thread (code that :func:`greenbridge.has_portal`, with an asyncio
-  loop running) waits on a loop future, woken directly from the loop's own
-  thread or with ``call_soon_threadsafe`` from any other thread;
-* any other caller (a real OS thread, sync code outside any loop) blocks on a
-  real ``_thread`` lock, exactly like the standard library.
+* a greenbridge worker under an asyncio loop (sync code run by ``async_``,
+  ``spawn``, a portal, or a green ``Thread``) *parks* (the bridge's
+  ``park``): its task waits, and a loop callback resumes the worker with the
+  bridge's ``wake``, switching straight into it, as the hub does for I/O: no
+  Future to resolve, no Task step, no trip through the driver.  ``wake()``
+  never switches into the waiter itself (it runs under the primitive's real
+  lock, in the releasing thread): it schedules that callback with
+  ``call_soon`` (``call_soon_threadsafe`` from another OS thread);
+* other code that can suspend under asyncio (an SQLAlchemy ``greenlet_spawn``
+  greenlet, which can only hand awaitables to its driver) awaits a loop
+  future with `await_`;
+* suspendable code under trio awaits a ``trio.Event`` with `await_` (set
+  directly from trio's thread, through the run's token from any other);
+* any other caller blocks on a real ``_thread`` lock, exactly like the
+  standard library: a real OS thread, or sync code with no loop running.
+  Where a loop runs but the caller cannot suspend (a coroutine, a loop
+  callback) blocking would stop the loop and the green thread that would
+  wake it: that raises `MissingBridge` naming the fix.
+
+Cancellation: a waiter woken (``fired``) whose wait then ends with an
+exception (its task was cancelled before it ran) still reports ``fired``;
+the primitive passes what it was given on (the lock, the notification, the
+item) to the next waiter.  A parked worker's resume callback checks that the
+worker still waits *here* (``_parked``), so a stale callback (the wait ended
+by a cancellation or a timeout first) never resumes it out of a later wait.
 """
 
 from __future__ import annotations
@@ -19,27 +40,20 @@ import _thread as _real_thread
 import asyncio
 import contextlib
 import contextvars
-from asyncio import events as _asyncio_events
+import sys
 from typing import Any
 
-from .._bridge import MissingBridge, await_, has_portal
+from greenlet import getcurrent
+
+from .._bridge import MissingBridge, _Worker, await_, park, wake
+from .._where import asyncio_loop, can_suspend, running_loop, trio_running
 
 __all__ = ["TIMEOUT_MAX", "Waiter", "check_timeout"]
 
 _real_allocate = _real_thread.allocate_lock
 _real_get_ident = _real_thread.get_ident
-_get_running_loop = _asyncio_events._get_running_loop
 
 TIMEOUT_MAX: float = _real_thread.TIMEOUT_MAX
-
-
-def _green_loop() -> asyncio.AbstractEventLoop | None:
-    """The running asyncio loop, if the caller is bridged sync code that can suspend."""
-    loop = _get_running_loop()
-    if loop is None or not has_portal():
-        return None
-    return loop
-
 
 _BLOCKS_THE_LOOP = (
     "a green threading/queue primitive would have to block this thread, which runs an "
@@ -52,6 +66,23 @@ _BLOCKS_THE_LOOP = (
     "`await greenbridge.async_(lock.acquire)()` waits without blocking."
 )
 
+# Under trio there is no spawn() and no task factory: name trio's fixes.
+_BLOCKS_TRIO = (
+    "a green threading/queue primitive would have to block this thread, which runs "
+    "trio, from code that is not running under greenbridge (a trio task, or sync code "
+    "it calls): that stops trio and every task in it, including the one that would "
+    "release the wait. Call the sync code through greenbridge: `await "
+    "greenbridge.async_(fn)(...)`, or `nursery.start_soon(greenbridge.async_(fn), ...)`; "
+    "or give the calling task a portal with `await greenbridge.ensure_portal()`. From "
+    "a trio task, `await greenbridge.async_(lock.acquire)()` waits without blocking."
+)
+
+# How a Waiter waits (see the module docstring).
+_PARKS = 0  # a worker under asyncio: park(), resumed by _resume
+_FUTURE = 1  # other suspendable code under asyncio: await_(a loop future)
+_TRIO = 2  # suspendable code under trio: await_(a trio.Event)
+_BLOCKS = 3  # anything else: a real lock, or MissingBridge if a loop runs
+
 
 def _resolve(fut: asyncio.Future[None]) -> None:
     if not fut.done():
@@ -60,79 +91,149 @@ def _resolve(fut: asyncio.Future[None]) -> None:
 
 # The Context _resolve runs in: it needs nothing of the waiter's, and passing one
 # saves the loop a copy of the caller's Context per timed wait and per wake-up.
+# (Not for _resume: it switches into a worker, and a Context entered in a
+# suspended greenlet cannot be entered again, e.g. by a loop nested in that worker.)
 _RESOLVE_CONTEXT = contextvars.Context()
 
 
-class Waiter:
-    """One parked caller: a loop future (green) or an acquired real lock (OS thread).
+async def _trio_wait(event: Any, timeout: float | None) -> None:
+    if timeout is None:
+        await event.wait()
+    else:
+        with sys.modules["trio"].move_on_after(timeout):
+            await event.wait()
 
-    ``wake()`` is called at most once, by whoever holds the state lock of the
-    primitive the waiter is queued on; ``wait()`` returns whether it was woken.
+
+class Waiter:
+    """One blocked caller of a green primitive (see the module docstring).
+
+    ``wake()`` may be called any number of times, from any thread, by whoever
+    holds the state lock of the primitive the waiter is queued on; the first
+    call sets ``fired`` and wakes the caller.  ``wait(timeout)`` returns
+    ``fired``, so a wake-up that raced a timeout is never lost.
     """
 
-    __slots__ = ("fired", "_loop", "_fut", "_lock", "_tid")
+    # on: the parked worker, the loop future, the trio.Event or the real lock;
+    # loop: the asyncio loop (or trio token) to wake it through;
+    # tid: the OS thread the loop runs in (call_soon is not thread-safe);
+    # parked: while a worker is parked in wait() (see _resume).
+    __slots__ = ("fired", "_how", "_on", "_loop", "_tid", "_parked")
 
     def __init__(self) -> None:
         self.fired = False
-        loop = _green_loop()
-        self._loop = loop
-        if loop is None:
-            lock = _real_allocate()
-            lock.acquire()
-            self._lock: Any = lock
-            self._fut: asyncio.Future[None] | None = None
-        else:
-            self._lock = None
-            self._fut = loop.create_future()
+        current = getcurrent()
+        loop = asyncio_loop()
+        if loop is not None:
+            if type(current) is _Worker:  # the common case first
+                self._how = _PARKS
+                self._on: Any = current
+                self._loop: Any = loop
+                self._tid = _real_get_ident()
+                self._parked = False
+                return
+            if can_suspend():
+                self._how = _FUTURE
+                self._on = loop.create_future()
+                self._loop = loop
+                self._tid = _real_get_ident()
+                return
+        elif can_suspend() and trio_running():
+            trio = sys.modules["trio"]
+            self._how = _TRIO
+            self._on = trio.Event()
+            self._loop = trio.lowlevel.current_trio_token()
             self._tid = _real_get_ident()
+            return
+        self._how = _BLOCKS
+        lock = _real_allocate()
+        lock.acquire()
+        self._on = lock
 
     def wake(self) -> None:
+        """Wake the caller (the first call only)."""
         if self.fired:
             return
         self.fired = True
-        if self._lock is not None:
-            self._lock.release()
-            return
-        fut = self._fut
-        assert fut is not None and self._loop is not None
-        if _real_get_ident() == self._tid:
-            _resolve(fut)
-        else:
+        how = self._how
+        if how == _BLOCKS:
+            self._on.release()
+        elif how == _PARKS:
             # A closed loop raises RuntimeError: nobody is left to wake then.
             with contextlib.suppress(RuntimeError):
-                self._loop.call_soon_threadsafe(_resolve, fut, context=_RESOLVE_CONTEXT)
+                if _real_get_ident() == self._tid:
+                    self._loop.call_soon(self._resume)
+                else:
+                    self._loop.call_soon_threadsafe(self._resume)
+        elif how == _FUTURE:
+            if _real_get_ident() == self._tid:
+                _resolve(self._on)
+            else:
+                with contextlib.suppress(RuntimeError):
+                    self._loop.call_soon_threadsafe(_resolve, self._on, context=_RESOLVE_CONTEXT)
+        elif _real_get_ident() == self._tid:
+            self._on.set()
+        else:
+            # trio.RunFinishedError (a RuntimeError): the run is over, nobody to wake.
+            with contextlib.suppress(RuntimeError):
+                self._loop.run_sync_soon(self._on.set)
+
+    def _resume(self) -> None:
+        """Loop callback: resume the parked worker, if it still waits here."""
+        if self._parked:
+            self._parked = False
+            wake(self._on, None)
 
     def wait(self, timeout: float | None) -> bool:
         """Wait until woken or ``timeout`` seconds passed (None: forever).
 
         As the stdlib's waits: a timeout that is not ``> 0`` (including NaN) only
         polls, and one beyond ``TIMEOUT_MAX`` raises the stdlib's OverflowError.
+        Returns ``fired``.  Cancellation arrives as the loop's exception.
         """
         if timeout is not None:
             if not timeout > 0:
                 return self.fired
             if timeout > TIMEOUT_MAX:
                 check_timeout(True, timeout)
-        if self._lock is not None:
-            if _get_running_loop() is not None:
+        how = self._how
+        if how == _PARKS:
+            if self.fired:  # woken from another OS thread already: no need to park
+                return True
+            timer = None if timeout is None else self._loop.call_later(timeout, self._resume)
+            self._parked = True
+            try:
+                park()
+            finally:
+                self._parked = False
+                if timer is not None:
+                    timer.cancel()
+        elif how == _BLOCKS:
+            running = running_loop()
+            if running is not None:
                 # Blocking here would stop the loop this thread runs, and with it
                 # the green thread that would wake us: a deadlock.
-                raise MissingBridge(_BLOCKS_THE_LOOP)
+                raise MissingBridge(
+                    _BLOCKS_THE_LOOP
+                    if isinstance(running, asyncio.AbstractEventLoop)
+                    else _BLOCKS_TRIO
+                )
             if timeout is None:
-                self._lock.acquire()
+                self._on.acquire()
             else:
-                self._lock.acquire(True, min(timeout, TIMEOUT_MAX))
-            return self.fired
-        fut = self._fut
-        assert fut is not None and self._loop is not None
-        if timeout is None:
-            await_(fut)
+                self._on.acquire(True, min(timeout, TIMEOUT_MAX))
+        elif how == _FUTURE:
+            if timeout is None:
+                await_(self._on)
+            else:
+                handle = self._loop.call_later(
+                    timeout, _resolve, self._on, context=_RESOLVE_CONTEXT
+                )
+                try:
+                    await_(self._on)
+                finally:
+                    handle.cancel()
         else:
-            handle = self._loop.call_later(timeout, _resolve, fut, context=_RESOLVE_CONTEXT)
-            try:
-                await_(fut)
-            finally:
-                handle.cancel()
+            await_(_trio_wait(self._on, timeout))
         return self.fired
 
 
