@@ -5,7 +5,12 @@ thread becomes a task on that loop (through :func:`greenbridge.spawn`); its
 ``run()`` executes in a worker greenlet, and every blocking call in this module
 (``Lock.acquire``, ``Event.wait``, ``Thread.join``, ...) suspends that task
 only.  Started with no loop running, a :class:`Thread` is a real OS thread, so
-the module behaves like the standard library there.
+the module behaves like the standard library there.  Under trio too a
+:class:`Thread` is a real OS thread (a green thread is a task started with
+:func:`greenbridge.spawn`, and trio has no way to start a task from sync code
+without a nursery); the locks, conditions, events, queues and ``join()``
+still suspend only the calling trio task, and work between trio tasks and
+those OS threads.
 
 This module holds the threads (``Thread``, ``Timer``, ``current_thread``,
 ``enumerate``, the main thread) and is the stdlib-compatible namespace; the
@@ -18,8 +23,8 @@ rest lives in one module per mechanism, re-exported here:
 * :mod:`greenbridge.green._ident`: who the current green thread is;
 * :mod:`greenbridge.green._local`: ``local``.
 
-Identity: inside an asyncio task, :func:`get_ident` is ``id(task)``; elsewhere
-it is the OS thread's identifier.  :class:`local` keeps one namespace per
+Identity: inside an asyncio or trio task, :func:`get_ident` is ``id(task)``;
+elsewhere it is the OS thread's identifier.  :class:`local` keeps one namespace per
 green thread (per task) and per OS thread.
 
 Everything else the standard module exports (
@@ -37,7 +42,7 @@ import sys
 import threading as _std
 import traceback
 import warnings
-from asyncio import events as _asyncio_events
+import weakref
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -45,7 +50,8 @@ from greenlet import GreenletExit
 
 from .._bridge import spawn
 from .._patcher import rebind as _rebind
-from ._ident import get_ident
+from .._where import asyncio_loop
+from ._ident import current_task, get_ident
 from ._local import local
 from ._locks import Barrier, BoundedSemaphore, Condition, Event, Lock, RLock, Semaphore
 from ._waiter import Waiter, check_timeout
@@ -79,8 +85,6 @@ __all__ = [
 
 _real_allocate = _real_thread.allocate_lock
 _real_get_ident = _real_thread.get_ident
-_get_running_loop = _asyncio_events._get_running_loop
-_current_task = asyncio.current_task
 
 TIMEOUT_MAX: float = _std.TIMEOUT_MAX
 ThreadError = _std.ThreadError
@@ -208,7 +212,7 @@ class Thread:
             raise RuntimeError("thread.__init__() not called")
         if self._is_started:
             raise RuntimeError("threads can only be started once")
-        loop = _get_running_loop()
+        loop = asyncio_loop()
         with _active_mutex:
             _limbo[self] = self
         if loop is not None:
@@ -483,8 +487,7 @@ def current_thread() -> Thread:
         return _active[ident]
     except KeyError:
         pass
-    loop = _get_running_loop()
-    task = None if loop is None else _current_task(loop)
+    task = current_task()
     if task is None:
         foreign = _std._active.get(ident)  # type: ignore[attr-defined]
         if foreign is not None:
@@ -495,7 +498,11 @@ def current_thread() -> Thread:
     with _active_mutex:
         _active[ident] = dummy
     if task is not None:
-        task.add_done_callback(functools.partial(_forget_task, ident))
+        add_done_callback = getattr(task, "add_done_callback", None)
+        if add_done_callback is not None:  # an asyncio task
+            add_done_callback(functools.partial(_forget_task, ident))
+        else:  # a trio task: no callbacks, but it is dropped once it ended
+            weakref.finalize(task, _forget_task, ident, None)
     return dummy
 
 

@@ -1,0 +1,316 @@
+"""Green locks, conditions, events, queues and joins on every loop family (trio too).
+
+The green primitives park a blocked caller on the one green waiter
+(``greenbridge.green._waiter``): under asyncio a worker parks and a loop
+callback resumes it, under trio it awaits a trio primitive.  Here several
+``async_`` calls run concurrently (in a trio nursery, or gathered on asyncio)
+and contend for the same primitives while a heartbeat checks that the loop
+kept running.  Under trio a green ``Thread`` is a real OS thread (``spawn`` is
+asyncio's), so the join tests there join an OS thread from a trio task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+import greenbridge
+from greenbridge.green import queue as gq
+from greenbridge.green import threading as gt
+from greenbridge.green import time as green_time
+
+from .conftest import Backend
+
+
+def run_together(backend: Backend, *fns: Callable[[], Any]) -> tuple[list[Any], float]:
+    """Run each of ``fns`` in its own ``async_`` call, concurrently; return results, max gap.
+
+    The calls start in order, each one a turn of the loop after the previous,
+    so the first one reaches its first wait before the second starts.
+    """
+    results: list[Any] = [None] * len(fns)
+    gaps: list[float] = []
+
+    async def beat(done: list[bool]) -> None:
+        last = time.monotonic()
+        while not done[0]:
+            await backend.sleep(0.005)
+            now = time.monotonic()
+            gaps.append(now - last)
+            last = now
+
+    async def one(i: int) -> None:
+        results[i] = await greenbridge.async_(fns[i])()
+
+    if backend.is_asyncio:
+
+        async def main() -> None:
+            done = [False]
+            hb = asyncio.ensure_future(beat(done))
+            tasks = []
+            for i in range(len(fns)):
+                tasks.append(asyncio.ensure_future(one(i)))
+                await asyncio.sleep(0.01)
+            try:
+                await asyncio.gather(*tasks)
+            finally:
+                done[0] = True
+                await hb
+
+    else:
+        import trio
+
+        async def main() -> None:
+            done = [False]
+            async with trio.open_nursery() as outer:
+                outer.start_soon(beat, done)
+                try:
+                    async with trio.open_nursery() as nursery:
+                        for i in range(len(fns)):
+                            nursery.start_soon(one, i)
+                            await trio.sleep(0.01)
+                finally:
+                    done[0] = True
+
+    backend.run(main)
+    return results, max(gaps, default=0.0)
+
+
+def test_lock_contention_between_two_calls(backend: Backend) -> None:
+    lock = gt.Lock()
+    log: list[str] = []
+
+    def holder() -> float:
+        with lock:
+            log.append("a in")
+            green_time.sleep(0.1)  # the other call waits on the lock meanwhile
+            log.append("a out")
+        return 0.0
+
+    def waiter() -> float:
+        started = time.monotonic()
+        with lock:
+            log.append("b in")
+        return time.monotonic() - started
+
+    (_, waited), max_gap = run_together(backend, holder, waiter)
+    assert log == ["a in", "a out", "b in"]
+    assert waited > 0.05
+    assert max_gap < 0.08  # only the waiting call was suspended
+    assert not lock.locked()
+
+
+def test_lock_timeout_and_rlock_ownership_per_task(backend: Backend) -> None:
+    lock = gt.Lock()
+    rlock = gt.RLock()
+    gate = gt.Event()
+
+    def holder() -> None:
+        with lock, rlock, rlock:  # re-entered by its owner
+            gate.wait(5)
+
+    def other() -> tuple[Any, ...]:
+        started = time.monotonic()
+        timed_out = lock.acquire(timeout=0.05)
+        waited = time.monotonic() - started
+        # Another task is another green thread: not the RLock's owner.
+        owned = rlock.acquire(timeout=0.05)
+        try:
+            rlock.release()
+        except RuntimeError as exc:
+            not_owner = str(exc)
+        gate.set()
+        with rlock:
+            got_it = True
+        return timed_out, waited, owned, not_owner, got_it
+
+    (_, (timed_out, waited, owned, not_owner, got_it)), _ = run_together(backend, holder, other)
+    assert timed_out is False and waited >= 0.04
+    assert owned is False and not_owner == "cannot release un-acquired lock"
+    assert got_it and not lock.locked() and not rlock.locked()
+
+
+def test_condition_wait_and_notify(backend: Backend) -> None:
+    cond = gt.Condition()
+    items: list[int] = []
+
+    def consumer() -> tuple[list[int], bool]:
+        got = []
+        with cond:
+            while len(got) < 3:
+                while not items:
+                    cond.wait()
+                got.append(items.pop(0))
+            timed_out = cond.wait(0.02)  # nobody notifies: times out
+        return got, timed_out
+
+    def producer() -> None:
+        for i in range(3):
+            green_time.sleep(0.01)
+            with cond:
+                items.append(i)
+                cond.notify()
+
+    ((got, timed_out), _), max_gap = run_together(backend, consumer, producer)
+    assert got == [0, 1, 2] and timed_out is False
+    assert max_gap < 0.08
+
+
+def test_queue_put_and_get(backend: Backend) -> None:
+    q: gq.Queue[int] = gq.Queue(maxsize=1)
+    sq: gq.SimpleQueue[int] = gq.SimpleQueue()
+
+    def consumer() -> tuple[list[int], int, str]:
+        got = [q.get() for _ in range(5)]  # waits for each item
+        q.task_done()
+        try:
+            q.get(timeout=0.02)
+        except gq.Empty:
+            empty = "empty"
+        return got, sq.get(timeout=5), empty
+
+    def producer() -> None:
+        for i in range(5):
+            q.put(i)  # maxsize 1: waits for the consumer each time
+        green_time.sleep(0.02)
+        sq.put(42)
+
+    ((got, simple, empty), _), max_gap = run_together(backend, consumer, producer)
+    assert got == [0, 1, 2, 3, 4] and simple == 42 and empty == "empty"
+    assert max_gap < 0.08
+
+
+def test_event_and_semaphore(backend: Backend) -> None:
+    event = gt.Event()
+    sem = gt.BoundedSemaphore(1)
+
+    def first() -> bool:
+        with sem:
+            green_time.sleep(0.05)
+        return event.wait(5)
+
+    def second() -> tuple[bool, bool, bool]:
+        quick = sem.acquire(timeout=0.01)  # held by first: times out
+        slow = sem.acquire(timeout=5)
+        sem.release()
+        event.set()
+        return quick, slow, event.wait(0.01)
+
+    (flag, (quick, slow, still)), _ = run_together(backend, first, second)
+    assert flag is True and (quick, slow, still) == (False, True, True)
+
+
+def test_cancelled_waiter_leaves_the_lock_to_the_next(backend: Backend) -> None:
+    """A waiter cancelled while it waits is removed; the lock goes to the next one."""
+    lock = gt.Lock()
+    order: list[str] = []
+
+    def holder() -> None:
+        with lock:
+            green_time.sleep(0.1)
+
+    def cancelled() -> None:
+        with lock:
+            order.append("cancelled one got it")
+
+    def last() -> None:
+        with lock:
+            order.append("last")
+
+    async def main_asyncio() -> None:
+        a = asyncio.ensure_future(greenbridge.async_(holder)())
+        await asyncio.sleep(0.01)
+        b = asyncio.ensure_future(greenbridge.async_(cancelled)())
+        await asyncio.sleep(0.01)
+        c = asyncio.ensure_future(greenbridge.async_(last)())
+        await asyncio.sleep(0.01)
+        b.cancel()
+        await asyncio.gather(a, c)
+        with pytest.raises(asyncio.CancelledError):
+            await b
+
+    async def main_trio() -> None:
+        import trio
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(greenbridge.async_(holder))
+            await trio.sleep(0.01)
+            scope = trio.CancelScope()
+            nursery.start_soon(_in_scope, scope, greenbridge.async_(cancelled))
+            await trio.sleep(0.01)
+            nursery.start_soon(greenbridge.async_(last))
+            await trio.sleep(0.01)
+            scope.cancel()
+
+    async def _in_scope(scope: Any, fn: Callable[[], Any]) -> None:
+        with scope:
+            await fn()
+
+    backend.run(main_asyncio if backend.is_asyncio else main_trio)
+    assert order == ["last"]
+    assert not lock.locked()
+
+
+def test_join_and_lock_shared_with_a_thread(backend: Backend) -> None:
+    """``Thread`` (a task on asyncio, an OS thread under trio) joined from a call."""
+    lock = gt.Lock()
+    started = gt.Event()
+
+    def body() -> None:
+        with lock:
+            started.set()
+            time.sleep(0.1) if not backend.is_asyncio else green_time.sleep(0.1)
+
+    def main() -> tuple[bool, bool]:
+        t = gt.Thread(target=body)
+        t.start()
+        assert started.wait(5)
+        contended = lock.acquire(timeout=0.02)  # the thread holds it
+        t.join(0.01)
+        alive = t.is_alive()
+        t.join()
+        with lock:
+            pass
+        return contended, alive
+
+    (result,), max_gap = run_together(backend, main)
+    assert result == (False, True)
+    assert max_gap < 0.08  # joining suspended only the calling task
+
+
+def test_local_per_task(backend: Backend) -> None:
+    data = gt.local()
+    data.x = "outside"
+
+    def one(value: str) -> Callable[[], str]:
+        def body() -> str:
+            data.x = value
+            green_time.sleep(0.03)
+            return str(data.x)
+
+        return body
+
+    (a, b), _ = run_together(backend, one("a"), one("b"))
+    assert (a, b) == ("a", "b")
+
+
+def test_blocking_in_a_task_that_cannot_suspend_names_the_fix(backend: Backend) -> None:
+    """A plain task (no ``async_``) would block the loop: MissingBridge, worded per loop."""
+
+    async def main() -> str:
+        try:
+            gt.Event().wait(1)
+        except greenbridge.MissingBridge as exc:
+            return str(exc)
+        return "waited"
+
+    message = backend.run(main)
+    assert "would have to block this thread" in message
+    if backend.is_asyncio:
+        assert "asyncio event loop" in message and "spawn" in message
+    else:
+        assert "runs trio" in message and "nursery.start_soon" in message
