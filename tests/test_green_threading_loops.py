@@ -314,3 +314,61 @@ def test_blocking_in_a_task_that_cannot_suspend_names_the_fix(backend: Backend) 
         assert "asyncio event loop" in message and "spawn" in message
     else:
         assert "runs trio" in message and "nursery.start_soon" in message
+
+
+def test_green_lock_contended_inside_sqlalchemy_greenlets(aio: Backend) -> None:
+    """SQLAlchemy's ``greenlet_spawn`` greenlets can suspend: green locks wait there too.
+
+    (As the hub does: their ``await_`` hands the awaitable to SQLAlchemy's
+    driver.)  Two such greenlets and a greenbridge call contend for one lock,
+    a condition and a queue while the loop keeps running.
+    """
+    concurrency = pytest.importorskip("sqlalchemy.util.concurrency")
+    greenlet_spawn = concurrency.greenlet_spawn
+    sa_await = getattr(concurrency, "await_only", None) or concurrency.await_
+    lock = gt.Lock()
+    q: gq.Queue[str] = gq.Queue()
+    log: list[str] = []
+
+    def sa_holder() -> str:
+        with lock:
+            log.append("sa holder in")
+            sa_await(asyncio.sleep(0.05))  # the others wait on the lock meanwhile
+            log.append("sa holder out")
+        return q.get(timeout=5)  # put by the greenbridge call
+
+    def sa_waiter() -> bool:
+        with lock:
+            log.append("sa waiter in")
+        return lock.acquire(timeout=0.01) and (lock.release() is None)
+
+    def gb_call() -> None:
+        with lock:
+            log.append("gb in")
+        q.put("from gb")
+
+    async def main() -> tuple[Any, ...]:
+        gaps: list[float] = []
+        stop = False
+
+        async def beat() -> None:
+            last = time.monotonic()
+            while not stop:
+                await asyncio.sleep(0.005)
+                gaps.append(time.monotonic() - last)
+                last = time.monotonic()
+
+        hb = asyncio.ensure_future(beat())
+        first = asyncio.ensure_future(greenlet_spawn(sa_holder))
+        await asyncio.sleep(0.01)
+        second = asyncio.ensure_future(greenlet_spawn(sa_waiter))
+        third = asyncio.ensure_future(greenbridge.async_(gb_call)())
+        results = await asyncio.gather(first, second, third)
+        stop = True
+        await hb
+        return (*results, max(gaps))
+
+    got, free, _, max_gap = aio.run(main)
+    assert log == ["sa holder in", "sa holder out", "sa waiter in", "gb in"]
+    assert got == "from gb" and free is True
+    assert max_gap < 0.08

@@ -9,10 +9,13 @@ of the connections can only give them back when the loop runs, until
 
 :class:`GreenQueuePool` is the same pool over greenbridge's green locks
 (:mod:`greenbridge.green.threading`): a checkout that has to wait suspends
-only its own greenlet while the loop keeps running; ``pool_timeout`` still
-raises SQLAlchemy's ``TimeoutError`` after that many seconds.  Outside a
-running loop (and in real threads) the green locks behave like the stdlib
-ones, so the same engine also works in plain sync code.
+only its own greenlet while the loop keeps running (a greenbridge worker under
+asyncio is resumed straight from a loop callback; SQLAlchemy's own
+``greenlet_spawn`` greenlets and trio tasks wait through ``await_``: see
+:mod:`greenbridge.green._waiter`); ``pool_timeout`` still raises SQLAlchemy's
+``TimeoutError`` after that many seconds.  Outside a running loop (and in
+real threads) the green locks behave like the stdlib ones, so the same
+engine also works in plain sync code.
 
 Use it through ``poolclass=``::
 
