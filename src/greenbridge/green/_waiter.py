@@ -155,15 +155,17 @@ class Waiter:
             return
         self.fired = True
         how = self._how
-        if how == _BLOCKS:
-            self._on.release()
-        elif how == _PARKS:
-            # A closed loop raises RuntimeError: nobody is left to wake then.
-            with contextlib.suppress(RuntimeError):
+        if how == _PARKS:
+            # (try/except, not contextlib.suppress: this is the hot path.)
+            try:
                 if _real_get_ident() == self._tid:
                     self._loop.call_soon(self._resume)
                 else:
                     self._loop.call_soon_threadsafe(self._resume)
+            except RuntimeError:  # the loop is closed: nobody is left to wake
+                pass
+        elif how == _BLOCKS:
+            self._on.release()
         elif how == _FUTURE:
             if _real_get_ident() == self._tid:
                 _resolve(self._on)
