@@ -372,3 +372,35 @@ def test_green_lock_contended_inside_sqlalchemy_greenlets(aio: Backend) -> None:
     assert log == ["sa holder in", "sa holder out", "sa waiter in", "gb in"]
     assert got == "from gb" and free is True
     assert max_gap < 0.08
+
+
+def test_sqlalchemy_green_pool_checkout_waits_on_every_loop(backend: Backend) -> None:
+    """``GreenQueuePool``: a checkout that has to wait suspends only its task (trio too)."""
+    sa = pytest.importorskip("sqlalchemy")
+    from greenbridge.drivers.sqlalchemy import GreenQueuePool
+
+    engine = sa.create_engine(
+        "sqlite://", poolclass=GreenQueuePool, pool_size=1, max_overflow=0, pool_timeout=5
+    )
+    log: list[str] = []
+
+    def first() -> int:
+        with engine.connect() as conn:
+            log.append("first has it")
+            green_time.sleep(0.1)  # the second checkout waits meanwhile
+            value = int(conn.execute(sa.text("select 1")).scalar_one())
+            log.append("first gives it back")
+        return value
+
+    def second() -> int:
+        with engine.connect() as conn:
+            log.append("second has it")
+            return int(conn.execute(sa.text("select 2")).scalar_one())
+
+    try:
+        (a, b), max_gap = run_together(backend, first, second)
+    finally:
+        engine.dispose()
+    assert (a, b) == (1, 2)
+    assert log == ["first has it", "first gives it back", "second has it"]
+    assert max_gap < 0.08

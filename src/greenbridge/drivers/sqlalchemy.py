@@ -56,17 +56,19 @@ except ImportError as exc:  # pragma: no cover - exercised only without SQLAlche
     ) from exc
 
 from ..green import threading as _green_threading
+from ..green._waiter import Waiter
 
 __all__ = ["GreenQueuePool", "create_engine"]
 
 
 class _Getter:
-    """A ``get()`` waiting for an item; ``put()`` fills it and wakes it."""
+    """A ``get()`` waiting for an item; ``put()`` fills it and wakes it (mutex held)."""
 
-    __slots__ = ("event", "filled", "item")
+    __slots__ = ("waiter", "filled", "item")
 
     def __init__(self) -> None:
-        self.event = _green_threading.Event()
+        # Created by the getter itself: the waiter suspends the caller that creates it.
+        self.waiter = Waiter()
         self.filled = False
         self.item: Any = None
 
@@ -102,7 +104,7 @@ class _GreenQueue(_sa_queue.Queue[Any]):
         getter = self._getters.popleft()
         getter.item = item
         getter.filled = True
-        getter.event.set()
+        getter.waiter.wake()
         return True
 
     def get(self, block: bool = True, timeout: float | None = None) -> Any:
@@ -118,7 +120,7 @@ class _GreenQueue(_sa_queue.Queue[Any]):
             getter = _Getter()
             self._getters.append(getter)
         try:
-            getter.event.wait(timeout)
+            getter.waiter.wait(timeout)
         except BaseException:
             with self.mutex:
                 if getter.filled:  # handed over meanwhile: pass it on, not lose it
