@@ -16,7 +16,10 @@ from typing import Any, NoReturn
 
 from .._bridge import spawn
 from .._where import asyncio_loop
-from .threading import TIMEOUT_MAX, Lock, RLock, get_ident, local
+from ._ident import get_ident
+from ._local import local
+from ._locks import Lock, RLock
+from ._waiter import TIMEOUT_MAX
 
 __all__ = [
     "LockType",

@@ -45,7 +45,8 @@ from typing import Any
 
 from greenlet import getcurrent
 
-from .._bridge import MissingBridge, _Worker, await_, park, wake
+from .._bridge import _Worker, await_, park, wake
+from .._errors import MissingBridge
 from .._where import asyncio_loop, can_suspend, running_loop, trio_running
 
 __all__ = ["TIMEOUT_MAX", "Waiter", "check_timeout"]
