@@ -263,7 +263,7 @@ def test_join_and_lock_shared_with_a_thread(backend: Backend) -> None:
     def body() -> None:
         with lock:
             started.set()
-            time.sleep(0.1) if not backend.is_asyncio else green_time.sleep(0.1)
+            green_time.sleep(0.1)  # (in an OS thread, with no loop: a real sleep)
 
     def main() -> tuple[bool, bool]:
         t = gt.Thread(target=body)
@@ -404,3 +404,46 @@ def test_sqlalchemy_green_pool_checkout_waits_on_every_loop(backend: Backend) ->
     assert (a, b) == (1, 2)
     assert log == ["first has it", "first gives it back", "second has it"]
     assert max_gap < 0.08
+
+
+def test_condition_wait_cancelled_under_trio_holds_the_lock_again() -> None:
+    """trio's cancellation is level-triggered: the re-acquire after it is shielded.
+
+    As ``trio.Condition.wait`` does: a wait cancelled while another task holds
+    the lock waits for the lock (shielded), and the cancellation is raised
+    with the lock held, so ``with cond:`` releases a lock its task holds.
+    """
+    trio = pytest.importorskip("trio")
+    lock = gt.Lock()
+    cond = gt.Condition(lock)
+    log: list[str] = []
+
+    def waiter() -> None:
+        try:
+            with cond:
+                cond.wait()
+        except BaseException as exc:
+            log.append(f"waiter: {type(exc).__name__}, lock held by another: {lock.locked()}")
+            raise
+
+    def holder(scope: Any) -> None:
+        with cond:
+            scope.cancel()  # while this task holds the lock
+            green_time.sleep(0.05)
+            log.append("holder releases")
+
+    async def main() -> None:
+        scope = trio.CancelScope()
+
+        async def cancellable() -> None:
+            with scope:
+                await greenbridge.async_(waiter)()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(cancellable)
+            await trio.sleep(0.01)
+            nursery.start_soon(greenbridge.async_(holder), scope)
+
+    trio.run(main)
+    assert log == ["holder releases", "waiter: Cancelled, lock held by another: False"]
+    assert not lock.locked()

@@ -24,7 +24,7 @@ from time import monotonic as _monotonic
 from typing import Any
 
 from ._ident import get_ident
-from ._waiter import Waiter, check_timeout
+from ._waiter import Waiter, check_timeout, is_trio_cancelled, shielded
 
 __all__ = [
     "Barrier",
@@ -253,7 +253,8 @@ class Condition:
         (cancelled) after it was notified passes the notification on to the next
         waiter, as ``asyncio.Condition`` does.  The lock is held again whatever
         happens; a cancellation that arrives while re-acquiring it is raised once
-        it is held (as ``asyncio.Condition.wait`` does).
+        it is held (as ``asyncio.Condition.wait`` does; under trio, as
+        ``trio.Condition.wait`` does, the lock is waited for in a shielded scope).
         """
         if not self._is_owned():
             raise RuntimeError("cannot wait on un-acquired lock")
@@ -272,6 +273,16 @@ class Condition:
                     break
                 except asyncio.CancelledError as exc:
                     error = exc
+                except BaseException as exc:
+                    if not is_trio_cancelled(exc):
+                        raise
+                    # trio's cancellation is level-triggered: every wait in the
+                    # cancelled scope would raise it again.  Wait for the lock
+                    # shielded, as trio.Condition.wait does, and raise it after.
+                    error = exc
+                    with shielded():
+                        self._acquire_restore(saved)
+                    break
         except BaseException:
             # The lock could not be re-acquired (not a cancellation): do not keep
             # a notification this caller will never act on.

@@ -41,6 +41,7 @@ import asyncio
 import contextlib
 import contextvars
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 from greenlet import getcurrent
@@ -49,7 +50,7 @@ from .._bridge import _Worker, await_, park, wake
 from .._errors import MissingBridge
 from .._where import asyncio_loop, can_suspend, running_loop, trio_running
 
-__all__ = ["TIMEOUT_MAX", "Waiter", "check_timeout"]
+__all__ = ["TIMEOUT_MAX", "Waiter", "check_timeout", "is_trio_cancelled", "shielded"]
 
 _real_allocate = _real_thread.allocate_lock
 _real_get_ident = _real_thread.get_ident
@@ -97,12 +98,42 @@ def _resolve(fut: asyncio.Future[None]) -> None:
 _RESOLVE_CONTEXT = contextvars.Context()
 
 
+# True while the caller's trio waits must not be cancelled (see `shielded`).
+_shield: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "greenbridge.green._waiter.shield", default=False
+)
+
+
+@contextlib.contextmanager
+def shielded() -> Iterator[None]:
+    """Make the calling task's waits under trio ignore cancellation, for a while.
+
+    For a wait that must end with the lock held even when the task was
+    cancelled (re-acquiring a condition's lock): trio's cancellation is
+    level-triggered, so every wait in a cancelled scope raises it again.
+    Under asyncio (one cancellation, raised once) it changes nothing.
+    """
+    token = _shield.set(True)
+    try:
+        yield
+    finally:
+        _shield.reset(token)
+
+
+def is_trio_cancelled(exc: BaseException) -> bool:
+    """Whether ``exc`` is trio's cancellation."""
+    trio = sys.modules.get("trio")
+    return trio is not None and isinstance(exc, trio.Cancelled)
+
+
 async def _trio_wait(event: Any, timeout: float | None) -> None:
-    if timeout is None:
-        await event.wait()
-    else:
-        with sys.modules["trio"].move_on_after(timeout):
+    trio = sys.modules["trio"]
+    with trio.CancelScope(shield=_shield.get()):
+        if timeout is None:
             await event.wait()
+        else:
+            with trio.move_on_after(timeout):
+                await event.wait()
 
 
 class Waiter:
