@@ -1,10 +1,12 @@
-"""Fixtures of the stress suite: the loop backends and services of tests/conftest.py.
+"""Fixtures of the stress suite: the loop fixtures of tests/conftest.py.
 
 Run from the repository root: ``python -m pytest stress -s`` (``-s`` shows the
 figures every stress test prints).  ``GREENBRIDGE_STRESS_SCALE`` (default 1.0)
-scales durations and counts (see ``_scale.py``).
+scales durations and counts (see ``_scale.py``).  Backends, services and the
+other shared helpers come from ``tests/helpers.py``, imported the same way as
+in the tests: ``from tests.helpers import ...``.
 """
 
-from tests.conftest import BACKENDS, IN_CI, aio, backend, require_service
+from tests.conftest import aio, backend
 
-__all__ = ["BACKENDS", "IN_CI", "aio", "backend", "require_service"]
+__all__ = ["aio", "backend"]

@@ -46,7 +46,7 @@ from typing import Any
 
 import pytest
 from _scale import scaled
-from tests.conftest import BACKENDS, Backend
+from tests.helpers import BACKENDS, Backend
 
 import greenbridge
 from greenbridge import _bridge, _hub

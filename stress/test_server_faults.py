@@ -36,11 +36,10 @@ from typing import Any
 
 import pytest
 from _scale import scaled
-from tests.conftest import BACKENDS, require_service
+from tests.helpers import BACKENDS, PG_DSN, require_mariadb, require_postgres, require_redis
 
 import greenbridge
 
-PG_DSN = "host=127.0.0.1 port=5432 user=postgres dbname=test"
 RUN = uuid.uuid4().hex[:8]
 
 WORKERS = int(scaled(50, 10))
@@ -197,7 +196,7 @@ LOOPS = pytest.mark.parametrize("loop_name", ["asyncio", "uvloop"])
 
 @pytest.fixture
 def postgres() -> None:
-    require_service("PostgreSQL", "127.0.0.1", 5432)
+    require_postgres()
 
 
 def _pg_kill_sql(paramstyle: str = "%s") -> str:
@@ -307,7 +306,7 @@ def green() -> Iterator[dict[str, ModuleType]]:
 
 
 def test_redis_clients_killed_under_load(green: dict[str, ModuleType]) -> None:
-    require_service("Redis", "127.0.0.1", 6379)
+    require_redis()
     redis = green["redis"]
     app = f"gb-faults-{RUN}-redis"
 
@@ -340,7 +339,7 @@ def test_redis_clients_killed_under_load(green: dict[str, ModuleType]) -> None:
 
 
 def test_mariadb_connections_killed_under_load(green: dict[str, ModuleType]) -> None:
-    require_service("MariaDB", "127.0.0.1", 3306)
+    require_mariadb()
     pymysql = green["pymysql"]
 
     def open_(_i: int) -> Any:

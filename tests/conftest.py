@@ -1,4 +1,8 @@
-"""Shared fixtures: run tests on asyncio, uvloop and trio, and find the local services."""
+"""pytest's side of the suite: the loop fixtures and the leak check after every test.
+
+What tests share beyond fixtures (backends, services, the heartbeat, the
+registrations check) is in ``helpers.py``; import it from there.
+"""
 
 from __future__ import annotations
 
@@ -6,71 +10,17 @@ import asyncio
 import contextlib
 import gc
 import os
-import selectors
-import socket
 import sys
 import threading
 import time
 import traceback
 import weakref
-from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 
-T = TypeVar("T")
-
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
-
-
-@dataclass(frozen=True)
-class Backend:
-    """One event-loop family, as the tests see it."""
-
-    name: str
-    run: Callable[[Callable[[], Coroutine[Any, Any, Any]]], Any]
-    sleep: Callable[[float], Awaitable[None]]
-
-    @property
-    def is_asyncio(self) -> bool:
-        return self.name in ("asyncio", "uvloop")
-
-
-def _run_asyncio(main: Callable[[], Coroutine[Any, Any, T]]) -> T:
-    loop = asyncio.new_event_loop()
-    try:
-        return loop.run_until_complete(main())
-    finally:
-        loop.run_until_complete(loop.shutdown_asyncgens())
-        loop.close()
-
-
-def _run_uvloop(main: Callable[[], Coroutine[Any, Any, T]]) -> T:
-    uvloop = pytest.importorskip("uvloop")
-    loop = uvloop.new_event_loop()
-    try:
-        return loop.run_until_complete(main())
-    finally:
-        loop.close()
-
-
-def _run_trio(main: Callable[[], Coroutine[Any, Any, T]]) -> T:
-    trio = pytest.importorskip("trio")
-    return trio.run(main)  # type: ignore[no-any-return]
-
-
-def _trio_sleep(seconds: float) -> Awaitable[None]:
-    import trio
-
-    return trio.sleep(seconds)
-
-
-BACKENDS = {
-    "asyncio": Backend("asyncio", _run_asyncio, asyncio.sleep),
-    "uvloop": Backend("uvloop", _run_uvloop, asyncio.sleep),
-    "trio": Backend("trio", _run_trio, _trio_sleep),
-}
+from .helpers import BACKENDS, Backend, registrations
 
 
 @pytest.fixture(params=["asyncio", "uvloop", "trio"])
@@ -83,80 +33,6 @@ def backend(request: pytest.FixtureRequest) -> Backend:
 def aio(request: pytest.FixtureRequest) -> Backend:
     """The asyncio-API loops (asyncio's own and uvloop)."""
     return BACKENDS[request.param]
-
-
-def service_available(host: str, port: int) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=1):
-            return True
-    except OSError:
-        return False
-
-
-def require_service(name: str, host: str, port: int) -> None:
-    """Skip when a server is absent on a user's machine; fail under CI."""
-    if service_available(host, port):
-        return
-    message = f"{name} is not reachable at {host}:{port}"
-    if IN_CI:
-        pytest.fail(f"{message} (CI=true: a missing server is a failure)")
-    pytest.skip(message)
-
-
-def run_concurrently(
-    backend: Backend,
-    fns: list[Callable[[], Any]],
-    *,
-    after: Callable[[], None] | None = None,
-) -> tuple[list[Any], float, float]:
-    """Run sync callables at once, each through ``greenbridge.async_``, on one loop.
-
-    A heartbeat coroutine ticks every 5 ms meanwhile.  Returns the results (in
-    order), the elapsed wall time and the heartbeat's largest gap: the proof
-    that the calls did not block the loop.  ``after`` runs inside the loop
-    once every call has finished (e.g. to check what is left registered).
-    """
-    import greenbridge
-
-    async def main() -> tuple[list[Any], float, float]:
-        results: list[Any] = [None] * len(fns)
-        gaps: list[float] = []
-        stop: list[bool] = []
-
-        async def heartbeat() -> None:
-            last = time.monotonic()
-            while not stop:
-                await backend.sleep(0.005)
-                now = time.monotonic()
-                gaps.append(now - last)
-                last = now
-
-        async def one(i: int) -> None:
-            results[i] = await greenbridge.async_(fns[i])()
-
-        t0 = time.monotonic()
-        if backend.is_asyncio:
-            beat = asyncio.ensure_future(heartbeat())
-            try:
-                await asyncio.gather(*(one(i) for i in range(len(fns))))
-            finally:
-                stop.append(True)
-                await beat
-        else:
-            import trio
-
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(heartbeat)
-                async with trio.open_nursery() as inner:
-                    for i in range(len(fns)):
-                        inner.start_soon(one, i)
-                stop.append(True)
-        elapsed = time.monotonic() - t0
-        if after is not None:
-            after()
-        return results, elapsed, max(gaps, default=0.0)
-
-    return backend.run(main)  # type: ignore[no-any-return]
 
 
 # ---------------------------------------------------------------- leak check
@@ -261,33 +137,6 @@ def _loop_fds(loop: Any) -> set[int]:
     return fds
 
 
-def _registrations(loop: Any) -> list[tuple[int, str, Any]]:
-    """Readers and writers registered on an open loop, but its self-pipe."""
-    from greenbridge import _hub
-
-    found: dict[tuple[int, str], Any] = {}
-    selector = getattr(loop, "_selector", None)
-    if selector is not None:
-        ssock = getattr(loop, "_ssock", None)
-        own = ssock.fileno() if ssock is not None else -1
-        for fd, key in list(selector.get_map().items()):
-            if fd == own:
-                continue
-            reader, writer = key.data
-            if key.events & selectors.EVENT_READ:
-                found[(fd, "reader")] = reader
-            if key.events & selectors.EVENT_WRITE:
-                found[(fd, "writer")] = writer
-    # greenbridge's own registrations: the only ones visible on a uvloop loop.
-    registry = _hub._registries.get(loop)
-    if registry is not None:
-        for fd, watch in list(registry.readers.items()):
-            found.setdefault((fd, "reader"), watch)
-        for fd, watch in list(registry.writers.items()):
-            found.setdefault((fd, "writer"), watch)
-    return [(fd, what, cb) for (fd, what), cb in sorted(found.items())]
-
-
 def _kept_threads(private_loop: Any) -> set[threading.Thread]:
     """Threads of process-wide pools and watchers that rightly outlive a test."""
     from greenbridge import _detector, _offload
@@ -353,13 +202,13 @@ def _suspects(
     for loop in list(_loops):
         if loop in _seen or loop in _owned_loops or loop is private_loop or loop.is_closed():
             continue
-        regs = _registrations(loop)
+        regs = registrations(loop)
         if regs:  # (an open loop with nothing registered is checked again next time)
             found.loops.append((loop, regs))
     if private_loop is not None and not private_loop.is_closed():
         found.private = [
             (fd, what, cb)
-            for fd, what, cb in _registrations(private_loop)
+            for fd, what, cb in registrations(private_loop)
             if (id(private_loop), fd, what) not in _seen_registrations
         ]
     found.tasks = [

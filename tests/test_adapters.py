@@ -12,7 +12,7 @@ import pytest
 import greenbridge
 from greenbridge import MissingBridge, SyncIterator, await_, sync_cm, sync_iter
 
-from .conftest import Backend
+from .helpers import Backend
 
 
 def run_sync(backend: Backend, fn: Any, *args: Any) -> Any:

@@ -18,7 +18,7 @@ import pytest
 import greenbridge
 from greenbridge import MissingBridge, async_, await_, spawn
 
-from .conftest import Backend
+from .helpers import Backend
 
 # -- async_ -------------------------------------------------------------------
 

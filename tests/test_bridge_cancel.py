@@ -15,7 +15,7 @@ import pytest
 
 from greenbridge import async_, await_, spawn
 
-from .conftest import Backend
+from .helpers import Backend
 
 
 def test_task_cancel_raises_at_await_and_runs_finally(aio: Backend) -> None:

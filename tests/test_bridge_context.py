@@ -7,7 +7,7 @@ import contextvars
 
 from greenbridge import async_, await_, spawn
 
-from .conftest import Backend
+from .helpers import Backend
 
 var: contextvars.ContextVar[str] = contextvars.ContextVar("var", default="unset")
 

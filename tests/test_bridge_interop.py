@@ -11,7 +11,7 @@ import pytest
 
 from greenbridge import async_, await_, spawn
 
-from .conftest import Backend
+from .helpers import Backend
 
 concurrency = pytest.importorskip("sqlalchemy.util.concurrency")
 greenlet_spawn = concurrency.greenlet_spawn

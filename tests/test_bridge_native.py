@@ -21,7 +21,7 @@ import pytest
 
 from greenbridge import _bridge, async_, await_, spawn
 
-from .conftest import Backend
+from .helpers import Backend
 
 # ---------------------------------------------------------------------------
 # await_ of a coroutine another task is awaiting

@@ -12,7 +12,7 @@ import pytest
 import greenbridge
 from greenbridge import MissingBridge, await_, ensure_portal, has_portal, install_portal_factory
 
-from .conftest import Backend
+from .helpers import Backend
 
 
 def fetch(value: Any) -> Any:

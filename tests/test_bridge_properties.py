@@ -64,7 +64,7 @@ from greenbridge import (
     sync_iter,
 )
 
-from .conftest import IN_CI, Backend
+from .helpers import IN_CI, Backend
 
 try:  # Hypothesis seeds trio's scheduling RNG per example; the twins need the same seed.
     from trio._core._run import _r as _trio_random

@@ -34,7 +34,7 @@ from greenbridge.green import socket as green_socket
 from greenbridge.green import threading as green_threading
 from greenbridge.green import time as green_time
 
-from .conftest import Backend
+from .helpers import Backend
 
 _real_sleep = time.sleep
 _std_recv = socket.socket.recv

@@ -23,8 +23,7 @@ import pytest
 import greenbridge
 from greenbridge.green import socket as gsocket
 
-from ._driver_helpers import PG_DSN
-from .conftest import Backend, require_service
+from .helpers import PG_DSN, Backend, Heartbeat, require_postgres
 
 psycopg2 = pytest.importorskip("psycopg2")
 extensions = pytest.importorskip("psycopg2.extensions")
@@ -32,7 +31,7 @@ extensions = pytest.importorskip("psycopg2.extensions")
 
 @pytest.fixture(autouse=True)
 def _postgres() -> None:
-    require_service("PostgreSQL", "127.0.0.1", 5432)
+    require_postgres()
     greenbridge.patch_psycopg2()
 
 
@@ -251,15 +250,6 @@ def test_psycopg2_cancel_waits_for_the_server_on_the_loop(aio: Backend) -> None:
     assert outcomes["green psycopg 3"] == outcomes["native"], outcomes
 
 
-async def _beat(gaps: list[float], stop: asyncio.Event) -> None:
-    last = time.perf_counter()
-    while not stop.is_set():
-        await asyncio.sleep(0.005)
-        now = time.perf_counter()
-        gaps.append(now - last)
-        last = now
-
-
 async def _cancel_through(psycopg: Any, dsn: str) -> dict[str, Any]:
     admin = await psycopg.AsyncConnection.connect(PG_DSN, autocommit=True)
     marker = f"gb-slow-cancel-{uuid.uuid4().hex}"
@@ -281,16 +271,12 @@ async def _cancel_through(psycopg: Any, dsn: str) -> dict[str, Any]:
             else:
                 conn = await greenbridge.async_(psycopg2.connect)(dsn)
                 run = greenbridge.async_(green_query)(conn, sql)
-            gaps = [0.0]
-            stop = asyncio.Event()
-            ticker = asyncio.ensure_future(_beat(gaps, stop))
-            try:
-                await asyncio.wait_for(run, 0.2)
-                outcome = "finished"
-            except asyncio.TimeoutError:
-                outcome = "TimeoutError"
-            stop.set()
-            await ticker
+            async with Heartbeat() as beat:
+                try:
+                    await asyncio.wait_for(run, 0.2)
+                    outcome = "finished"
+                except asyncio.TimeoutError:
+                    outcome = "TimeoutError"
             cur = await admin.execute(
                 "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' "
                 "AND query LIKE %s AND pid <> pg_backend_pid()",
@@ -298,8 +284,8 @@ async def _cancel_through(psycopg: Any, dsn: str) -> dict[str, Any]:
             )
             left = (await cur.fetchone())[0]
             # The loop kept running while the cancel request waited (a generous bound).
-            out[name] = (outcome, left, max(gaps) < CANCEL_DELAY / 2)
-            out["max gaps"][name] = round(max(gaps), 3)
+            out[name] = (outcome, left, beat.max_gap < CANCEL_DELAY / 2)
+            out["max gaps"][name] = round(beat.max_gap, 3)
             if name == "native":
                 await conn.close()
             else:

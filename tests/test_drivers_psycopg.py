@@ -12,15 +12,22 @@ import pytest
 
 import greenbridge
 
-from ._driver_helpers import PG_DSN, count_greenlets, registered_fds, run_with_heartbeat
-from .conftest import Backend, require_service
+from .helpers import (
+    PG_DSN,
+    Backend,
+    count_greenlets,
+    registered_fds,
+    require_postgres,
+    run_concurrently,
+    run_green,
+)
 
 psycopg = pytest.importorskip("psycopg")
 
 
 @pytest.fixture(autouse=True)
 def _postgres() -> None:
-    require_service("PostgreSQL", "127.0.0.1", 5432)
+    require_postgres()
     greenbridge.patch_psycopg()
 
 
@@ -65,7 +72,7 @@ def test_quick_queries_answered_without_waiting_still_share_the_loop(backend: Ba
     conns = [connect(autocommit=True), connect(autocommit=True)]
     try:
         calls = [lambda c=c: many(c) for c in conns]
-        results, _, max_gap = run_with_heartbeat(backend, calls)
+        results, _, max_gap = run_concurrently(backend, calls)
     finally:
         for conn in conns:
             conn.close()
@@ -78,9 +85,7 @@ def test_connect_and_queries_do_not_block_the_loop(backend: Backend) -> None:
         with connect() as conn:  # connecting waits on the loop too
             return conn.execute("SELECT %s FROM pg_sleep(0.2)", (i,)).fetchone()[0]  # type: ignore[no-any-return]
 
-    results, elapsed, max_gap = run_with_heartbeat(
-        backend, [lambda i=i: query(i) for i in range(10)]
-    )
+    results, elapsed, max_gap = run_concurrently(backend, [lambda i=i: query(i) for i in range(10)])
     assert results == list(range(10))
     assert elapsed < 0.5, elapsed
     assert max_gap < 0.1, max_gap
@@ -103,23 +108,9 @@ def test_connect_timeout_is_honoured(aio: Backend) -> None:
             psycopg.connect(f"host=127.0.0.1 port={port} user=postgres connect_timeout=2")
         return "timed out"
 
-    async def main() -> tuple[str, float]:
-        gaps = []
-
-        async def beat() -> None:
-            while True:
-                last = time.perf_counter()
-                await asyncio.sleep(0.01)
-                gaps.append(time.perf_counter() - last)
-
-        ticker = asyncio.ensure_future(beat())
-        result = await greenbridge.async_(attempt)()
-        ticker.cancel()
-        return result, max(gaps)
-
     start = time.perf_counter()
     try:
-        result, max_gap = aio.run(main)
+        result, max_gap = run_green(aio, attempt, heartbeat=True)
     finally:
         silent.close()
     assert result == "timed out"
@@ -234,7 +225,7 @@ def test_listen_notify(backend: Backend) -> None:
             for i in range(3):
                 conn.execute("SELECT pg_notify(%s, %s)", (channel, f"payload {i}"))
 
-    results, _, max_gap = run_with_heartbeat(backend, [listen, notify])
+    results, _, max_gap = run_concurrently(backend, [listen, notify])
     assert results[0] == [f"payload {i}" for i in range(3)]
     assert max_gap < 0.1, max_gap
 
@@ -253,7 +244,7 @@ def test_server_side_cursor_and_copy(backend: Backend) -> None:
                 copied = sum(int(bytes(row).strip()) for row in copy)
             return len(values) + copied, sum(values)
 
-    results, _, _ = run_with_heartbeat(backend, [stream, stream])
+    results, _, _ = run_concurrently(backend, [stream, stream])
     assert results == [(1003, 500500), (1003, 500500)]
 
 
@@ -279,7 +270,7 @@ def test_no_leaks_after_10000_queries() -> None:
     def work(conn: Any) -> int:
         return sum(conn.execute("SELECT 1").fetchone()[0] for _ in range(500))
 
-    async def main() -> tuple[int, int, int, int, int]:
+    async def main() -> tuple[int, set[int], set[int], int, int]:
         loop = asyncio.get_running_loop()
         conns = [
             await greenbridge.async_(connect)(autocommit=True, application_name=app)

@@ -11,8 +11,14 @@ import pytest
 
 import greenbridge
 
-from ._driver_helpers import PG_DSN, count_greenlets, registered_fds, run_with_heartbeat
-from .conftest import Backend, require_service
+from .helpers import (
+    PG_DSN,
+    Backend,
+    count_greenlets,
+    registered_fds,
+    require_postgres,
+    run_concurrently,
+)
 
 psycopg2 = pytest.importorskip("psycopg2")
 errors = pytest.importorskip("psycopg2.errors")
@@ -20,7 +26,7 @@ errors = pytest.importorskip("psycopg2.errors")
 
 @pytest.fixture(autouse=True)
 def _postgres() -> None:
-    require_service("PostgreSQL", "127.0.0.1", 5432)
+    require_postgres()
     greenbridge.patch_psycopg2()
 
 
@@ -51,7 +57,7 @@ def test_concurrent_queries_do_not_block_the_loop(backend: Backend) -> None:
             conn.close()
 
     calls = [lambda i=i: query(i) for i in range(10)]
-    results, elapsed, max_gap = run_with_heartbeat(backend, calls)
+    results, elapsed, max_gap = run_concurrently(backend, calls)
     assert results == list(range(10))
     assert elapsed < 0.5, elapsed  # one after the other: 2 s
     assert max_gap < 0.1, max_gap
@@ -76,7 +82,7 @@ def test_quick_queries_answered_without_waiting_still_share_the_loop(backend: Ba
     conns = [connect(), connect()]
     try:
         calls = [lambda c=c: many(c) for c in conns]
-        results, _, max_gap = run_with_heartbeat(backend, calls)
+        results, _, max_gap = run_concurrently(backend, calls)
     finally:
         for conn in conns:
             conn.close()
@@ -224,7 +230,7 @@ def test_listen_notify(backend: Backend) -> None:
         finally:
             conn.close()
 
-    results, _, max_gap = run_with_heartbeat(backend, [listen, notify])
+    results, _, max_gap = run_concurrently(backend, [listen, notify])
     assert results[0] == [("gb_channel", f"payload {i}") for i in range(3)]
     assert max_gap < 0.1, max_gap
 
@@ -244,7 +250,7 @@ def test_server_side_cursor(backend: Backend) -> None:
         finally:
             conn.close()
 
-    results, _, _ = run_with_heartbeat(backend, [stream, stream])
+    results, _, _ = run_concurrently(backend, [stream, stream])
     assert results == [(1000, 500500), (1000, 500500)]
 
 
@@ -279,7 +285,7 @@ def test_no_leaks_after_10000_queries() -> None:
                 total += cur.fetchone()[0]
         return total
 
-    async def main() -> tuple[int, int, int, int, int]:
+    async def main() -> tuple[int, set[int], set[int], int, int]:
         loop = asyncio.get_running_loop()
         conns = [await greenbridge.async_(connect)(application_name=app) for _ in range(10)]
         fds_before = registered_fds(loop)

@@ -17,7 +17,7 @@ from types import ModuleType
 
 import pytest
 
-from .conftest import require_service
+from .helpers import require_postgres
 
 pytest.importorskip("starlette")
 pytest.importorskip("uvicorn")
@@ -38,7 +38,7 @@ def _loadtest() -> ModuleType:
 
 
 def test_both_kinds_of_handlers_answer() -> None:
-    require_service("PostgreSQL", "127.0.0.1", 5432)
+    require_postgres()
     lt = _loadtest()
 
     async def fetch(port: int, paths: list[str]) -> list[tuple[int, dict[str, object]]]:

@@ -22,8 +22,7 @@ from greenbridge._patcher import green_module_names, original
 from greenbridge.green import queue as gq
 from greenbridge.green import threading as gt
 
-from .conftest import Backend
-from .test_green_threading import run_green
+from .helpers import Backend, run_green
 
 _MISSING: Any = object()
 

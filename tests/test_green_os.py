@@ -9,8 +9,7 @@ import time
 from greenbridge.green import os as gos
 from greenbridge.green import threading as gt
 
-from .conftest import Backend
-from .test_green_threading import run_green
+from .helpers import Backend, run_green
 
 
 def test_read_waits_on_a_blocking_pipe_without_stalling(aio: Backend) -> None:

@@ -12,8 +12,7 @@ import pytest
 from greenbridge.green import queue as gq
 from greenbridge.green import threading as gt
 
-from .conftest import Backend
-from .test_green_threading import run_green
+from .helpers import Backend, run_green
 
 
 def test_producer_consumer_1000_threads_queue(aio: Backend) -> None:

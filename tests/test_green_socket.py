@@ -20,7 +20,8 @@ from greenbridge.green import select as gselect
 from greenbridge.green import selectors as gselectors
 from greenbridge.green import socket as gsocket
 from greenbridge.green import time as gtime
-from tests.conftest import Backend, run_concurrently
+
+from .helpers import Backend, registered_fds, run_concurrently
 
 
 def run_sync(backend: Backend, fn: Callable[[], Any]) -> Any:
@@ -296,7 +297,7 @@ def test_connect_timeout_on_a_full_backlog(aio: Backend) -> None:
 
         timed_out, fd = await greenbridge.async_(body)()
         if timed_out:
-            assert fd not in _registered(loop)
+            assert fd not in registered_fds(loop)
             assert not _hub._registry(loop).writers
         else:
             pytest.skip("the kernel did not drop SYNs on a full backlog here")
@@ -307,15 +308,6 @@ def test_connect_timeout_on_a_full_backlog(aio: Backend) -> None:
         for f in fillers:
             f.close()
         srv.close()
-
-
-def _registered(loop: asyncio.AbstractEventLoop) -> set[int]:
-    """fds registered on the default loop's selector, except the loop's own self-pipe."""
-    selector = getattr(loop, "_selector", None)
-    if selector is None:
-        return set()
-    own = loop._ssock.fileno()  # type: ignore[attr-defined]
-    return {fd for fd in selector.get_map() if fd != own}
 
 
 def test_reset_mid_read_raises_and_unregisters(aio: Backend) -> None:
@@ -347,7 +339,7 @@ def test_reset_mid_read_raises_and_unregisters(aio: Backend) -> None:
         exc_type, fd = res
         srv.close()
         assert issubclass(exc_type, ConnectionResetError)
-        assert fd not in _registered(loop)
+        assert fd not in registered_fds(loop)
         assert not _hub._registry(loop).readers
 
     aio.run(main)
@@ -376,7 +368,7 @@ def test_peer_closing_during_sendall(aio: Backend) -> None:
         )
         assert issubclass(exc_type, (BrokenPipeError, ConnectionResetError))
         assert not _hub._registry(loop).writers
-        assert not _registered(loop)
+        assert not registered_fds(loop)
 
     aio.run(main)
 

@@ -23,7 +23,8 @@ from greenbridge import _hub
 from greenbridge.green import socket as gsocket
 from greenbridge.green import ssl as gssl
 from greenbridge.green import time as gtime
-from tests.conftest import Backend, run_concurrently
+
+from .helpers import Backend, run_concurrently
 
 trustme = pytest.importorskip("trustme")
 

@@ -11,8 +11,7 @@ import pytest
 from greenbridge.green import subprocess as gsp
 from greenbridge.green import threading as gt
 
-from .conftest import Backend
-from .test_green_threading import run_green
+from .helpers import Backend, run_green
 
 
 def test_pipelines_run_concurrently_without_stalling_the_loop(aio: Backend) -> None:

@@ -17,34 +17,7 @@ from greenbridge.green import queue as gq
 from greenbridge.green import threading as gt
 from greenbridge.green import time as green_time
 
-from .conftest import Backend
-
-
-def run_green(aio: Backend, fn: Callable[[], Any], heartbeat: bool = False) -> Any:
-    """Run ``fn`` as bridged sync code on a fresh loop; optionally measure the loop's gaps."""
-
-    async def main() -> Any:
-        gaps: list[float] = []
-        stop = False
-
-        async def beat() -> None:
-            last = time.monotonic()
-            while not stop:
-                await asyncio.sleep(0.005)
-                now = time.monotonic()
-                gaps.append(now - last)
-                last = now
-
-        hb = asyncio.ensure_future(beat()) if heartbeat else None
-        try:
-            result = await greenbridge.async_(fn)()
-        finally:
-            stop = True
-            if hb is not None:
-                await hb
-        return (result, max(gaps, default=0.0)) if heartbeat else result
-
-    return aio.run(main)
+from .helpers import Backend, run_green
 
 
 def test_producer_consumer_1000_threads_lock_condition(aio: Backend) -> None:

@@ -23,61 +23,41 @@ from greenbridge.green import queue as gq
 from greenbridge.green import threading as gt
 from greenbridge.green import time as green_time
 
-from .conftest import Backend
+from .helpers import Backend, Heartbeat
 
 
 def run_together(backend: Backend, *fns: Callable[[], Any]) -> tuple[list[Any], float]:
     """Run each of ``fns`` in its own ``async_`` call, concurrently; return results, max gap.
 
-    The calls start in order, each one a turn of the loop after the previous,
-    so the first one reaches its first wait before the second starts.
+    Unlike ``helpers.run_concurrently``, the calls start in order, a turn of
+    the loop (10 ms) apart, so the first reaches its first wait before the
+    second starts, on asyncio and on trio (which runs the tasks of one batch
+    in random order).
     """
     results: list[Any] = [None] * len(fns)
-    gaps: list[float] = []
-
-    async def beat(done: list[bool]) -> None:
-        last = time.monotonic()
-        while not done[0]:
-            await backend.sleep(0.005)
-            now = time.monotonic()
-            gaps.append(now - last)
-            last = now
 
     async def one(i: int) -> None:
         results[i] = await greenbridge.async_(fns[i])()
 
-    if backend.is_asyncio:
-
-        async def main() -> None:
-            done = [False]
-            hb = asyncio.ensure_future(beat(done))
-            tasks = []
-            for i in range(len(fns)):
-                tasks.append(asyncio.ensure_future(one(i)))
-                await asyncio.sleep(0.01)
-            try:
+    async def main() -> float:
+        async with Heartbeat() as beat:
+            if backend.is_asyncio:
+                tasks = []
+                for i in range(len(fns)):
+                    tasks.append(asyncio.ensure_future(one(i)))
+                    await asyncio.sleep(0.01)
                 await asyncio.gather(*tasks)
-            finally:
-                done[0] = True
-                await hb
+            else:
+                import trio
 
-    else:
-        import trio
+                async with trio.open_nursery() as nursery:
+                    for i in range(len(fns)):
+                        nursery.start_soon(one, i)
+                        await trio.sleep(0.01)
+        return beat.max_gap
 
-        async def main() -> None:
-            done = [False]
-            async with trio.open_nursery() as outer:
-                outer.start_soon(beat, done)
-                try:
-                    async with trio.open_nursery() as nursery:
-                        for i in range(len(fns)):
-                            nursery.start_soon(one, i)
-                            await trio.sleep(0.01)
-                finally:
-                    done[0] = True
-
-    backend.run(main)
-    return results, max(gaps, default=0.0)
+    max_gap = backend.run(main)
+    return results, max_gap
 
 
 def test_lock_contention_between_two_calls(backend: Backend) -> None:
@@ -348,25 +328,13 @@ def test_green_lock_contended_inside_sqlalchemy_greenlets(aio: Backend) -> None:
         q.put("from gb")
 
     async def main() -> tuple[Any, ...]:
-        gaps: list[float] = []
-        stop = False
-
-        async def beat() -> None:
-            last = time.monotonic()
-            while not stop:
-                await asyncio.sleep(0.005)
-                gaps.append(time.monotonic() - last)
-                last = time.monotonic()
-
-        hb = asyncio.ensure_future(beat())
-        first = asyncio.ensure_future(greenlet_spawn(sa_holder))
-        await asyncio.sleep(0.01)
-        second = asyncio.ensure_future(greenlet_spawn(sa_waiter))
-        third = asyncio.ensure_future(greenbridge.async_(gb_call)())
-        results = await asyncio.gather(first, second, third)
-        stop = True
-        await hb
-        return (*results, max(gaps))
+        async with Heartbeat() as beat:
+            first = asyncio.ensure_future(greenlet_spawn(sa_holder))
+            await asyncio.sleep(0.01)
+            second = asyncio.ensure_future(greenlet_spawn(sa_waiter))
+            third = asyncio.ensure_future(greenbridge.async_(gb_call)())
+            results = await asyncio.gather(first, second, third)
+        return (*results, beat.max_gap)
 
     got, free, _, max_gap = aio.run(main)
     assert log == ["sa holder in", "sa holder out", "sa waiter in", "gb in"]

@@ -22,8 +22,7 @@ import greenbridge
 from greenbridge.green import queue as gq
 from greenbridge.green import threading as gt
 
-from .conftest import Backend
-from .test_green_threading import run_green
+from .helpers import Backend, run_green
 
 # ---------------------------------------------------------------------------
 # A and B wait, one release, A is cancelled in the same loop turn: B must get it.

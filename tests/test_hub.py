@@ -11,14 +11,8 @@ import pytest
 
 import greenbridge
 from greenbridge import _hub
-from tests.conftest import Backend
 
-
-def _registered_fds(loop: asyncio.AbstractEventLoop) -> set[int]:
-    selector = getattr(loop, "_selector", None)
-    if selector is None:
-        return set()
-    return set(selector.get_map())
+from .helpers import Backend, registered_fds
 
 
 def test_wait_readable_suspends_only_the_caller(backend: Backend) -> None:
@@ -65,7 +59,7 @@ def test_timeout_returns_false_and_unregisters(backend: Backend) -> None:
         elapsed = time.monotonic() - t0
         w = await greenbridge.async_(_hub.wait_writable)(a.fileno(), 0.05)
         if backend.is_asyncio:
-            assert a.fileno() not in _registered_fds(asyncio.get_running_loop())
+            assert a.fileno() not in registered_fds(asyncio.get_running_loop())
         return r, w, elapsed
 
     with a, b:
@@ -83,11 +77,11 @@ def test_cancellation_unregisters(aio: Backend) -> None:
         task = greenbridge.spawn(_hub.wait_readable, a.fileno())
         await asyncio.sleep(0.01)
         if aio.name == "asyncio":
-            assert a.fileno() in _registered_fds(loop)
+            assert a.fileno() in registered_fds(loop)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
-        assert a.fileno() not in _registered_fds(loop)
+        assert a.fileno() not in registered_fds(loop)
         assert not _hub._registry(loop).readers
 
     with a, b:
@@ -119,7 +113,7 @@ def test_notify_closing_wakes_waiters_with_ebadf(aio: Backend) -> None:
         with pytest.raises(OSError) as info:
             await task
         assert info.value.errno == errno.EBADF
-        assert a.fileno() not in _registered_fds(asyncio.get_running_loop())
+        assert a.fileno() not in registered_fds(asyncio.get_running_loop())
 
     with a, b:
         aio.run(main)

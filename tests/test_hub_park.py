@@ -15,10 +15,10 @@ from typing import Any
 import pytest
 
 import greenbridge
-from greenbridge import _hub, async_, await_, spawn
+from greenbridge import async_, await_, spawn
 from greenbridge.green import socket as gsocket
 
-from .conftest import Backend
+from .helpers import Backend, registered_fds
 
 
 def _pair() -> tuple[Any, socket.socket]:
@@ -32,11 +32,6 @@ async def _started(fn: Any, *args: Any) -> asyncio.Future[Any]:
     task = asyncio.ensure_future(async_(fn)(*args))
     await asyncio.sleep(0.01)
     return task
-
-
-def _registered(loop: asyncio.AbstractEventLoop) -> int:
-    reg = _hub._registries.get(loop)
-    return 0 if reg is None else len(reg.readers) + len(reg.writers)
 
 
 def test_resumed_code_runs_as_its_task(aio: Backend) -> None:
@@ -59,7 +54,7 @@ def test_resumed_code_runs_as_its_task(aio: Backend) -> None:
             assert current is task
             assert value == "mine"
             assert asyncio.current_task() is not task
-            assert _registered(asyncio.get_running_loop()) == 0
+            assert not registered_fds(asyncio.get_running_loop())
 
     aio.run(main)
 
@@ -163,13 +158,13 @@ def test_cancelled_while_parked(aio: Backend) -> None:
         sock, peer = _pair()
         with sock, peer:
             task = await _started(sync, sock)
-            assert _registered(loop) == 1
+            assert len(registered_fds(loop)) == 1
             task.cancel()
             peer.send(b"x")  # readiness and cancellation in the same turn
             with pytest.raises(asyncio.CancelledError):
                 await task
             assert reached == ["cancelled", "finally"]
-            assert _registered(loop) == 0
+            assert not registered_fds(loop)
 
     aio.run(main)
 
@@ -247,7 +242,7 @@ def test_writer_then_reader_on_one_descriptor(aio: Backend) -> None:
             await asyncio.sleep(0.01)
             peer.send(b"0123456789")
             assert await asyncio.wait_for(task, 10) == 10
-            assert _registered(loop) == 0
+            assert not registered_fds(loop)
 
     aio.run(main)
 
@@ -271,7 +266,7 @@ def test_many_parked_workers_woken_in_one_turn(aio: Backend) -> None:
             assert await asyncio.gather(*tasks) == [b"m%d" % i for i in range(n)]
             for i, (_, peer) in enumerate(pairs):
                 assert peer.recv(16) == b"M%d" % i
-            assert _registered(loop) == 0
+            assert not registered_fds(loop)
         finally:
             for s, peer in pairs:
                 s.close()
@@ -317,7 +312,7 @@ def test_a_socket_waiting_again_keeps_its_registration() -> None:
             # One registration for all the rounds: each wait after the first was
             # made by code resumed from the previous one's callback.
             assert loop.added.count(sock.fileno()) == 1
-            assert _registered(loop) == 0
+            assert not registered_fds(loop)
 
     _run_counting(main)
 
@@ -349,7 +344,7 @@ def test_a_kept_registration_is_not_reused_by_a_new_owner_of_the_number() -> Non
             peer1.send(b"1")
             assert await asyncio.wait_for(task, 5) == b"2"
             holder[0].close()
-            assert _registered(loop) == 0
+            assert not registered_fds(loop)
 
     _run_counting(main)
 

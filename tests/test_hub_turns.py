@@ -21,7 +21,8 @@ from typing import Any
 
 import greenbridge
 from greenbridge.green import socket as gsocket
-from tests.conftest import Backend
+
+from .helpers import Backend
 
 N = 40
 SPIN = 0.002  # CPU time each handler takes once its data arrived (N * SPIN = 80 ms in all)

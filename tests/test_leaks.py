@@ -1,7 +1,7 @@
 """The leak check of tests/conftest.py, and leaks it found in greenbridge.
 
 The check runs after every test of this suite; here a separate pytest run
-(with the same conftest) is given tests that each leave one thing behind, to
+(with the same conftest and helpers) is given tests that each leave one thing behind, to
 prove that the check reports every kind, says what leaked, blames no later
 test, and lets ``@pytest.mark.leaks_ok(reason=...)`` through.
 """
@@ -94,9 +94,17 @@ async def _running():
 """
 
 
-def _run_leaky(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytest.RunResult:
+def _suite(pytester: pytest.Pytester) -> Path:
+    """A ``tests`` package holding this suite's conftest and the helpers it imports."""
     here = Path(__file__).parent
-    pytester.makeconftest((here / "conftest.py").read_text())
+    package = pytester.mkpydir("tests")
+    for name in ("conftest.py", "helpers.py"):
+        (package / name).write_text((here / name).read_text())
+    return package
+
+
+def _run_leaky(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytest.RunResult:
+    package = _suite(pytester)
     pytester.makeini(
         "[pytest]\n"
         "markers =\n"
@@ -104,7 +112,7 @@ def _run_leaky(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> py
         "addopts = --strict-markers\n"
         "filterwarnings = error\n"
     )
-    pytester.makepyfile(test_leaky=_LEAKY)
+    (package / "test_leaky.py").write_text(_LEAKY)
     monkeypatch.setenv("GREENBRIDGE_LEAK_GRACE", "0.2")  # nothing here ends late
     return pytester.runpytest_subprocess("-p", "no:cacheprovider", "-rE")
 
@@ -137,11 +145,10 @@ def test_the_check_reports_every_kind_of_leak(
 
 
 def test_leaks_ok_needs_a_reason(pytester: pytest.Pytester) -> None:
-    here = Path(__file__).parent
-    pytester.makeconftest((here / "conftest.py").read_text())
+    package = _suite(pytester)
     pytester.makeini("[pytest]\nmarkers =\n    leaks_ok(reason): deliberately leaves\n")
-    pytester.makepyfile(
-        test_bare="import pytest\n\n@pytest.mark.leaks_ok\ndef test_x():\n    pass\n"
+    (package / "test_bare.py").write_text(
+        "import pytest\n\n@pytest.mark.leaks_ok\ndef test_x():\n    pass\n"
     )
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
     assert "leaks_ok needs reason=" in result.stdout.str() + result.stderr.str()

@@ -14,18 +14,9 @@ import pytest
 import greenbridge
 from greenbridge import OffloadPool, offload, offload_async
 
-from .conftest import Backend
+from .helpers import Backend, run_concurrently
 
 var: contextvars.ContextVar[str] = contextvars.ContextVar("var", default="unset")
-
-
-async def heartbeat(backend: Backend, gaps: list[float], stop: list[bool]) -> None:
-    last = time.perf_counter()
-    while not stop[0]:
-        await backend.sleep(0.005)
-        now = time.perf_counter()
-        gaps.append(now - last)
-        last = now
 
 
 def test_concurrent_blocking_calls_do_not_stall_the_loop(backend: Backend) -> None:
@@ -34,40 +25,15 @@ def test_concurrent_blocking_calls_do_not_stall_the_loop(backend: Backend) -> No
     def blocking(i: int) -> int:
         return offload(lambda: time.sleep(0.2) or i, pool=pool)
 
-    async def main() -> tuple[list[int], float, list[float]]:
-        gaps: list[float] = []
-        stop = [False]
-        results: list[int] = [0] * 10
-
-        async def one(i: int) -> None:
-            results[i] = await greenbridge.async_(blocking)(i)
-
-        start = time.perf_counter()
-        if backend.is_asyncio:
-            beat = asyncio.ensure_future(heartbeat(backend, gaps, stop))
-            await asyncio.gather(*(one(i) for i in range(10)))
-            elapsed = time.perf_counter() - start
-            stop[0] = True
-            await beat
-        else:
-            import trio
-
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(heartbeat, backend, gaps, stop)
-                async with trio.open_nursery() as inner:
-                    for i in range(10):
-                        inner.start_soon(one, i)
-                elapsed = time.perf_counter() - start
-                stop[0] = True
-        return results, elapsed, gaps
-
     try:
-        results, elapsed, gaps = backend.run(main)
+        results, elapsed, max_gap = run_concurrently(
+            backend, [functools.partial(blocking, i) for i in range(10)]
+        )
     finally:
         pool.shutdown()
     assert results == list(range(10))
     assert elapsed < 0.6, elapsed  # 10 x 0.2 s one after the other would be 2 s
-    assert gaps and max(gaps) < 0.1, max(gaps)
+    assert max_gap < 0.1, max_gap
 
 
 def test_result_and_exception(backend: Backend) -> None:

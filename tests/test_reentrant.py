@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -14,7 +14,7 @@ import pytest
 import greenbridge
 from greenbridge import allow_reentrant_run
 
-from .conftest import Backend, require_service
+from .helpers import Backend, require_redis, run_concurrently
 
 
 @pytest.fixture
@@ -56,7 +56,7 @@ class SyncKV:
 @pytest.fixture
 def kv() -> SyncKV:
     pytest.importorskip("redis")
-    require_service("Redis", "127.0.0.1", 6379)
+    require_redis()
     return SyncKV()
 
 
@@ -117,27 +117,9 @@ def test_does_not_block_the_loop(aio: Backend, reentrant: None) -> None:
 
         return asyncio.run(work())
 
-    async def main() -> tuple[list[int], float, float]:
-        gaps: list[float] = []
-
-        async def heartbeat() -> None:
-            last = time.monotonic()
-            while True:
-                await asyncio.sleep(0.01)
-                now = time.monotonic()
-                gaps.append(now - last)
-                last = now
-
-        beat = asyncio.ensure_future(heartbeat())
-        t0 = time.monotonic()
-        results = await asyncio.gather(
-            *(greenbridge.async_(sync_library_call)(i) for i in range(20))
-        )
-        elapsed = time.monotonic() - t0
-        beat.cancel()
-        return list(results), elapsed, max(gaps)
-
-    results, elapsed, max_gap = aio.run(main)
+    results, elapsed, max_gap = run_concurrently(
+        aio, [functools.partial(sync_library_call, i) for i in range(20)]
+    )
     assert results == list(range(20))
     assert elapsed < 3 * 0.2  # 20 calls waited together, not one after another
     assert max_gap < 0.1

@@ -20,8 +20,14 @@ import pytest
 
 import greenbridge
 
-from ._driver_helpers import count_greenlets, registered_fds, run_with_heartbeat
-from .conftest import Backend, require_service
+from .helpers import (
+    Backend,
+    count_greenlets,
+    registered_fds,
+    require_mariadb,
+    require_redis,
+    run_concurrently,
+)
 
 pytest.importorskip("pymysql")
 pytest.importorskip("redis")
@@ -57,12 +63,12 @@ def mysql(green: dict[str, ModuleType], **kwargs: Any) -> Any:
 
 @pytest.fixture
 def mariadb() -> None:
-    require_service("MariaDB", "127.0.0.1", 3306)
+    require_mariadb()
 
 
 @pytest.fixture
 def redis_server() -> None:
-    require_service("Redis", "127.0.0.1", 6379)
+    require_redis()
 
 
 def test_pymysql_select_sleep_concurrently(
@@ -70,7 +76,7 @@ def test_pymysql_select_sleep_concurrently(
 ) -> None:
     # Connecting costs CPU (pymysql builds an SSL context per connection, tens of
     # ms): open the connections first (concurrently too), then time the queries.
-    conns = run_with_heartbeat(backend, [lambda: mysql(green)] * 10)[0]
+    conns = run_concurrently(backend, [lambda: mysql(green)] * 10)[0]
 
     def query(i: int) -> int:
         with conns[i].cursor() as cur:
@@ -78,7 +84,7 @@ def test_pymysql_select_sleep_concurrently(
             return cur.fetchone()[1]  # type: ignore[no-any-return]
 
     try:
-        results, elapsed, max_gap = run_with_heartbeat(
+        results, elapsed, max_gap = run_concurrently(
             backend, [lambda i=i: query(i) for i in range(10)]
         )
     finally:
@@ -153,7 +159,7 @@ def test_pymysql_cancelled_mid_query(green: dict[str, ModuleType], mariadb: None
     is not killed).
     """
 
-    async def main() -> tuple[float, bool, int, int, int, float]:
+    async def main() -> tuple[float, bool, set[int], set[int], int, float]:
         loop = asyncio.get_running_loop()
         conn = await greenbridge.async_(mysql)(green)
         watcher = await greenbridge.async_(mysql)(green)
@@ -210,7 +216,7 @@ def test_pymysql_no_leaks_after_10000_queries(green: dict[str, ModuleType], mari
                 total += cur.fetchone()[0]
         return total
 
-    async def main() -> tuple[int, int, int, int, int]:
+    async def main() -> tuple[int, set[int], set[int], int, int]:
         loop = asyncio.get_running_loop()
         conns = [await greenbridge.async_(mysql)(green) for _ in range(10)]
         fds, greenlets = registered_fds(loop), count_greenlets()
@@ -242,7 +248,7 @@ def test_redis_blpop_with_timeout_concurrently(
 
     try:
         calls = [lambda i=i: pop(i) for i in range(10)] + [push_then_pop]
-        results, elapsed, max_gap = run_with_heartbeat(backend, calls)
+        results, elapsed, max_gap = run_concurrently(backend, calls)
     finally:
         client.close()
     assert results[:10] == [None] * 10
@@ -274,7 +280,7 @@ def test_redis_killed_connection(
         return admin.client_kill_filter(_id=victims[0]["id"])  # type: ignore[no-any-return]
 
     try:
-        results, elapsed, _ = run_with_heartbeat(aio, [blocked, kill])
+        results, elapsed, _ = run_concurrently(aio, [blocked, kill])
     finally:
         client.close()
         admin.close()
@@ -293,7 +299,7 @@ def test_redis_no_leaks_after_10000_commands(
             client.incr(key)
         return 1000
 
-    async def main() -> tuple[int, int, int, int, int]:
+    async def main() -> tuple[int, set[int], set[int], int, int]:
         loop = asyncio.get_running_loop()
         fds, greenlets = registered_fds(loop), count_greenlets()
         total = sum(await asyncio.gather(*(greenbridge.async_(work)() for _ in range(10))))

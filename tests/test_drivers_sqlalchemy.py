@@ -17,7 +17,7 @@ import pytest
 
 import greenbridge
 
-from .conftest import Backend, require_service
+from .helpers import Backend, require_mariadb, require_postgres, with_heartbeat
 
 sa = pytest.importorskip("sqlalchemy")
 orm = pytest.importorskip("sqlalchemy.orm")
@@ -55,13 +55,13 @@ def green_pymysql() -> Iterator[ModuleType]:
 @pytest.fixture(params=["psycopg2", "pymysql"])
 def engine(request: pytest.FixtureRequest, green_pymysql: ModuleType) -> Iterator[Any]:
     if request.param == "psycopg2":
-        require_service("PostgreSQL", "127.0.0.1", 5432)
+        require_postgres()
         greenbridge.patch_psycopg2()
         eng = create_engine(
             "postgresql+psycopg2://postgres@127.0.0.1:5432/test", pool_size=5, max_overflow=0
         )
     else:
-        require_service("MariaDB", "127.0.0.1", 3306)
+        require_mariadb()
         eng = sa.create_engine(
             "mysql+pymysql://root@127.0.0.1:3306/test",
             module=green_pymysql,
@@ -115,31 +115,6 @@ def test_sessions_transactions_and_rollback(engine: Any) -> None:
     assert asyncio.run(main()) == ["a", "c"]
 
 
-async def _with_heartbeat(coro: Any) -> tuple[Any, float, float]:
-    """Await ``coro`` while a heartbeat ticks: (result, seconds, largest tick gap)."""
-    gaps = [0.0]
-    done = [False]
-
-    async def beat() -> None:
-        last = time.perf_counter()
-        while not done[0]:
-            await asyncio.sleep(0.005)
-            now = time.perf_counter()
-            gaps.append(now - last)
-            last = now
-
-    ticker = asyncio.ensure_future(beat())
-    await asyncio.sleep(0.01)
-    start = time.perf_counter()
-    try:
-        result = await coro
-    finally:
-        elapsed = time.perf_counter() - start
-        done[0] = True
-        await ticker
-    return result, elapsed, max(gaps)
-
-
 def test_pool_under_concurrency(engine: Any) -> None:
     """50 requests at once share a pool of 5 connections; the loop never stalls.
 
@@ -157,7 +132,7 @@ def test_pool_under_concurrency(engine: Any) -> None:
             return int(session.scalar(sa.select(sa.func.count()).select_from(Item)))
 
     async def main() -> tuple[list[int], float, float]:
-        return await _with_heartbeat(
+        return await with_heartbeat(
             asyncio.gather(*(greenbridge.async_(request)(i) for i in range(50)))
         )
 
@@ -197,7 +172,7 @@ def test_pool_timeout_raises_on_time(engine: Any) -> None:
     async def main() -> tuple[Any, float, float]:
         holder = asyncio.ensure_future(greenbridge.async_(hold)(1.0))
         await asyncio.sleep(0.2)  # the holder has the only connection
-        waited, elapsed, max_gap = await _with_heartbeat(greenbridge.async_(checkout)())
+        waited, elapsed, max_gap = await with_heartbeat(greenbridge.async_(checkout)())
         await holder
         return waited, elapsed, max_gap
 
@@ -375,9 +350,9 @@ def test_concurrent_first_connections_do_not_block_the_loop(
     greenlet to connect blocked the loop forever while the first waited on it.
     """
     if db == "postgresql":
-        require_service("PostgreSQL", "127.0.0.1", 5432)
+        require_postgres()
     else:
-        require_service("MariaDB", "127.0.0.1", 3306)
+        require_mariadb()
     if aio.name == "uvloop":
         pytest.importorskip("uvloop")
     script = tmp_path / "first_connect.py"

@@ -23,7 +23,8 @@ from typing import Any
 import pytest
 
 import greenbridge
-from tests.conftest import Backend, require_service, run_concurrently
+
+from .helpers import Backend, require_mariadb, require_redis, run_concurrently
 
 SLOW = 0.3
 N = 20
@@ -436,7 +437,7 @@ def test_bad_certificate_fails_the_handshake(
 
 
 def test_redis(aio: Backend, green_import: Any) -> None:
-    require_service("Redis", "127.0.0.1", 6379)
+    require_redis()
     redis = green_import("redis")
     client = redis.Redis(host="127.0.0.1", port=6379, max_connections=N + 5)
 
@@ -455,7 +456,7 @@ def test_redis(aio: Backend, green_import: Any) -> None:
 
 
 def test_pymysql(aio: Backend, green_import: Any) -> None:
-    require_service("MariaDB", "127.0.0.1", 3306)
+    require_mariadb()
     pymysql = green_import("pymysql")
 
     # Connecting costs CPU (pymysql builds an SSL context per connection, ~20 ms of
