@@ -415,3 +415,29 @@ def test_condition_wait_cancelled_under_trio_holds_the_lock_again() -> None:
     trio.run(main)
     assert log == ["holder releases", "waiter: Cancelled, lock held by another: False"]
     assert not lock.locked()
+
+
+def test_settrace_and_setprofile_reach_os_threads_started_with_no_loop() -> None:
+    """As documented (and as the stdlib): the hooks apply to threads started after them."""
+    traced: list[str] = []
+    profiled: list[str] = []
+
+    def tracer(frame: Any, event: str, arg: Any) -> None:
+        traced.append(frame.f_code.co_name)
+
+    def profiler(frame: Any, event: str, arg: Any) -> None:
+        profiled.append(frame.f_code.co_name)
+
+    def body() -> None:
+        pass
+
+    gt.settrace(tracer)
+    gt.setprofile(profiler)
+    try:
+        t = gt.Thread(target=body)  # no loop runs: a real OS thread
+        t.start()
+        t.join()
+    finally:
+        gt.settrace(None)  # type: ignore[arg-type]
+        gt.setprofile(None)  # type: ignore[arg-type]
+    assert "body" in traced and "body" in profiled

@@ -130,8 +130,6 @@ _active_mutex = _real_allocate()
 _active: dict[int, Thread] = {}
 _limbo: dict[Thread, Thread] = {}
 _counter = itertools.count(1).__next__
-_trace_hook: Any = None
-_profile_hook: Any = None
 
 
 _NAME_TARGET = sys.version_info >= (3, 10)  # "Thread-1 (target)" names, as the stdlib's
@@ -274,10 +272,14 @@ class Thread:
             del _limbo[self]
         self._is_started = True
         started.release()
-        if _trace_hook is not None:
-            sys.settrace(_trace_hook)
-        if _profile_hook is not None:
-            sys.setprofile(_profile_hook)
+        # The hooks of settrace()/setprofile(), which are the stdlib's (so they
+        # reach the stdlib's threads too): they keep them in its module.
+        trace_hook = getattr(_std, "_trace_hook", None)
+        if trace_hook is not None:
+            sys.settrace(trace_hook)
+        profile_hook = getattr(_std, "_profile_hook", None)
+        if profile_hook is not None:
+            sys.setprofile(profile_hook)
         self._run_and_finish()
 
     def _run_and_finish(self) -> None:
