@@ -119,7 +119,7 @@ def _run_module(name: str, args: list[str]) -> None:
 
 def _program(script: str | None, module: str | None, args: list[str]) -> Any:
     """The main green thread: run the program, then wait for its non-daemon threads."""
-    green_threading._adopt_main_thread()
+    green_threading.adopt_main_thread()
     status: Any = 0
     try:
         if module is not None:
@@ -134,7 +134,7 @@ def _program(script: str | None, module: str | None, args: list[str]) -> Any:
         status = 1
     # As Python does at exit: wait until every non-daemon thread has ended.
     while True:
-        threads = green_threading._non_daemon_threads()
+        threads = green_threading.non_daemon_threads()
         if not threads:
             break
         for thread in threads:
