@@ -46,8 +46,10 @@ from typing import Any
 
 from greenlet import getcurrent
 
-from .._bridge import _Worker, await_, park, wake
+from .._bridge import await_
 from .._errors import MissingBridge
+from .._park import park, wake
+from .._trampoline import Worker
 from .._where import asyncio_loop, can_suspend, running_loop, trio_running
 
 __all__ = ["TIMEOUT_MAX", "Waiter", "check_timeout", "is_trio_cancelled", "shielded"]
@@ -156,7 +158,7 @@ class Waiter:
         current = getcurrent()
         loop = asyncio_loop()
         if loop is not None:
-            if type(current) is _Worker:  # the common case first
+            if type(current) is Worker:  # the common case first
                 self._how = _PARKS
                 self._on: Any = current
                 self._loop: Any = loop
