@@ -279,7 +279,7 @@ def _registrations(loop: Any) -> list[tuple[int, str, Any]]:
             if key.events & selectors.EVENT_WRITE:
                 found[(fd, "writer")] = writer
     # greenbridge's own registrations: the only ones visible on a uvloop loop.
-    registry = _hub._registries.get(loop)
+    registry = _hub._asyncio.registries.get(loop)
     if registry is not None:
         for fd, watch in list(registry.readers.items()):
             found.setdefault((fd, "reader"), watch)

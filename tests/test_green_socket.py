@@ -297,7 +297,7 @@ def test_connect_timeout_on_a_full_backlog(aio: Backend) -> None:
         timed_out, fd = await greenbridge.async_(body)()
         if timed_out:
             assert fd not in _registered(loop)
-            assert not _hub._registry(loop).writers
+            assert not _hub._asyncio.registry(loop).writers
         else:
             pytest.skip("the kernel did not drop SYNs on a full backlog here")
 
@@ -348,7 +348,7 @@ def test_reset_mid_read_raises_and_unregisters(aio: Backend) -> None:
         srv.close()
         assert issubclass(exc_type, ConnectionResetError)
         assert fd not in _registered(loop)
-        assert not _hub._registry(loop).readers
+        assert not _hub._asyncio.registry(loop).readers
 
     aio.run(main)
 
@@ -375,7 +375,7 @@ def test_peer_closing_during_sendall(aio: Backend) -> None:
             greenbridge.async_(sender)(), greenbridge.async_(closer)()
         )
         assert issubclass(exc_type, (BrokenPipeError, ConnectionResetError))
-        assert not _hub._registry(loop).writers
+        assert not _hub._asyncio.registry(loop).writers
         assert not _registered(loop)
 
     aio.run(main)

@@ -11,6 +11,7 @@ import pytest
 
 import greenbridge
 from greenbridge import _hub
+from greenbridge._errors import UnsupportedLoop
 from tests.conftest import Backend
 
 
@@ -88,7 +89,7 @@ def test_cancellation_unregisters(aio: Backend) -> None:
         with pytest.raises(asyncio.CancelledError):
             await task
         assert a.fileno() not in _registered_fds(loop)
-        assert not _hub._registry(loop).readers
+        assert not _hub._asyncio.registry(loop).readers
 
     with a, b:
         aio.run(main)
@@ -102,7 +103,7 @@ def test_two_waiters_on_one_fd_both_wake(aio: Backend) -> None:
         await asyncio.sleep(0.01)
         b.send(b"x")
         results = await asyncio.gather(*tasks)
-        assert not _hub._registry(asyncio.get_running_loop()).readers
+        assert not _hub._asyncio.registry(asyncio.get_running_loop()).readers
         return results
 
     with a, b:
@@ -216,7 +217,7 @@ def test_loop_that_cannot_watch_fds_gets_a_clear_error() -> None:
     a, b = socket.socketpair()
     loop = NoReaders()
     try:
-        with a, b, pytest.raises(_hub.UnsupportedLoop, match="SelectorEventLoop"):
+        with a, b, pytest.raises(UnsupportedLoop, match="SelectorEventLoop"):
             loop.run_until_complete(greenbridge.async_(_hub.wait_readable)(a.fileno()))
     finally:
         loop.close()

@@ -35,7 +35,7 @@ async def _started(fn: Any, *args: Any) -> asyncio.Future[Any]:
 
 
 def _registered(loop: asyncio.AbstractEventLoop) -> int:
-    reg = _hub._registries.get(loop)
+    reg = _hub._asyncio.registries.get(loop)
     return 0 if reg is None else len(reg.readers) + len(reg.writers)
 
 
