@@ -54,7 +54,7 @@ from greenlet import getcurrent
 
 # The trampoline's worker type (the lead rewires this block when it moves out of _bridge).
 from .._bridge import _Worker as Worker
-from .._errors import missing_bridge
+from .._errors import MissingBridge, missing_bridge
 from .._where import Where, asyncio_loop, can_suspend, where
 from . import _asyncio, _blocking, _trio
 from ._signals import deliver_signal
@@ -98,20 +98,19 @@ def where_to_wait() -> Where:
     return place
 
 
-def _unbridged() -> BaseException:
+def _unbridged() -> MissingBridge:
     return missing_bridge(trio=asyncio_loop() is None)
 
 
-def _where() -> Any:
+def _where() -> Where | None:
     """Temporary: the hub's former classifier, for green/socket.py and green/select.py.
 
-    None when no loop runs (wait for real), else a true value; raises
-    MissingBridge as `where_to_wait`, which those modules should call instead.
+    None when no loop runs (wait for real), else the `Where`; raises
+    MissingBridge as `where_to_wait`, which those modules should call instead
+    (they only compare this with None).
     """
     place = where_to_wait()
-    if place is _NO_LOOP:
-        return None
-    return asyncio_loop() if place is _ASYNCIO else "trio"
+    return None if place is _NO_LOOP else place
 
 
 def _check_timeout(timeout: float | None) -> float | None:
