@@ -605,11 +605,11 @@ async def _aio_wave(rng: random.Random, st: Stats, n: int) -> None:
             st.problems.append(f"{c}: cancelled, but the Future it awaited is still pending")
     _check_conservation(w, calls)
 
-    reg = _hub._registries.get(loop)
+    reg = _hub._asyncio.registries.get(loop)
     if reg is not None and (reg.readers or reg.writers or reg.idle):
         st.problems.append(f"hub: left registered: {reg.readers} {reg.writers} {reg.idle}")
-    if _hub._waiting:
-        st.problems.append(f"hub: {len(_hub._waiting)} waits still recorded")
+    if _hub._signals.waiting:
+        st.problems.append(f"hub: {len(_hub._signals.waiting)} waits still recorded")
     if uv and _uv_polls() > base_polls:
         st.problems.append(f"uvloop: {_uv_polls() - base_polls} descriptors watched after a wave")
     for c in calls:

@@ -278,7 +278,7 @@ def registrations(loop: Any) -> list[tuple[int, str, Any]]:
                 found[(fd, "reader")] = reader
             if key.events & selectors.EVENT_WRITE:
                 found[(fd, "writer")] = writer
-    registry = _hub._registries.get(loop)
+    registry = _hub._asyncio.registries.get(loop)
     if registry is not None:
         for fd, watch in list(registry.readers.items()):
             found.setdefault((fd, "reader"), watch)

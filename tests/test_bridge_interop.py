@@ -80,7 +80,7 @@ def test_green_io_inside_a_sqlalchemy_greenlet(aio: Backend) -> None:
             await asyncio.sleep(0.05)
             b.send(b"payload")
             assert await asyncio.wait_for(task, 5) == (b"payload", True)
-            reg = _hub._registries.get(asyncio.get_running_loop())
+            reg = _hub._asyncio.registries.get(asyncio.get_running_loop())
             assert reg is None or not (reg.readers or reg.writers)
 
     aio.run(main)

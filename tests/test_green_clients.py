@@ -427,7 +427,7 @@ def test_bad_certificate_fails_the_handshake(
         assert await greenbridge.async_(get)() is std_ssl.SSLCertVerificationError
         from greenbridge import _hub
 
-        reg = _hub._registry(loop)
+        reg = _hub._asyncio.registry(loop)
         assert not reg.readers and not reg.writers
 
     aio.run(main)

@@ -298,7 +298,7 @@ def test_connect_timeout_on_a_full_backlog(aio: Backend) -> None:
         timed_out, fd = await greenbridge.async_(body)()
         if timed_out:
             assert fd not in registered_fds(loop)
-            assert not _hub._registry(loop).writers
+            assert not _hub._asyncio.registry(loop).writers
         else:
             pytest.skip("the kernel did not drop SYNs on a full backlog here")
 
@@ -340,7 +340,7 @@ def test_reset_mid_read_raises_and_unregisters(aio: Backend) -> None:
         srv.close()
         assert issubclass(exc_type, ConnectionResetError)
         assert fd not in registered_fds(loop)
-        assert not _hub._registry(loop).readers
+        assert not _hub._asyncio.registry(loop).readers
 
     aio.run(main)
 
@@ -367,7 +367,7 @@ def test_peer_closing_during_sendall(aio: Backend) -> None:
             greenbridge.async_(sender)(), greenbridge.async_(closer)()
         )
         assert issubclass(exc_type, (BrokenPipeError, ConnectionResetError))
-        assert not _hub._registry(loop).writers
+        assert not _hub._asyncio.registry(loop).writers
         assert not registered_fds(loop)
 
     aio.run(main)

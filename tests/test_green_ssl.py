@@ -59,7 +59,7 @@ def run(backend: Backend, *fns: Callable[[], Any], listener: Any = None) -> list
     def nothing_left() -> None:
         if not backend.is_asyncio:
             return
-        reg = _hub._registry(asyncio.get_running_loop())
+        reg = _hub._asyncio.registry(asyncio.get_running_loop())
         keep = {listener.fileno()} if listener is not None else set()
         left = (set(reg.readers) | set(reg.writers)) - keep
         assert not left, f"registrations left on the loop: {left}"

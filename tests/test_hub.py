@@ -82,7 +82,7 @@ def test_cancellation_unregisters(aio: Backend) -> None:
         with pytest.raises(asyncio.CancelledError):
             await task
         assert a.fileno() not in registered_fds(loop)
-        assert not _hub._registry(loop).readers
+        assert not _hub._asyncio.registry(loop).readers
 
     with a, b:
         aio.run(main)
@@ -96,7 +96,7 @@ def test_two_waiters_on_one_fd_both_wake(aio: Backend) -> None:
         await asyncio.sleep(0.01)
         b.send(b"x")
         results = await asyncio.gather(*tasks)
-        assert not _hub._registry(asyncio.get_running_loop()).readers
+        assert not _hub._asyncio.registry(asyncio.get_running_loop()).readers
         return results
 
     with a, b:
@@ -210,7 +210,40 @@ def test_loop_that_cannot_watch_fds_gets_a_clear_error() -> None:
     a, b = socket.socketpair()
     loop = NoReaders()
     try:
-        with a, b, pytest.raises(_hub.UnsupportedLoop, match="SelectorEventLoop"):
+        with a, b, pytest.raises(greenbridge.UnsupportedLoop, match="SelectorEventLoop"):
             loop.run_until_complete(greenbridge.async_(_hub.wait_readable)(a.fileno()))
     finally:
         loop.close()
+
+
+def test_a_shielded_wait_outlives_a_cancelled_trio_scope() -> None:
+    """``shield=True`` (the drivers' wait after a cancellation) outlives trio's cancellation."""
+    trio = pytest.importorskip("trio")
+    from greenbridge.drivers import _waiting
+    a, b = socket.socketpair()
+    results: dict[str, object] = {}
+
+    def body() -> None:
+        t0 = time.monotonic()
+        results["timed out"] = _hub.wait_any([a.fileno()], [], 0.05, shield=True)
+        results["waited"] = time.monotonic() - t0
+        with _waiting.shielded():  # the drivers' way to ask for it
+            results["driver timed out"] = _waiting.wait(a.fileno(), True, False, 0.01)
+        b.send(b"x")
+        results["ready"] = _hub.wait_any([a.fileno()], [a.fileno()], 5, shield=True)
+        _hub.wait_any([a.fileno()], [], 5)  # not shielded: the cancellation arrives
+        results["unshielded"] = "returned"
+
+    async def main() -> bool:
+        with trio.CancelScope() as scope:
+            scope.cancel()
+            await greenbridge.async_(body)()
+        return scope.cancelled_caught
+
+    with a, b:
+        assert trio.run(main) is True
+    assert results["timed out"] is False
+    assert results["driver timed out"] is False
+    assert results["waited"] >= 0.04  # type: ignore[operator]
+    assert results["ready"] is True
+    assert "unshielded" not in results

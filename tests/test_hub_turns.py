@@ -4,7 +4,7 @@ OS threads blocked in ``recv`` on many sockets that become readable at once
 take turns: the interpreter preempts a thread after ``sys.getswitchinterval()``.
 Green threads resumed from the loop's reader callbacks get the same: after a
 time slice of that length in one turn of an asyncio selector loop, the rest
-of the ready descriptors wait for the next turn (see ``_hub._time_turns``), so
+of the ready descriptors wait for the next turn (see ``_hub._asyncio._time_turns``), so
 timers and other tasks run in between.  Each test runs the program with OS
 threads and with green threads and compares.
 """
@@ -210,7 +210,7 @@ def test_a_cancelled_accept_leaves_the_connection_in_the_backlog(aio: Backend) -
         listener = gsocket.create_server(("127.0.0.1", 0))
         listener.settimeout(10)  # a connection lost: accept times out instead of hanging
         client = socket.create_connection(listener.getsockname())
-        _hub._turn[0] = 0.0  # the next accept gives the loop a turn first
+        _hub.last_turn[0] = 0.0  # the next accept gives the loop a turn first
         task = greenbridge.spawn(listener.accept)
         await asyncio.sleep(0)  # the task runs until it yields in accept
         task.cancel()

@@ -304,25 +304,3 @@ def _sync_wrapper(fn: Callable[P, Awaitable[T]]) -> Callable[P, T]:
 
     return call
 
-
-# ---------------------------------------------------------------------------
-# TEMPORARY re-exports for modules not yet moved (removed at merge)
-#
-# _hub.py, green/os.py, green/subprocess.py and green/threading.py still import
-# these old names from here; the new home of each is on its right.
-from . import _errors, _park, _portal, _trampoline, _where  # noqa: E402
-
-MissingBridge = _errors.MissingBridge  # _errors.MissingBridge
-_PARK = _park.PARK  # _park.PARK
-park = _park.park  # _park.park
-wake = _park.wake  # _park.wake
-has_portal = _portal.has_portal  # _portal.has_portal
-_Worker = _trampoline.Worker  # _trampoline.Worker
-_chain = _trampoline.chain_thrown  # _trampoline.chain_thrown
-_handled = _trampoline.handled_exception  # _trampoline.handled_exception
-_running_loop = _where.running_loop  # _where.running_loop
-
-
-def _missing_message(running: object) -> str:
-    # raise _errors.missing_bridge(trio=not isinstance(running, asyncio.AbstractEventLoop))
-    return str(_errors.missing_bridge(not isinstance(running, asyncio.AbstractEventLoop)))

@@ -5,7 +5,7 @@ a *shielded* mode for the short wait after a cancellation, while the server
 acknowledges that a query was cancelled.  Under asyncio a cancellation is
 raised once, so the hub's waits work as usual afterwards; under trio every
 wait inside a cancelled scope raises ``Cancelled`` again, so the shielded
-mode waits in a shielded cancel scope instead.
+mode asks the hub for a wait in a shielded cancel scope (``shield=True``).
 """
 
 from __future__ import annotations
@@ -14,10 +14,8 @@ import contextlib
 import contextvars
 import select  # imported with greenbridge, before any patching: the original
 from collections.abc import Iterator
-from typing import Any
 
 from .. import _hub
-from .._bridge import await_
 
 #: How long (seconds) to wait for the server to end a cancelled query before
 #: giving up on the connection.
@@ -43,44 +41,6 @@ def is_shielded() -> bool:
     return _shielded.get()
 
 
-def _in_trio() -> bool:
-    if not _hub.can_suspend():
-        return False
-    try:
-        import asyncio
-
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return True
-    return False
-
-
-async def _trio_shielded_wait(
-    fd: int, readable: bool, writable: bool, timeout: float | None
-) -> bool:
-    import trio
-
-    ready = False
-    with trio.CancelScope(shield=True) as scope:
-        if timeout is not None:
-            scope.deadline = trio.current_time() + timeout
-        if readable and writable:
-            async with trio.open_nursery() as nursery:
-
-                async def one(wait: Any) -> None:
-                    nonlocal ready
-                    await wait(fd)
-                    ready = True
-                    nursery.cancel_scope.cancel()
-
-                nursery.start_soon(one, trio.lowlevel.wait_readable)
-                nursery.start_soon(one, trio.lowlevel.wait_writable)
-        else:
-            await (trio.lowlevel.wait_readable if readable else trio.lowlevel.wait_writable)(fd)
-            ready = True
-    return ready
-
-
 def wait(fd: int, readable: bool, writable: bool, timeout: float | None = None) -> bool:
     """Wait until ``fd`` is readable and/or writable; False on timeout.
 
@@ -88,13 +48,12 @@ def wait(fd: int, readable: bool, writable: bool, timeout: float | None = None) 
     libraries close their sockets without telling the hub, so a registration
     kept on the loop for the next wait could outlive the descriptor.
     """
-    if _shielded.get() and _in_trio():
-        return bool(await_(_trio_shielded_wait(fd, readable, writable, timeout)))
+    shield = _shielded.get()
     if readable and writable:
-        return _hub.wait_any([fd], [fd], timeout)
+        return _hub.wait_any([fd], [fd], timeout, shield=shield)
     if readable:
-        return _hub.wait_readable(fd, timeout)
-    return _hub.wait_writable(fd, timeout)
+        return _hub.wait_any([fd], [], timeout, shield=shield)
+    return _hub.wait_any([], [fd], timeout, shield=shield)
 
 
 def ready_now(fd: int) -> tuple[bool, bool]:

@@ -1,0 +1,440 @@
+"""The hub's asyncio (and uvloop) backend: waits woken by the loop's callbacks.
+
+A wait registers the descriptors with ``loop.add_reader``/``add_writer``
+(one `Watch` per descriptor and direction, shared by every greenlet waiting
+there) and, with a timeout, a timer; whichever fires first wakes the `Wait`.
+A greenbridge worker parks (see `greenbridge._bridge.park`) and the reader
+callback resumes it on the spot; other code that can suspend (an SQLAlchemy
+greenlet) waits on a Future instead.  `wait` is the only wait: sleeping is a
+wait on no descriptor, and the green socket's fast path calls it directly.
+Every registration is removed in its ``finally``: on success, timeout,
+cancellation or error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import asyncio.selector_events
+import errno
+import math
+import os
+import time as _time
+import weakref
+from collections.abc import Iterable
+from typing import Any
+
+# The park protocol and the trampoline's worker type (the lead rewires this
+# block when they move out of _bridge).
+from .._bridge import await_
+from .._errors import unsupported_loop
+from .._park import PARK, wake
+from .._trampoline import Worker, chain_thrown, handled_exception
+from ._signals import SignalArrived, waiting
+
+__all__ = [
+    "TURN_SLICE",
+    "Registry",
+    "Wait",
+    "Watch",
+    "give_turn",
+    "notify_closing",
+    "registries",
+    "registry",
+    "wait",
+]
+
+# Why `wait` switches to the driver itself instead of calling `park()` (the
+# same switch, with the same chaining of a thrown exception): the call costs
+# a frame and a getcurrent() on every wait of the green socket's fast path.
+# Counted with callgrind (machine instructions, repeatable to a few hundred)
+# on two green threads exchanging one byte over a socketpair, per round trip
+# (two waits): 102.3k before the hub was split, 103.1k with this wait, 104.7k
+# with park() called, i.e. park() added 1.5 %.
+
+#: How long the green threads resumed by the hub's reader/writer callbacks
+#: may run in one turn of an asyncio loop before the rest of the ready
+#: descriptors wait for the next turn (see `_time_turns`).
+TURN_SLICE = 0.02
+_monotonic = _time.monotonic
+
+
+class Wait:
+    """One hub wait, woken by a loop callback.
+
+    ``wake(value)`` (a reader, writer or timer callback) makes the wait
+    return ``value`` (True: ready, False: timed out, an exception: raised);
+    the first call wins, later ones (and calls after the wait ended) do
+    nothing.  A greenbridge worker parks, and a wake from a loop callback
+    resumes it on the spot (see `greenbridge._bridge.wake`): no Future, no
+    task wake-up.  Other code that can suspend (an SQLAlchemy greenlet)
+    waits on a Future instead.
+    """
+
+    __slots__ = ("worker", "fut", "armed", "signal")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, current: Any) -> None:
+        if type(current) is Worker:
+            self.worker: Worker | None = current
+            self.fut: asyncio.Future[Any] | None = None
+        else:
+            self.worker = None
+            self.fut = loop.create_future()
+        self.armed = True
+        # A signal delivered to this greenlet (see _signals.deliver_signal):
+        # it wins over whatever wakes the wait first.
+        self.signal: BaseException | None = None
+
+    def wake(self, value: Any) -> None:
+        if self.armed:
+            self.armed = False
+            if self.signal is not None:
+                value = self.signal
+            if self.worker is not None:
+                wake(self.worker, value)
+            elif not self.fut.done():  # type: ignore[union-attr]
+                self.fut.set_result(value)  # type: ignore[union-attr]
+
+
+def _outcome(value: Any) -> bool:
+    """What a wait returns for the value it was woken with (an exception is raised)."""
+    if value is True or value is False:
+        return value
+    raise value
+
+
+class Watch:
+    """One ``add_reader``/``add_writer`` registration of ours and the waits on it.
+
+    Removed when its last waiter leaves (in ``finally``: on success, timeout,
+    cancellation or error), or by :func:`notify_closing`.  One exception saves
+    two ``epoll_ctl`` calls (and asyncio's bookkeeping) per wait in the common
+    request/response pattern: when the waits are on behalf of an *owner* (a
+    green socket, a database connection) and the last one leaves while a
+    ``fire`` of this loop is running, the watch stays registered until that
+    ``fire`` returns, because the code it resumed usually waits on the same
+    descriptor again before it suspends.  Only a wait by the same owner reuses
+    it, and an owner cannot close its descriptor and get a new one with the
+    same number (a green socket also calls :func:`notify_closing`).
+    """
+
+    __slots__ = ("loop", "reg", "table", "fd", "readable", "owner", "waiters", "skipped")
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        reg: Registry,
+        fd: int,
+        readable: bool,
+        owner: object,
+    ) -> None:
+        self.loop = loop
+        self.reg = reg
+        self.table = reg.readers if readable else reg.writers
+        self.fd = fd
+        self.readable = readable
+        self.owner = owner
+        self.waiters: list[Wait] = []
+        # True when fire() passed a readiness report on (see Registry.turn_end):
+        # the descriptor was ready, so a timeout of a waiter here reports ready.
+        self.skipped = False
+
+    def fire(self) -> None:
+        reg = self.reg
+        now = _monotonic()
+        end = reg.turn_end
+        if end <= 0.0:
+            reg.turn_end = now - end  # the first fire of this turn: its time slice starts
+        elif now > end:
+            # This turn of the loop has run green threads for its time slice:
+            # leave the rest to the next turn (the selector is level-triggered,
+            # so its next poll reports this descriptor again), and timers and
+            # other callbacks get their turn meanwhile.
+            self.skipped = True
+            return
+        self.skipped = False
+        reg.firing += 1
+        try:
+            waiters = self.waiters
+            if len(waiters) == 1:
+                waiter = waiters[0]
+                worker = waiter.worker
+                if worker is not None and waiter.armed and waiter.signal is None:
+                    waiter.armed = False  # Wait.wake(True), inlined: the hot path
+                    wake(worker, True)
+                else:
+                    waiter.wake(True)
+            else:
+                # A woken worker runs here and leaves (or re-enters) the list.
+                for waiter in waiters[:]:
+                    waiter.wake(True)
+        finally:
+            reg.firing -= 1
+            if reg.idle and not reg.firing:
+                reg.sweep()
+
+    def queue(self) -> None:
+        """The reader/writer callback where it may not switch (uvloop): fire() soon.
+
+        It runs in the loop's poll, before the ready queue, so it also starts
+        a new turn for the time slices (see `_time_turns`).
+        """
+        self.reg.turn_end = -TURN_SLICE
+        self.loop.call_soon(self.fire)
+
+    def drop(self) -> None:
+        if self.table.get(self.fd) is self:
+            del self.table[self.fd]
+        try:
+            if self.readable:
+                self.loop.remove_reader(self.fd)
+            else:
+                self.loop.remove_writer(self.fd)
+        except (OSError, ValueError):  # the fd was closed under us
+            pass
+
+
+class Registry:
+    """Our registrations on one asyncio loop: fd -> watch."""
+
+    __slots__ = ("readers", "writers", "direct", "firing", "idle", "turn_end")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.readers: dict[int, Watch] = {}
+        self.writers: dict[int, Watch] = {}
+        self.firing = 0  # > 0 while a watch's fire() runs (and the code it resumed)
+        self.idle: list[Watch] = []  # watches kept until the fire() returns
+        # Whether a reader/writer callback may switch into a waiting greenlet
+        # on the spot.  asyncio's selector loops run these callbacks from their
+        # ready queue, after the poll.  uvloop runs them inside libuv's poll,
+        # which keeps a pointer to its event array, on the C stack, in the loop
+        # (to forget events of descriptors closed meanwhile): a greenlet running
+        # on that stack region and stopping a watch would write into its own
+        # stack.  There the callback defers the wake-up to the ready queue.
+        self.direct = isinstance(loop, asyncio.selector_events.BaseSelectorEventLoop)
+        # When the green threads resumed by our reader/writer callbacks in this
+        # turn of the loop have had their time slice (see _time_turns); before
+        # the turn's first fire(), minus the length of the slice.
+        self.turn_end = math.inf
+        if self.direct:
+            _time_turns(loop, self)
+
+    def sweep(self) -> None:
+        """Drop the watches kept by the last fire() that nobody waits on again."""
+        idle = self.idle
+        self.idle = []
+        for watch in idle:
+            if not watch.waiters and watch.table.get(watch.fd) is watch:
+                watch.drop()
+
+
+def _time_turns(loop: asyncio.AbstractEventLoop, reg: Registry) -> None:
+    """Make each poll of ``loop``'s selector give our callbacks a fresh time slice.
+
+    asyncio runs every callback made ready by one poll before it polls again
+    or looks at its timers.  With hundreds of ready sockets, each resuming a
+    green thread that runs until its next wait, one turn of the loop can take
+    tens of milliseconds, and every timer and other task waits that long.
+    Here `Watch.fire` passes on readiness reports once the green threads it
+    resumed in this turn have run for `TURN_SLICE` seconds (counted from the
+    turn's first fire, so at least one runs per turn whatever else the turn
+    runs); the selector is level-triggered, so the next poll reports them
+    again.  (Each report passed on still costs asyncio a callback: a slice
+    much shorter than 20 ms made echo rounds at 1000 connections measurably
+    slower.)  On uvloop `Watch.queue` starts the turns.
+    """
+    selector = getattr(loop, "_selector", None)
+    select = getattr(selector, "select", None)
+    if select is None:
+        return
+
+    def timed_select(timeout: float | None = None) -> Any:
+        events = select(timeout)
+        reg.turn_end = -TURN_SLICE  # a new turn: its slice starts at its first fire()
+        return events
+
+    selector.select = timed_select  # type: ignore[union-attr]
+
+
+#: loop -> our registrations on it.
+registries: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Registry] = (
+    weakref.WeakKeyDictionary()
+)
+_last: list[Any] = [None, None]  # [loop, registry]: one-entry cache, the common case
+
+
+def registry(loop: asyncio.AbstractEventLoop) -> Registry:
+    """Our registrations on ``loop`` (created on first use)."""
+    if _last[0] is loop:
+        return _last[1]  # type: ignore[no-any-return]
+    reg = registries.get(loop)
+    if reg is None:
+        reg = registries[loop] = Registry(loop)
+    _last[0] = loop
+    _last[1] = reg
+    return reg
+
+
+def _register(
+    loop: asyncio.AbstractEventLoop,
+    reg: Registry,
+    fd: int,
+    waiter: Wait,
+    readable: bool,
+    owner: object = None,
+) -> Watch:
+    table = reg.readers if readable else reg.writers
+    watch = table.get(fd)
+    if watch is not None:
+        if watch.waiters or (owner is not None and watch.owner is owner):
+            if not watch.waiters:
+                watch.skipped = False
+            watch.waiters.append(waiter)
+            return watch
+        watch.drop()  # kept for another owner: that descriptor may be gone
+    watch = Watch(loop, reg, fd, readable, owner)
+    try:
+        # (Where callbacks may not switch, see Registry.direct: fire() at the
+        # loop's next turn, through call_soon.)
+        if reg.direct:
+            if readable:
+                loop.add_reader(fd, watch.fire)
+            else:
+                loop.add_writer(fd, watch.fire)
+        elif readable:
+            loop.add_reader(fd, watch.queue)
+        else:
+            loop.add_writer(fd, watch.queue)
+    except NotImplementedError:
+        raise unsupported_loop(loop) from None
+    watch.waiters.append(waiter)
+    table[fd] = watch
+    return watch
+
+
+def _unregister(watch: Watch, waiter: Wait) -> None:
+    waiters = watch.waiters
+    try:
+        waiters.remove(waiter)
+    except ValueError:
+        return  # notify_closing() already dropped the registration
+    if not waiters:
+        if watch.owner is not None and watch.reg.firing:
+            watch.reg.idle.append(watch)  # likely waited on again at once: see Watch
+        else:
+            watch.drop()
+
+
+def _time_out(waiter: Wait, watch: Watch | None, watches: list[Watch] | None) -> None:
+    """A wait's timeout expired: it returns False, or True if a descriptor was ready.
+
+    (Ready but passed on by `Watch.fire`, for the next turn of the loop: as
+    for a native wait, readiness seen before the deadline wins.)
+    """
+    if watch is not None and watch.skipped:
+        waiter.wake(True)
+        return
+    if watches is not None:
+        for other in watches:
+            if other.skipped:
+                waiter.wake(True)
+                return
+    waiter.wake(False)
+
+
+def wait(
+    loop: asyncio.AbstractEventLoop,
+    current: Any,
+    fd: int | None,
+    readable: bool,
+    owner: object,
+    timeout: float | None,
+    more: tuple[Iterable[int], Iterable[int]] | None = None,
+) -> bool:
+    """Wait until a descriptor is ready (True) or ``timeout`` passed (False).
+
+    The backend's only wait, for greenlet ``current`` (see `Wait`), on ``fd``
+    (readable or writable) and/or on the ``(readers, writers)`` in ``more``
+    (``select``, ``poll``); with neither it sleeps ``timeout`` seconds (0:
+    one turn of the loop).  ``owner``: see `Watch`.  A cancellation thrown
+    in is raised.  A signal handler delivered to ``current`` (it wakes the
+    wait with a `greenbridge._hub._signals.SignalArrived`) runs here after
+    the clean-up; when it returns, the wait goes on with what is left of
+    ``timeout`` (PEP 475).
+
+    ``fd`` is the fast path, a parameter rather than a copy: the common wait
+    (a green socket's, one descriptor) costs no list, no loop and no timer.
+    """
+    deadline = None if timeout is None else _monotonic() + timeout
+    while True:
+        waiter = Wait(loop, current)
+        watch: Watch | None = None
+        watches: list[Watch] | None = None
+        timer: asyncio.Handle | None = None
+        waiting[current] = waiter
+        try:
+            if fd is not None:
+                watch = _register(loop, registry(loop), fd, waiter, readable, owner)
+            if more is not None:
+                watches = []
+                reg = registry(loop)
+                for rfd in more[0]:
+                    watches.append(_register(loop, reg, rfd, waiter, True, owner))
+                for wfd in more[1]:
+                    watches.append(_register(loop, reg, wfd, waiter, False, owner))
+            if timeout is not None:
+                if timeout > 0 or watch is not None or watches:
+                    timer = loop.call_later(timeout, _time_out, waiter, watch, watches)
+                else:
+                    # sleep(0): resumed at the loop's next turn, after the callbacks
+                    # already due (a zero timer would run after that turn's I/O).
+                    timer = loop.call_soon(waiter.wake, True)
+            if waiter.worker is not None:
+                # park(), inlined: the one place the hub does it (see below).
+                handled = handled_exception()
+                try:
+                    value = current.parent.switch(PARK)
+                except BaseException as exc:
+                    if handled is not None:
+                        chain_thrown(exc, handled)
+                    raise
+            else:
+                value = await_(waiter.fut)  # type: ignore[arg-type]
+        finally:
+            waiter.armed = False
+            del waiting[current]
+            if timer is not None:
+                timer.cancel()
+            if watch is not None:
+                _unregister(watch, waiter)
+            if watches is not None:
+                for each in watches:
+                    _unregister(each, waiter)
+        if value is True:
+            return True
+        if type(value) is not SignalArrived:
+            return _outcome(value)
+        value.run()  # after the clean-up; its exception propagates
+        if deadline is not None:
+            timeout = max(0.0, deadline - _monotonic())
+
+
+def give_turn() -> None:
+    """Let the loop run one turn (its other tasks and callbacks) before going on."""
+    await_(asyncio.sleep(0))
+
+
+def notify_closing(loop: asyncio.AbstractEventLoop, fd: int) -> None:
+    """Wake the waits on ``fd`` with ``OSError(EBADF)`` and drop our registrations of it."""
+    reg = registries.get(loop)
+    if reg is None:
+        return
+    for table in (reg.readers, reg.writers):
+        watch = table.get(fd)
+        if watch is None:
+            continue
+        watch.drop()
+        waiters = watch.waiters[:]
+        watch.waiters.clear()
+        for waiter in waiters:
+            # Woken from a callback of its own: this may run inside a task.
+            loop.call_soon(waiter.wake, OSError(errno.EBADF, os.strerror(errno.EBADF)))
