@@ -123,12 +123,7 @@ class SyncIterator(Generic[Y, S]):
     def __enter__(self) -> SyncIterator[Y, S]:
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.close()
 
 

@@ -98,30 +98,19 @@ def async_(fn: Callable[P, T] | None = None, *, with_context: bool = True) -> An
             "await it directly"
         )
 
-    if with_context:
-
-        @functools.wraps(fn)
-        async def run_shared(*args: P.args, **kwargs: P.kwargs) -> T:
-            result = launch(fn, args, kwargs, None)
-            if type(result) is Pending:
-                result = await result
-            if type(result) is _CoroutineType:
-                _returned_coroutine("async_", fn, result)
-            return cast(T, result)
-
-        return run_shared
+    # None: run in the caller's Context itself; else take a copy at each call.
+    copy = None if with_context else contextvars.copy_context
 
     @functools.wraps(fn)
-    async def run_copied(*args: P.args, **kwargs: P.kwargs) -> T:
-        context = contextvars.copy_context()
-        result = launch(fn, args, kwargs, context)
+    async def run(*args: P.args, **kwargs: P.kwargs) -> T:
+        result = launch(fn, args, kwargs, None if copy is None else copy())
         if type(result) is Pending:
             result = await result
         if type(result) is _CoroutineType:
             _returned_coroutine("async_", fn, result)
         return cast(T, result)
 
-    return run_copied
+    return run
 
 
 def _not_callable(where: str, obj: object, coroutine_fix: str) -> TypeError:

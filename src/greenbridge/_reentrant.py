@@ -32,7 +32,6 @@ import inspect
 import sys
 import threading
 from collections.abc import Awaitable
-from types import TracebackType
 from typing import Any, TypeVar
 
 from ._bridge import await_
@@ -213,12 +212,7 @@ class ReentrantRun:
     def __enter__(self) -> ReentrantRun:
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.disable()
 
 

@@ -54,7 +54,7 @@ from greenlet import getcurrent
 
 from .._errors import MissingBridge, missing_bridge
 from .._trampoline import Worker
-from .._where import Where, asyncio_loop, can_suspend, where
+from .._where import ASYNCIO, NO_LOOP, TRIO, UNBRIDGED, Where, asyncio_loop, can_suspend, where
 from . import _asyncio, _blocking, _trio
 from ._signals import deliver_signal
 
@@ -73,12 +73,6 @@ __all__ = [
 
 _monotonic = _time.monotonic
 _aio_wait = _asyncio.wait
-# Module-level aliases: an enum member looked up on its class costs about
-# 150 ns on Python 3.11, more than the rest of a classification.
-_NO_LOOP = Where.NO_LOOP
-_ASYNCIO = Where.ASYNCIO
-_TRIO = Where.TRIO
-_UNBRIDGED = Where.UNBRIDGED
 
 
 def where_to_wait() -> Where:
@@ -88,14 +82,13 @@ def where_to_wait() -> Where:
     calling greenlet only).
     """
     place = where()
-    if place is _UNBRIDGED:
+    if place is UNBRIDGED:
         raise _unbridged()
     return place
 
 
 def _unbridged() -> MissingBridge:
     return missing_bridge(trio=asyncio_loop() is None)
-
 
 
 def _check_timeout(timeout: float | None) -> float | None:
@@ -112,12 +105,12 @@ def _wait(
 ) -> bool:
     """Every wait on descriptors, but the fast path of `wait_socket`."""
     place = where()  # where_to_wait(), inlined: one frame less
-    if place is _UNBRIDGED:
+    if place is UNBRIDGED:
         raise _unbridged()
-    if place is _NO_LOOP:
+    if place is NO_LOOP:
         return _blocking.wait(readers, writers, timeout)
     timeout = _check_timeout(timeout)
-    if place is _TRIO:
+    if place is TRIO:
         return _trio.wait(readers, writers, timeout, shield)
     return _aio_wait(asyncio_loop(), getcurrent(), None, False, owner, timeout, (readers, writers))  # type: ignore[arg-type]
 
@@ -230,9 +223,9 @@ def share_turn() -> None:
     if now - last_turn[0] < sys.getswitchinterval() or not can_suspend():
         return
     place = where()
-    if place is _ASYNCIO:
+    if place is ASYNCIO:
         _asyncio.give_turn()
-    elif place is _TRIO:
+    elif place is TRIO:
         _trio.give_turn()
     last_turn[0] = _monotonic()
 
@@ -244,9 +237,9 @@ def sleep(seconds: Any) -> None:
     Raises ``ValueError`` for a negative or NaN duration, as ``time.sleep``.
     """
     place = where()  # where_to_wait(), inlined: one frame less
-    if place is _UNBRIDGED:
+    if place is UNBRIDGED:
         raise _unbridged()
-    if place is _NO_LOOP:
+    if place is NO_LOOP:
         _blocking.sleep(seconds)
         return
     if not isinstance(seconds, (int, float)):
@@ -255,7 +248,7 @@ def sleep(seconds: Any) -> None:
         raise ValueError("Invalid value NaN (not a number)")
     if seconds < 0:
         raise ValueError("sleep length must be non-negative")
-    if place is _TRIO:
+    if place is TRIO:
         _trio.sleep(seconds)
         return
     # A wait on no descriptor (0: one loop turn).

@@ -211,7 +211,7 @@ class Popen(_sp.Popen):  # type: ignore[type-arg]
         return True if self.returncode is not None else None
 
     def _communicate(self, input: Any, endtime: float | None, orig_timeout: float | None) -> Any:
-        if self._gb_comm is None and _where.where() is not _where.Where.ASYNCIO:
+        if self._gb_comm is None and _where.where() is not _where.ASYNCIO:
             return super()._communicate(input, endtime, orig_timeout)  # type: ignore[misc]
         if self._gb_comm is None:
             if self.stdin and not self._communication_started:  # type: ignore[attr-defined]
