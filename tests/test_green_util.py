@@ -16,10 +16,9 @@ import greenbridge
 from greenbridge._patcher import green_module_names, original
 from greenbridge.green import _util
 
-from .conftest import Backend
+from .helpers import Backend
 
-# green threading, queue and _thread fill their namespaces their own way (for now).
-MODULES = [m for m in green_module_names() if m not in ("threading", "queue", "_thread")]
+MODULES = list(green_module_names())
 
 
 @pytest.mark.parametrize("module", MODULES)

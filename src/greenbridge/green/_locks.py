@@ -20,10 +20,10 @@ import sys
 import threading as _std
 import warnings
 from collections.abc import Callable
-from time import monotonic as _monotonic
 from typing import Any
 
 from ._ident import get_ident
+from ._util import lock_waits
 from ._waiter import Waiter, check_timeout, is_trio_cancelled, shielded
 
 __all__ = [
@@ -315,19 +315,13 @@ class Condition:
 
     def wait_for(self, predicate: Callable[[], Any], timeout: float | None = None) -> Any:
         """Wait until ``predicate()`` is true or the timeout passes; return its last value."""
-        endtime = None
-        waittime = timeout
         result = predicate()
-        while not result:
-            if waittime is not None:
-                if endtime is None:
-                    endtime = _monotonic() + waittime
-                else:
-                    waittime = endtime - _monotonic()
-                    if waittime <= 0:
-                        break
-            self.wait(waittime)
-            result = predicate()
+        if not result:
+            for waittime in lock_waits(timeout):
+                self.wait(waittime)
+                result = predicate()
+                if result:
+                    break
         return result
 
     def notify(self, n: int = 1) -> None:
@@ -367,19 +361,16 @@ class Semaphore:
         """Decrement the counter, waiting while it is zero (at most ``timeout`` seconds)."""
         if not blocking and timeout is not None:
             raise ValueError("can't specify timeout for non-blocking acquire")
-        endtime = None
         with self._cond:
-            while self._value == 0:
+            if self._value == 0:
                 if not blocking:
                     return False
-                if timeout is not None:
-                    if endtime is None:
-                        endtime = _monotonic() + timeout
-                    else:
-                        timeout = endtime - _monotonic()
-                        if timeout <= 0:
-                            return False
-                self._cond.wait(timeout)
+                for waittime in lock_waits(timeout):
+                    self._cond.wait(waittime)
+                    if self._value:
+                        break
+                else:
+                    return False
             self._value -= 1
             return True
 

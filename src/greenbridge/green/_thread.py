@@ -16,27 +16,13 @@ from typing import Any, NoReturn
 
 from .._bridge import spawn
 from .._where import asyncio_loop
-from ._ident import get_ident
+from . import _util
+from ._ident import get_ident as get_ident
 from ._local import local
-from ._locks import Lock, RLock
-from ._waiter import TIMEOUT_MAX
-
-__all__ = [
-    "LockType",
-    "RLock",
-    "TIMEOUT_MAX",
-    "allocate",
-    "allocate_lock",
-    "error",
-    "exit",
-    "exit_thread",
-    "get_ident",
-    "get_native_id",
-    "interrupt_main",
-    "stack_size",
-    "start_new",
-    "start_new_thread",
-]
+from ._locks import Lock
+from ._locks import RLock as RLock
+from ._util import call_flat
+from ._waiter import TIMEOUT_MAX as TIMEOUT_MAX
 
 error = _real_thread.error
 get_native_id = _real_thread.get_native_id
@@ -54,19 +40,7 @@ def _run(
 ) -> None:
     _running[0] += 1
     try:
-        # A plain positional call runs in this C-level eval loop; function(*args)
-        # would nest another one on the C stack, which every greenlet switch of
-        # a suspended thread then copies.
-        if kwargs:
-            function(*args, **kwargs)
-        elif not args:
-            function()
-        elif len(args) == 1:
-            function(args[0])
-        elif len(args) == 2:
-            function(args[0], args[1])
-        else:
-            function(*args)
+        call_flat(function, args, {} if kwargs is None else kwargs)
     except SystemExit:
         pass
     except BaseException as exc:
@@ -124,7 +98,4 @@ def _count() -> int:
     return _running[0] + _real_thread._count()
 
 
-for _name in dir(_real_thread):
-    if _name not in globals() and not _name.startswith("__"):
-        globals()[_name] = getattr(_real_thread, _name)
-del _name
+_util.reexport(globals(), _real_thread, keep=True)

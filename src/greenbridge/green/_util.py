@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from .._errors import missing_bridge
 from .._hub import sleep, wait_readable, wait_writable
 from .._patcher import original, rebind
-from .._where import Where, asyncio_loop, where
+from .._where import ASYNCIO, NO_LOOP, TRIO, UNBRIDGED, asyncio_loop, where
 
 if TYPE_CHECKING:
     import os as _os
@@ -57,11 +57,13 @@ _monotonic = time.monotonic
 PIPE_BUF = int(getattr(_select, "PIPE_BUF", 512))
 
 
-def reexport(namespace: dict[str, Any], std: types.ModuleType) -> None:
+def reexport(namespace: dict[str, Any], std: types.ModuleType, *, keep: bool = False) -> None:
     """Make a green module's ``namespace`` a copy of the stdlib module ``std``'s.
 
     Every name but the dunders is copied (private ones too: stdlib code and
-    tests reach for them); the green module then replaces what blocks.
+    tests reach for them); the green module then replaces what blocks.  With
+    ``keep``, names the green module already defines are kept (for a module
+    that fills in the rest at its end).
     ``__all__`` is the stdlib's (what ``from std import *`` gives: its
     ``__all__``, else its public names), so a star import of the green module
     gives the same names; ``__doc__`` is the stdlib's, so ``help()`` reads as
@@ -69,7 +71,7 @@ def reexport(namespace: dict[str, Any], std: types.ModuleType) -> None:
     reader of its source).
     """
     for name in dir(std):
-        if not name.startswith("__"):
+        if not name.startswith("__") and not (keep and name in namespace):
             namespace[name] = getattr(std, name)
     namespace["__all__"] = star_names(std)
     if std.__doc__:
@@ -100,7 +102,7 @@ def star_names(std: types.ModuleType) -> list[str]:
 
 #: Where the caller suspends on a running loop (`greenbridge._where.where`):
 #: there a green function waits through the hub, elsewhere it is the stdlib's.
-ON_A_LOOP = (Where.ASYNCIO, Where.TRIO)
+ON_A_LOOP = (ASYNCIO, TRIO)
 
 
 def no_loop() -> bool:
@@ -111,9 +113,9 @@ def no_loop() -> bool:
     caller cannot suspend, since waiting there would stop the loop.
     """
     here = where()
-    if here is Where.UNBRIDGED:
+    if here is UNBRIDGED:
         raise missing_bridge(trio=asyncio_loop() is None)
-    return here is Where.NO_LOOP
+    return here is NO_LOOP
 
 
 # ---------------------------------------------------------------------------
@@ -150,6 +152,49 @@ def waits(timeout: float | None) -> Iterator[float | None]:
     return _countdown(_monotonic() + timeout)
 
 
+def _lock_countdown(timeout: float) -> Iterator[float]:
+    deadline = _monotonic() + timeout  # at the first step, as threading does
+    yield timeout
+    while True:
+        remaining = deadline - _monotonic()
+        if remaining <= 0:
+            return
+        yield remaining
+
+
+def lock_waits(timeout: float | None) -> Iterator[float | None]:
+    """The timeouts of the successive waits of a ``threading`` primitive.
+
+    ``threading``'s own loops (``Condition.wait_for``, ``Semaphore.acquire``)
+    give their first wait ``timeout`` itself, even when it is zero or less,
+    take the deadline at that first wait, and give each later wait the time
+    left until it is up.  This keeps that pattern exactly (`waits` differs:
+    it takes the deadline at once and never yields a non-positive time).
+    """
+    if timeout is None:
+        return itertools.repeat(None)
+    return _lock_countdown(timeout)
+
+
+def call_flat(function: Callable[..., object], args: Any, kwargs: Any) -> None:
+    """Call ``function(*args, **kwargs)`` for a thread body, without nesting C frames.
+
+    A plain positional call runs in the calling C-level eval loop;
+    ``function(*args)`` would nest another one on the C stack, which every
+    greenlet switch of a suspended thread then copies.
+    """
+    if kwargs or type(args) is not tuple or type(kwargs) is not dict:
+        function(*args, **kwargs)
+    elif not args:
+        function()
+    elif len(args) == 1:
+        function(args[0])
+    elif len(args) == 2:
+        function(args[0], args[1])
+    else:
+        function(*args)
+
+
 # ---------------------------------------------------------------------------
 # descriptors (os, subprocess)
 
@@ -173,7 +218,7 @@ def wait_fd(fd: int, readable: bool, timeout: float | None = None) -> bool:
     thread there, as the stdlib's blocking descriptor would.  Returns False on
     timeout; raises OSError when the loop cannot watch ``fd``.
     """
-    if where() is not Where.UNBRIDGED:
+    if where() is not UNBRIDGED:
         return (wait_readable if readable else wait_writable)(fd, timeout)
     poller = _select.poll()
     poller.register(fd, _select.POLLIN if readable else _select.POLLOUT)

@@ -20,6 +20,7 @@ from time import monotonic as _monotonic
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from .._patcher import original
+from . import _util
 from . import threading as _green_threading
 from ._locks import Condition, Lock
 from ._waiter import Waiter, check_timeout
@@ -29,9 +30,6 @@ if TYPE_CHECKING:
 else:
     _queue = original("queue")
 
-__all__ = ["Empty", "Full", "Queue", "PriorityQueue", "LifoQueue", "SimpleQueue"]
-if hasattr(_queue, "ShutDown"):
-    __all__.append("ShutDown")
 
 T = TypeVar("T")
 
@@ -164,8 +162,5 @@ class SimpleQueue(Generic[T]):
 # the green one (CPython's own tests reach for this name).
 _PySimpleQueue = SimpleQueue
 
-for _name in dir(_queue):
-    if _name not in globals() and not _name.startswith("__"):
-        globals()[_name] = getattr(_queue, _name)
-del _name
+_util.reexport(globals(), _queue, keep=True)
 threading = _green_threading  # the stdlib module's ``threading`` name, green

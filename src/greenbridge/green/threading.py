@@ -51,37 +51,19 @@ from greenlet import GreenletExit
 from .._bridge import spawn
 from .._patcher import rebind as _rebind
 from .._where import asyncio_loop
-from ._ident import current_task, get_ident
-from ._local import local
-from ._locks import Barrier, BoundedSemaphore, Condition, Event, Lock, RLock, Semaphore
+from . import _util
+from ._ident import current_task
+from ._ident import get_ident as get_ident
+from ._local import local as local
+from ._locks import Barrier as Barrier
+from ._locks import BoundedSemaphore as BoundedSemaphore
+from ._locks import Condition as Condition
+from ._locks import Event as Event
+from ._locks import Lock as Lock
+from ._locks import RLock as RLock
+from ._locks import Semaphore as Semaphore
+from ._util import call_flat
 from ._waiter import Waiter, check_timeout
-
-__all__ = [
-    "get_ident",
-    "active_count",
-    "Condition",
-    "current_thread",
-    "enumerate",
-    "main_thread",
-    "TIMEOUT_MAX",
-    "Event",
-    "Lock",
-    "RLock",
-    "Semaphore",
-    "BoundedSemaphore",
-    "Thread",
-    "Barrier",
-    "BrokenBarrierError",
-    "Timer",
-    "ThreadError",
-    "setprofile",
-    "settrace",
-    "local",
-    "stack_size",
-    "excepthook",
-    "ExceptHookArgs",
-    "get_native_id",
-]
 
 _real_allocate = _real_thread.allocate_lock
 _real_get_ident = _real_thread.get_ident
@@ -243,23 +225,8 @@ class Thread:
     def run(self) -> None:
         """The thread's activity: call the target with the arguments. Override it freely."""
         try:
-            target = self._target
-            if target is not None:
-                args = self._args
-                kwargs = self._kwargs
-                if kwargs or type(args) is not tuple or type(kwargs) is not dict:
-                    target(*args, **kwargs)
-                # A plain positional call runs in this C-level eval loop;
-                # target(*args) would nest another one on the C stack, which
-                # every greenlet switch of a suspended thread then copies.
-                elif not args:
-                    target()
-                elif len(args) == 1:
-                    target(args[0])
-                elif len(args) == 2:
-                    target(args[0], args[1])
-                else:
-                    target(*args)
+            if self._target is not None:
+                call_flat(self._target, self._args, self._kwargs)
         finally:
             # Drop references that could form cycles through the thread.
             del self._target, self._args, self._kwargs
@@ -576,10 +543,7 @@ _active[_main_thread._ident or 0] = _main_thread
 
 # Re-export every other name of the standard module (documented or internal), so
 # code that reaches for ``threading.<name>`` finds it.
-for _name in dir(_std):
-    if _name not in globals() and not _name.startswith("__"):
-        globals()[_name] = getattr(_std, _name)
-del _name
+_util.reexport(globals(), _std, keep=True)
 if hasattr(_std, "_make_invoke_excepthook"):
     # The stdlib helper that calls ``excepthook``: with our globals, it calls ours.
     _make_invoke_excepthook = _rebind(_std._make_invoke_excepthook, globals())
