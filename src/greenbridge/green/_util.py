@@ -155,11 +155,7 @@ def waits(timeout: float | None) -> Iterator[float | None]:
 def _lock_countdown(timeout: float) -> Iterator[float]:
     deadline = _monotonic() + timeout  # at the first step, as threading does
     yield timeout
-    while True:
-        remaining = deadline - _monotonic()
-        if remaining <= 0:
-            return
-        yield remaining
+    yield from _countdown(deadline)
 
 
 def lock_waits(timeout: float | None) -> Iterator[float | None]:

@@ -122,6 +122,26 @@ def _newname(template: str = "Thread-%d") -> str:
     return template % _counter()
 
 
+def _deprecated_accessor(name: str, attribute: str, setter: bool) -> Any:
+    """One of Thread's deprecated camelCase accessors of ``attribute``, as the stdlib has them."""
+    verb = "set" if setter else "get"
+    message = f"{name}() is deprecated, {verb} the {attribute} attribute instead"
+
+    def set_it(self: Thread, value: Any) -> None:
+        warnings.warn(message, DeprecationWarning, stacklevel=2)
+        setattr(self, attribute, value)
+
+    def get_it(self: Thread) -> Any:
+        warnings.warn(message, DeprecationWarning, stacklevel=2)
+        return getattr(self, attribute)
+
+    accessor = set_it if setter else get_it
+    accessor.__name__ = name
+    accessor.__qualname__ = f"Thread.{name}"
+    accessor.__doc__ = f"Deprecated: {verb} the ``{attribute}`` attribute."
+    return accessor
+
+
 class Thread:
     """A thread of control: an asyncio task when a loop runs, else a real OS thread.
 
@@ -361,29 +381,10 @@ class Thread:
             raise RuntimeError("cannot set daemon status of active thread")
         self._daemonic = daemonic
 
-    def isDaemon(self) -> bool:  # noqa: N802 - the stdlib's deprecated alias
-        """Deprecated: use the ``daemon`` attribute."""
-        warnings.warn("isDaemon() is deprecated, get the daemon attribute instead",
-                      DeprecationWarning, stacklevel=2)  # fmt: skip
-        return self.daemon
-
-    def setDaemon(self, daemonic: bool) -> None:  # noqa: N802
-        """Deprecated: set the ``daemon`` attribute."""
-        warnings.warn("setDaemon() is deprecated, set the daemon attribute instead",
-                      DeprecationWarning, stacklevel=2)  # fmt: skip
-        self.daemon = daemonic
-
-    def getName(self) -> str:  # noqa: N802
-        """Deprecated: use the ``name`` attribute."""
-        warnings.warn("getName() is deprecated, get the name attribute instead",
-                      DeprecationWarning, stacklevel=2)  # fmt: skip
-        return self.name
-
-    def setName(self, name: str) -> None:  # noqa: N802
-        """Deprecated: set the ``name`` attribute."""
-        warnings.warn("setName() is deprecated, set the name attribute instead",
-                      DeprecationWarning, stacklevel=2)  # fmt: skip
-        self.name = name
+    isDaemon = _deprecated_accessor("isDaemon", "daemon", setter=False)  # noqa: N815
+    setDaemon = _deprecated_accessor("setDaemon", "daemon", setter=True)  # noqa: N815
+    getName = _deprecated_accessor("getName", "name", setter=False)  # noqa: N815
+    setName = _deprecated_accessor("setName", "name", setter=True)  # noqa: N815
 
 
 class Timer(Thread):
