@@ -54,6 +54,7 @@ from typing import Any, TypeVar
 
 import anyio
 import starlette
+from anyio.lowlevel import checkpoint
 
 from greenbridge import BlockingReport, async_, detect_blocking
 
@@ -120,13 +121,23 @@ async def iterate_in_greenlet(iterable: Iterable[T]) -> AsyncGenerator[T, None]:
     The green drop-in for ``starlette.concurrency.iterate_in_threadpool``.
     The next item is asked for only when the consumer wants it (a
     ``StreamingResponse`` asks after the previous chunk was sent: back-pressure).
+    A cancellation (the client went away) reaches a ``next()`` that waits
+    green as ``CancelledError`` raised in the iterator; under anyio's cancel
+    scopes (Starlette's) every later wait is cancelled as well, so green I/O
+    in a generator's ``finally`` needs ``with anyio.CancelScope(shield=True):``.
     When the iteration ends for any reason, an iterator with a ``close()``
-    method (a generator, a file) is closed, in a greenlet as well, so the
-    ``finally`` blocks of a generator run, green, when the client goes away.
+    method (a generator, a file) is closed, in a greenlet as well and shielded
+    from cancellation, so the ``finally`` blocks of a generator run, green,
+    when the client goes away.
     """
     iterator = iter(iterable)
     try:
         while True:
+            # One turn of the loop per item, as the thread hop gave: an
+            # iterator that never waits, sent to a client that went away (the
+            # server drops the chunks without waiting), would otherwise spin
+            # without letting the disconnect be noticed.
+            await checkpoint()
             if _watch is not None:
                 _watch()
             item = await _green_call(next, (iterator, _DONE), {})
@@ -136,7 +147,11 @@ async def iterate_in_greenlet(iterable: Iterable[T]) -> AsyncGenerator[T, None]:
     finally:
         close = getattr(iterator, "close", None)
         if close is not None:
-            await _green_call(close, (), {})
+            # Shielded, as the teardown of a yield dependency: a cancelled
+            # response (the client went away) still lets the generator's
+            # finally blocks do their green I/O to the end.
+            with anyio.CancelScope(shield=True):
+                await _green_call(close, (), {})
 
 
 @contextlib.asynccontextmanager
