@@ -76,7 +76,7 @@ T = TypeVar("T")
 #: The oldest and newest (major, minor) release of each framework this module
 #: was tested with; :func:`install` refuses any other.
 TESTED_VERSIONS: dict[str, tuple[tuple[int, int], tuple[int, int]]] = {
-    "starlette": ((0, 46), (1, 10)),
+    "starlette": ((0, 38), (1, 10)),
     "fastapi": ((0, 115), (0, 165)),
 }
 
@@ -226,12 +226,15 @@ class Patch:
         expected: ``"module:name"`` of the framework function it must hold
             before :func:`install` (else the layout is not the tested one).
         what: the sync code that this makes green (for the docs and errors).
+        optional: the attribute is absent from older tested releases (they
+            lack the feature); when present it must still be ``expected``.
     """
 
     module: str
     attribute: str
     expected: str
     what: str
+    optional: bool = False
 
 
 _RUN = "starlette.concurrency:run_in_threadpool"
@@ -248,7 +251,13 @@ PATCHES: tuple[Patch, ...] = (
     Patch("starlette.middleware.errors", "run_in_threadpool", _RUN, "def 500 handlers"),
     Patch("starlette.responses", "iterate_in_threadpool", _ITERATE, "StreamingResponse"),
     Patch("fastapi.routing", "run_in_threadpool", _RUN, "def path operations"),
-    Patch("fastapi.routing", "iterate_in_threadpool", _ITERATE, "def server-sent events"),
+    Patch(
+        "fastapi.routing",
+        "iterate_in_threadpool",
+        _ITERATE,
+        "def server-sent-event generators",
+        optional=True,
+    ),
     Patch("fastapi.dependencies.utils", "run_in_threadpool", _RUN, "def dependencies"),
     Patch(
         "fastapi.dependencies.utils",
@@ -315,6 +324,8 @@ def _plan() -> list[tuple[Any, str, Any, Any]]:
         module = importlib.import_module(patch.module)
         expected = _resolve(patch.expected)
         current = getattr(module, patch.attribute, None)
+        if current is None and patch.optional:
+            continue
         if current is not expected:
             raise UnsupportedVersion(
                 f"{patch.module}.{patch.attribute} is {current!r}, not {patch.expected} "
