@@ -682,3 +682,36 @@ def test_green_helpers_without_a_framework() -> None:
     events.clear()
     assert asyncio.run(main()) == (42, 21, [0, 1, 2])
     assert events == [("cm exit", KeyError)]
+
+
+def test_the_frameworks_file_lookups_stay_in_a_thread(
+    tmp_path: Any, request: pytest.FixtureRequest
+) -> None:
+    request.node.add_marker(ANYIO_THREADS)
+    import fastapi.routing
+    from starlette.staticfiles import StaticFiles
+
+    seen: dict[str, int] = {}
+
+    class Files(StaticFiles):
+        def lookup_path(self, path: str) -> Any:
+            seen["StaticFiles.lookup_path"] = threading.get_ident()
+            return super().lookup_path(path)
+
+    def lookup_path(path: str) -> None:  # user code that happens to share the name
+        seen["lookup_path"] = threading.get_ident()
+
+    files = Files(directory=str(tmp_path))
+
+    async def main() -> None:
+        run = fastapi.routing.run_in_threadpool
+        await run(files.lookup_path, "index.html")
+        await run(lookup_path, "x")
+
+    gs.install()
+    try:
+        asyncio.run(main())
+    finally:
+        gs.uninstall()
+    assert seen["lookup_path"] == threading.get_ident()  # green: on the loop's thread
+    assert seen["StaticFiles.lookup_path"] != threading.get_ident()  # a worker thread

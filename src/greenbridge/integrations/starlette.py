@@ -193,24 +193,29 @@ def _green_unless(
     return run_in_threadpool
 
 
-def _is_method(func: Callable[..., Any], name: str, cls: type) -> bool:
-    return getattr(func, "__name__", None) == name and isinstance(
-        getattr(func, "__self__", None), cls
+def _is_method(func: Callable[..., Any], name: str, module: str, cls: str) -> bool:
+    """``func`` is the bound method ``name`` of an instance of ``module.cls``.
+
+    The name is compared first: the calls of user code (every ``def``
+    endpoint) pay one ``getattr``.
+    """
+    if getattr(func, "__name__", None) != name:
+        return False
+    defined_in = sys.modules.get(module)  # (not imported: func cannot be one of its methods)
+    return defined_in is not None and isinstance(
+        getattr(func, "__self__", None), getattr(defined_in, cls)
     )
 
 
 def _is_static_files_lookup(func: Callable[..., Any]) -> bool:
     """``StaticFiles.lookup_path``: file-system calls (FastAPI's frontend routes)."""
-    from starlette.staticfiles import StaticFiles
-
-    return _is_method(func, "lookup_path", StaticFiles)
+    return _is_method(func, "lookup_path", "starlette.staticfiles", "StaticFiles")
 
 
 def _is_debug_page(func: Callable[..., Any]) -> bool:
     """``ServerErrorMiddleware.debug_response``: reads source files for the traceback page."""
-    from starlette.middleware.errors import ServerErrorMiddleware
-
-    return _is_method(func, "debug_response", ServerErrorMiddleware)
+    errors = "starlette.middleware.errors"
+    return _is_method(func, "debug_response", errors, "ServerErrorMiddleware")
 
 
 # ---------------------------------------------------------------- the table
