@@ -53,10 +53,11 @@ class _Beat:
 class Server:
     """uvicorn serving ``app`` on a free loopback port, in a thread running its own loop."""
 
-    def __init__(self, app: Any) -> None:
+    def __init__(self, app: Any, loop: str = "asyncio") -> None:
         config = uvicorn.Config(
-            app, host="127.0.0.1", port=0, log_level="critical", lifespan="off", loop="asyncio"
+            app, host="127.0.0.1", port=0, log_level="critical", lifespan="off", loop="none"
         )
+        self.loop_name = loop
         self.server = uvicorn.Server(config)
         self.loop: asyncio.AbstractEventLoop | None = None
         self.thread = threading.Thread(target=self._run, name="uvicorn-test-server")
@@ -73,7 +74,16 @@ class Server:
             self.loop = asyncio.get_running_loop()
             await self.server.serve()
 
-        asyncio.run(main())
+        if self.loop_name == "uvloop":
+            import uvloop
+
+            loop = uvloop.new_event_loop()
+            try:
+                loop.run_until_complete(main())
+            finally:
+                loop.close()
+        else:
+            asyncio.run(main())
 
     def close(self) -> None:
         self.server.should_exit = True
@@ -407,6 +417,20 @@ def test_def_exception_handler_runs_on_the_loop(server: Server, green: None) -> 
 
 
 def test_many_green_def_endpoints_run_at_once(server: Server, mode: str) -> None:
+    many_at_once(server, mode)
+
+
+def test_many_green_def_endpoints_run_at_once_on_uvloop(green: None) -> None:
+    pytest.importorskip("uvloop")
+    srv = Server(build_fastapi(), loop="uvloop")
+    SERVER[:] = [srv]
+    try:
+        many_at_once(srv, "green")
+    finally:
+        srv.close()
+
+
+def many_at_once(server: Server, mode: str) -> None:
     # 200 requests that each wait 0.25 s green: stock runs at most 40 at a
     # time (anyio's thread limit); installed, all of them wait together.
     n, seconds = 200, 0.25
