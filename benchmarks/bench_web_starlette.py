@@ -16,7 +16,9 @@ that opens a sync SQLAlchemy session (psycopg2) and runs
 Workloads:
 
 - ``pool``: 200 concurrent keep-alive clients for ``--seconds`` seconds, pool of
-  20 connections: requests/s, p50 and p99 latency, ratios to stock.
+  20 connections: requests/s, p50 and p99 latency, ratios to stock; once with
+  no response model (``/item``) and once with a return annotation
+  (``/item-typed``, whose result FastAPI validates in its thread pool).
 - ``3205``: the FastAPI #3205 set-up: pool of 5 (``pool_timeout`` 20 s), an
   outer ``def`` dependency that queries too, 100 requests at once: how many
   succeed and how long the last one takes.
@@ -105,12 +107,20 @@ def build_app(mode: str, pool: int, pool_timeout: float) -> Any:
         db.execute(query)
         return "user"
 
-    # Stock FastAPI starves with more clients than threads + connections
-    # (here: from about 60): every thread waits in the pool for a connection
-    # that a request holds until its teardown, and requests time out after
-    # pool_timeout.  "stock@40" measures it at its best.
-    @app.get("/item")
+    # No response model: the result is not validated.
+    @app.get("/item", response_model=None)
     def item(db: orm.Session = db_session) -> Any:
+        db.execute(query)
+        return {"ok": "yes"}
+
+    # With a return annotation FastAPI validates the result, and for a def
+    # path operation it does so in the thread pool, while the session still
+    # holds its connection (until the teardown).  With more clients than
+    # threads + connections, stock FastAPI starves: its 40 threads wait in the
+    # pool for connections held by requests that wait for a thread, until
+    # pool_timeout.
+    @app.get("/item-typed")
+    def item_typed(db: orm.Session = db_session) -> dict[str, str]:
         db.execute(query)
         return {"ok": "yes"}
 
@@ -235,26 +245,30 @@ def have_asyncpg() -> bool:
 
 def bench_pool(clients: int, seconds: float) -> None:
     print(f"pool-bound: {clients} clients, {seconds:.0f} s, pool of 20, {QUERY}")
-    # "stock@40": stock FastAPI with no more clients than its 40 threads, the
-    # load it is made for (beyond it, see the module docstring of the app).
-    runs = [("stock", clients), ("stock@40", min(40, clients)), ("green", clients)]
+    runs = [
+        ("stock", "stock", "/item"),
+        ("stock-typed", "stock", "/item-typed"),
+        ("green", "green", "/item"),
+        ("green-typed", "green", "/item-typed"),
+    ]
     if have_asyncpg():
-        runs.append(("asyncpg", clients))
-    modes = [name for name, _ in runs]
+        runs.append(("asyncpg", "asyncpg", "/item"))
+    modes = [name for name, _, _ in runs]
     results = {}
-    for name, n in runs:
-        mode = name.split("@")[0]
+    for name, mode, path in runs:
         with server(mode, pool=20) as port:
-            asyncio.run(load(port, "/item", 20, 1.0))  # warm-up: connections, imports
-            results[name] = r = asyncio.run(load(port, "/item", n, seconds))
+            asyncio.run(load(port, path, 20, 1.0))  # warm-up: connections, imports
+            results[name] = r = asyncio.run(load(port, path, clients, seconds))
         print(
-            f"  {name:8s} {r['rps']:7.1f} req/s  p50 {r['p50'] * 1000:6.0f} ms  "
+            f"  {name:12s} {r['rps']:7.1f} req/s  p50 {r['p50'] * 1000:6.0f} ms  "
             f"p99 {r['p99'] * 1000:6.0f} ms  errors {r['errors']:.0f}"
         )
-    for anchor in [m for m in modes if m != "green"]:
-        r, base = results["green"], results[anchor]
+    pairs = [("green", "stock"), ("green-typed", "stock-typed")]
+    pairs += [("green", "asyncpg")] if "asyncpg" in modes else []
+    for mine, anchor in pairs:
+        r, base = results[mine], results[anchor]
         print(
-            f"  green / {anchor}: {r['rps'] / base['rps']:.2f}x req/s, "
+            f"  {mine} / {anchor}: {r['rps'] / base['rps']:.2f}x req/s, "
             f"p99 {r['p99'] / base['p99']:.2f}x"
         )
 
