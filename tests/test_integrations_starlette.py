@@ -41,7 +41,7 @@ import greenbridge  # noqa: E402
 from greenbridge.green import time as green_time  # noqa: E402
 from greenbridge.integrations import starlette as gs  # noqa: E402
 
-from .helpers import Heartbeat  # noqa: E402
+from .helpers import Heartbeat, require_postgres  # noqa: E402
 
 # ---------------------------------------------------------------- the server
 
@@ -739,3 +739,92 @@ def test_the_frameworks_file_lookups_stay_in_a_thread(
         gs.uninstall()
     assert seen["lookup_path"] == threading.get_ident()  # green: on the loop's thread
     assert seen["StaticFiles.lookup_path"] != threading.get_ident()  # a worker thread
+
+
+# ---------------------------------------------------------------- FastAPI #3205
+
+PG_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/test"
+
+
+def build_3205(engine: Any) -> FastAPI:
+    """The FastAPI #3205 shape: a session per request, an outer def dependency that queries."""
+    import sqlalchemy as sa
+    from sqlalchemy import orm
+
+    Session = orm.sessionmaker(engine)
+    query = sa.text("SELECT pg_sleep(0.02)")
+    app = FastAPI()
+
+    def get_db() -> Iterator[orm.Session]:
+        db = Session()
+        try:
+            yield db
+        finally:
+            db.close()
+
+    db_session = Depends(get_db)
+
+    def current_user(db: orm.Session = db_session) -> str:
+        db.execute(query)  # the session now holds a connection until the teardown
+        return "user"
+
+    user = Depends(current_user)
+
+    @app.get("/item")
+    def item(user: str = user, db: orm.Session = db_session) -> dict[str, str]:
+        db.execute(query)
+        return {"user": user}
+
+    return app
+
+
+async def burst(port: int, path: str, n: int) -> list[int]:
+    """``n`` requests at once, one connection each: their statuses."""
+
+    async def one() -> int:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+        answer = await reader.read()
+        writer.close()
+        await writer.wait_closed()
+        return int(answer.split(b" ", 2)[1])
+
+    return list(await asyncio.gather(*(one() for _ in range(n))))
+
+
+def test_the_3205_setup_completes_when_installed(green: None) -> None:
+    # 100 requests at once, a pool of 5: every request is answered.
+    require_postgres()
+    pytest.importorskip("psycopg2")
+    pytest.importorskip("sqlalchemy")
+    from greenbridge.drivers.sqlalchemy import create_engine
+
+    greenbridge.patch_psycopg2()
+    engine = create_engine(PG_URL, pool_size=5, max_overflow=0, pool_timeout=10)
+    srv = Server(build_3205(engine))
+    try:
+        with srv.heartbeat() as beat:
+            statuses = asyncio.run(burst(srv.port, "/item", 100))
+    finally:
+        srv.close()
+        engine.dispose()
+    assert statuses == [200] * 100
+    assert beat.max_gap < 0.25, beat.max_gap
+
+
+@ANYIO_THREADS
+def test_the_3205_setup_starves_stock() -> None:
+    # The same app, stock: the 40 threads wait in the pool for connections
+    # held by requests that wait for a thread; requests fail at pool_timeout.
+    require_postgres()
+    pytest.importorskip("psycopg2")
+    sa = pytest.importorskip("sqlalchemy")
+
+    engine = sa.create_engine(PG_URL, pool_size=5, max_overflow=0, pool_timeout=1)
+    srv = Server(build_3205(engine))
+    try:
+        statuses = asyncio.run(burst(srv.port, "/item", 100))
+    finally:
+        srv.close()
+        engine.dispose()
+    assert 500 in statuses, statuses
