@@ -828,3 +828,49 @@ def test_the_3205_setup_starves_stock() -> None:
         srv.close()
         engine.dispose()
     assert 500 in statuses, statuses
+
+
+# ---------------------------------------------------------------- trio
+
+
+@pytest.mark.filterwarnings("ignore:Using .httpx. with .starlette.testclient.")
+@pytest.mark.parametrize("installed", [False, True])
+def test_under_trio(installed: bool, request: pytest.FixtureRequest) -> None:
+    # Starlette runs on anyio: under its trio backend the same code runs green.
+    pytest.importorskip("trio")
+    from starlette.testclient import TestClient
+
+    order: list[str] = []
+
+    def dependency() -> Iterator[None]:
+        request_var.set("dependency")
+        order.append("enter")
+        try:
+            yield
+        finally:
+            green_time.sleep(0.01)
+            order.append("exit")
+
+    app = FastAPI()
+    on_loop: list[bool] = []
+    dependency_marker = Depends(dependency)
+
+    @app.get("/")
+    def endpoint(tasks: BackgroundTasks, _: None = dependency_marker) -> dict[str, str]:
+        green_time.sleep(0.01)
+        on_loop.append(threading.current_thread().name.startswith("trio-portal"))
+        tasks.add_task(order.append, "task")
+        return {"var": request_var.get()}
+
+    if installed:
+        gs.install()
+    else:
+        request.node.add_marker(ANYIO_THREADS)
+    try:
+        with TestClient(app, backend="trio") as client:
+            answer = client.get("/").json()
+    finally:
+        gs.uninstall()
+    assert answer == {"var": "dependency" if installed else "unset"}
+    assert on_loop == [installed]
+    assert order == ["enter", "task", "exit"]  # as stock: the same order
