@@ -833,9 +833,9 @@ def test_the_3205_setup_starves_stock() -> None:
 # ---------------------------------------------------------------- trio
 
 
+@ANYIO_THREADS
 @pytest.mark.filterwarnings("ignore:Using .httpx. with .starlette.testclient.")
-@pytest.mark.parametrize("installed", [False, True])
-def test_under_trio(installed: bool, request: pytest.FixtureRequest) -> None:
+def test_under_trio() -> None:
     # Starlette runs on anyio: under its trio backend the same code runs green.
     pytest.importorskip("trio")
     from starlette.testclient import TestClient
@@ -862,15 +862,19 @@ def test_under_trio(installed: bool, request: pytest.FixtureRequest) -> None:
         tasks.add_task(order.append, "task")
         return {"var": request_var.get()}
 
-    if installed:
-        gs.install()
-    else:
-        request.node.add_marker(ANYIO_THREADS)
-    try:
+    def run() -> tuple[Any, list[str]]:
+        order.clear()
         with TestClient(app, backend="trio") as client:
-            answer = client.get("/").json()
+            return client.get("/").json(), list(order)
+
+    stock = run()
+    gs.install()
+    try:
+        green = run()
     finally:
         gs.uninstall()
-    assert answer == {"var": "dependency" if installed else "unset"}
-    assert on_loop == [installed]
-    assert order == ["enter", "task", "exit"]  # as stock: the same order
+    assert stock[0] == {"var": "unset"}
+    assert green[0] == {"var": "dependency"}
+    assert on_loop == [False, True]
+    assert green[1] == stock[1]  # teardown and background task in the same order
+    assert sorted(green[1]) == ["enter", "exit", "task"]
