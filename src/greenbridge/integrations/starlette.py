@@ -368,6 +368,8 @@ def _watcher(
         if detector is not None and detector.active:
             return
         detectors[key] = detector = detect_blocking(threshold, callback)
+        # (a detector stops itself when its loop is closed: drop those)
+        started[:] = [d for d in started if d.active]
         started.append(detector)
 
     return watch
