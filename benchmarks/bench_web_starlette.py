@@ -19,6 +19,9 @@ Workloads:
   20 connections: requests/s, p50 and p99 latency, ratios to stock; once with
   no response model (``/item``) and once with a return annotation
   (``/item-typed``, whose result FastAPI validates in its thread pool).
+- ``upstream``: the same 200 clients, a ``def`` path operation that calls a
+  50 ms upstream HTTP service with ``requests`` (``examples/asgi_app/upstream.py``;
+  imported under ``greenbridge.patch_blocking()`` in the green server).
 - ``3205``: the FastAPI #3205 set-up: pool of 5 (``pool_timeout`` 20 s), an
   outer ``def`` dependency that queries too, 100 requests at once: how many
   succeed and how long the last one takes.
@@ -26,7 +29,7 @@ Workloads:
 The load generator is a small raw-socket HTTP/1.1 client in this process.
 Needs PostgreSQL at 127.0.0.1:5432 (user postgres, database test).
 
-Run: ``python benchmarks/bench_web_starlette.py [--only pool|3205] [--seconds 10]``
+Run: ``python benchmarks/bench_web_starlette.py [--only pool|upstream|3205] [--seconds 10]``
 """
 
 from __future__ import annotations
@@ -84,9 +87,17 @@ def build_app(mode: str, pool: int, pool_timeout: float) -> Any:
         from greenbridge.drivers.sqlalchemy import create_engine
         from greenbridge.integrations import starlette as gs
 
+        # requests (urllib3, http.client) bind the green socket, ssl, queue...
+        with greenbridge.patch_blocking():
+            import requests
+            import requests.adapters
+
         greenbridge.patch_psycopg2()
         gs.install()
     else:
+        import requests
+        import requests.adapters
+
         create_engine = sa.create_engine
     engine = create_engine(URL, pool_size=pool, max_overflow=0, pool_timeout=pool_timeout)
     Session = orm.sessionmaker(engine)
@@ -123,6 +134,14 @@ def build_app(mode: str, pool: int, pool_timeout: float) -> Any:
     def item_typed(db: orm.Session = db_session) -> dict[str, str]:
         db.execute(query)
         return {"ok": "yes"}
+
+    http = requests.Session()
+    http.mount("http://", requests.adapters.HTTPAdapter(pool_connections=1, pool_maxsize=256))
+    upstream = os.environ.get("GB_BENCH_UPSTREAM", "http://127.0.0.1:8765")
+
+    @app.get("/upstream", response_model=None)
+    def call_upstream() -> Any:
+        return http.get(f"{upstream}/item?x=1", timeout=30).json()
 
     user_dependency = Depends(current_user)
 
@@ -273,6 +292,44 @@ def bench_pool(clients: int, seconds: float) -> None:
         )
 
 
+@contextmanager
+def upstream_server(delay: float = 0.05) -> Iterator[str]:
+    """examples/asgi_app/upstream.py: every reply takes ``delay`` seconds."""
+    port = free_port()
+    script = os.path.join(os.path.dirname(__file__), "..", "examples", "asgi_app", "upstream.py")
+    args = [sys.executable, script, "--port", str(port), "--delay", str(delay)]
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL)
+    try:
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), 0.2).close()
+                break
+            except OSError:
+                time.sleep(0.05)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def bench_upstream(clients: int, seconds: float) -> None:
+    print(f"upstream-bound: {clients} clients, {seconds:.0f} s, requests.get() of a 50 ms upstream")
+    results = {}
+    with upstream_server() as url:
+        os.environ["GB_BENCH_UPSTREAM"] = url
+        for mode in ("stock", "green"):
+            with server(mode, pool=20) as port:
+                asyncio.run(load(port, "/upstream", 20, 1.0))  # warm-up
+                results[mode] = r = asyncio.run(load(port, "/upstream", clients, seconds))
+            print(
+                f"  {mode:12s} {r['rps']:7.1f} req/s  p50 {r['p50'] * 1000:6.0f} ms  "
+                f"p99 {r['p99'] * 1000:6.0f} ms  errors {r['errors']:.0f}"
+            )
+    r, base = results["green"], results["stock"]
+    ratio = r["rps"] / base["rps"]
+    print(f"  green / stock: {ratio:.2f}x req/s, p99 {r['p99'] / base['p99']:.2f}x")
+
+
 def bench_3205(n: int) -> None:
     print(f"FastAPI #3205: pool of 5 (pool_timeout 20 s), outer def dependency, {n} at once")
     for mode in ("stock", "green"):
@@ -283,7 +340,7 @@ def bench_3205(n: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", choices=["pool", "3205"])
+    parser.add_argument("--only", choices=["pool", "upstream", "3205"])
     parser.add_argument("--clients", type=int, default=200)
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--serve", help=argparse.SUPPRESS)
@@ -296,6 +353,8 @@ def main() -> None:
         return
     if args.only in (None, "pool"):
         bench_pool(args.clients, args.seconds)
+    if args.only in (None, "upstream"):
+        bench_upstream(args.clients, args.seconds)
     if args.only in (None, "3205"):
         bench_3205(100)
 
