@@ -29,7 +29,8 @@ Workloads:
 The load generator is a small raw-socket HTTP/1.1 client in this process.
 Needs PostgreSQL at 127.0.0.1:5432 (user postgres, database test).
 
-Run: ``python benchmarks/bench_web_starlette.py [--only pool|upstream|3205] [--seconds 10]``
+Run: ``python benchmarks/bench_web_starlette.py [--only pool|upstream|3205] [--seconds 10]
+[--no-trust-env]``
 """
 
 from __future__ import annotations
@@ -136,6 +137,9 @@ def build_app(mode: str, pool: int, pool_timeout: float) -> Any:
         return {"ok": "yes"}
 
     http = requests.Session()
+    # requests looks for proxy settings in os.environ on every call (a scan of
+    # the whole environment): --no-trust-env turns that off, for both servers.
+    http.trust_env = os.environ.get("GB_BENCH_TRUST_ENV", "1") == "1"
     http.mount("http://", requests.adapters.HTTPAdapter(pool_connections=1, pool_maxsize=256))
     upstream = os.environ.get("GB_BENCH_UPSTREAM", "http://127.0.0.1:8765")
 
@@ -343,11 +347,18 @@ def main() -> None:
     parser.add_argument("--only", choices=["pool", "upstream", "3205"])
     parser.add_argument("--clients", type=int, default=200)
     parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument(
+        "--no-trust-env",
+        action="store_true",
+        help="requests.Session.trust_env = False in the upstream workload",
+    )
     parser.add_argument("--serve", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--pool", type=int, default=20, help=argparse.SUPPRESS)
     parser.add_argument("--pool-timeout", type=float, default=20, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.no_trust_env:
+        os.environ["GB_BENCH_TRUST_ENV"] = "0"
     if args.serve:
         serve(args.serve, args.port, args.pool, args.pool_timeout)
         return
