@@ -52,9 +52,16 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-import anyio
-import starlette
-from anyio.lowlevel import checkpoint
+try:
+    import anyio
+    import starlette
+    from anyio.lowlevel import checkpoint
+except ImportError as exc:  # pragma: no cover - exercised only without Starlette
+    raise ImportError(
+        "greenbridge.integrations.starlette needs Starlette (FastAPI brings it): "
+        "install it with `pip install 'greenbridge[starlette]'`",
+        name=exc.name,
+    ) from exc
 
 from greenbridge import BlockingReport, async_, detect_blocking
 
