@@ -63,7 +63,8 @@ except ImportError as exc:  # pragma: no cover - exercised only without Starlett
         name=exc.name,
     ) from exc
 
-from greenbridge import BlockingReport, async_, detect_blocking
+from .._bridge import async_
+from .._detector import BlockingReport, detect_blocking
 
 __all__ = [
     "PATCHES",
