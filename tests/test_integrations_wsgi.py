@@ -68,6 +68,11 @@ def make_flask() -> flask.Flask:
             digest.update(chunk)
         return {"size": size, "sha256": digest.hexdigest()}
 
+    @app.post("/whole")
+    def whole() -> Any:  # reads the body in one read(): more than the high-water mark
+        data = flask.request.get_data()
+        return {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+
     @app.post("/form")
     def form() -> Any:
         return {"a": flask.request.form["a"], "file": flask.request.files["f"].read().decode()}
@@ -373,6 +378,9 @@ def test_large_upload_streams_in_and_large_download_streams_out() -> None:
         assert client.post("/upload", content=upload).json() == expected
         pieces = iter([upload[i : i + 100_000] for i in range(0, len(upload), 100_000)])
         assert client.post("/upload", content=pieces).json() == expected
+        assert client.post("/whole", content=upload).json() == expected
+        pieces = iter([upload[i : i + 100_000] for i in range(0, len(upload), 100_000)])
+        assert client.post("/whole", content=pieces).json() == expected
         with client.stream("GET", "/download") as response:
             stream = response.iter_raw(65536)
             next(stream)

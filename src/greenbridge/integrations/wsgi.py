@@ -151,7 +151,9 @@ async def _receiver(request: _Request) -> None:
             request.more_body = bool(message.get("more_body", False))
             _wake(request.reader)
             request.reader = None
-            while request.more_body and len(request.body) >= HIGH_WATER:
+            # Enough buffered: wait for the app to read, unless it is waiting
+            # for more already (a read() of the whole body keeps it all).
+            while request.more_body and len(request.body) >= HIGH_WATER and request.reader is None:
                 request.space = request.loop.create_future()
                 await request.space
         elif kind == "http.disconnect":
