@@ -112,6 +112,11 @@ def test_flask_answers_like_its_test_client() -> None:
             theirs = native.get(path)
             assert (ours.status_code, ours.content) == (theirs.status_code, theirs.data), path
             assert ours.headers["content-type"] == theirs.headers["content-type"]
+        for path in ("/hello/world", "/stream"):
+            ours = client.head(path)
+            theirs = native.head(path)
+            assert (ours.status_code, ours.content) == (theirs.status_code, b""), path
+            assert ours.headers.get("content-length") == theirs.headers.get("content-length")
         form = client.post("/form", data={"a": "1"}, files={"f": ("f.txt", b"file body")})
         assert form.json() == {"a": "1", "file": "file body"}
     assert server.max_gap < MAX_GAP

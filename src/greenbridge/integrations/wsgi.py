@@ -80,6 +80,7 @@ HIGH_WATER = 64 * 1024
 # RFC 9110 token characters: what a header name may be made of.
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
 _STATUS = re.compile(r"[1-9][0-9][0-9] [^\r\n]*\Z")
+_NO_BODY = frozenset((204, 304))  # (and 1xx, which WSGI cannot send)
 _BAD_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 # RFC 2616 13.5.1 hop-by-hop headers: the server's business, never the app's
 # (PEP 3333, "Other HTTP Features").
@@ -263,10 +264,11 @@ class _Input:
 class _Response:
     """The greenlet's side of a request: ``start_response``, ``write`` and the body out."""
 
-    __slots__ = ("request", "status", "headers", "started", "remaining")
+    __slots__ = ("request", "counts", "status", "headers", "started", "remaining")
 
-    def __init__(self, request: _Request) -> None:
+    def __init__(self, request: _Request, head: bool) -> None:
         self.request = request
+        self.counts = not head  # the body's length is checked against Content-Length
         self.status = 0  # 0 until start_response is called
         self.headers: list[tuple[bytes, bytes]] = []
         self.started = False  # the status and headers went to the server
@@ -291,7 +293,10 @@ class _Response:
                 "start_response was already called for this request "
                 "(to replace the headers after an error, pass exc_info=sys.exc_info())"
             )
-        self.status, self.headers, self.remaining = _check_response(status, headers)
+        self.status, self.headers, length = _check_response(status, headers)
+        # Content-Length counts the body only where there is one (a HEAD's
+        # or a 304's gives the length of the body it does not send).
+        self.remaining = length if self.counts and self.status not in _NO_BODY else -1
         return self.write
 
     def _start(self) -> None:
@@ -386,7 +391,7 @@ def _check_response(
 
 def _serve(app: WSGIApp, environ: Environ, request: _Request) -> None:
     """Run one request of the WSGI app, in its greenlet."""
-    response = _Response(request)
+    response = _Response(request, environ["REQUEST_METHOD"] == "HEAD")
     try:
         result = app(environ, response.start_response)
         try:
