@@ -314,6 +314,9 @@ def test_errors_and_close(caplog: pytest.LogCaptureFixture) -> None:
         if path == "/short":
             start_response("200 OK", [("Content-Length", "10")])
             return _Closing([b"abc"], log)
+        if path == "/not-modified":  # (Content-Length of a body not sent)
+            start_response("304 Not Modified", [("Content-Length", "100"), ("ETag", '"x"')])
+            return _Closing([], log)
         if path == "/no-start":
             return _Closing([b"abc"], log)
         start_response("200 OK", [("Content-Length", "2")])
@@ -342,13 +345,15 @@ def test_errors_and_close(caplog: pytest.LogCaptureFixture) -> None:
             response = client.get(path)
             assert (response.status_code, response.text) == (500, "Internal Server Error"), path
             assert any(r.exc_info for r in caplog.records), path  # the traceback is logged
+        not_modified = client.get("/not-modified")
+        assert (not_modified.status_code, not_modified.content) == (304, b"")
         exc_info = client.get("/exc-info")
         assert (exc_info.status_code, exc_info.text) == (503, "sorry")
         for path in ("/raise-after", "/exc-info-late", "/short"):
             with pytest.raises(httpx.RemoteProtocolError):
                 client.get(path)  # the response is cut short
     # close() after success, each error with an iterable, and the exc_info cases.
-    _eventually(lambda: log == ["closed"] * 8)
+    _eventually(lambda: log == ["closed"] * 9)
     assert server.max_gap < MAX_GAP
 
 
@@ -444,6 +449,36 @@ def test_client_disconnect_mid_response_cancels_and_closes() -> None:
         assert ended.wait(5), events
         # The greenlet saw the cancellation at its green sleep (or its send).
         assert events == ["CancelledError", "closed"], events
+    assert server.max_gap < MAX_GAP
+
+
+def test_server_shutdown_cancels_requests_in_flight() -> None:
+    """uvicorn cancels what outlives its graceful timeout: the iterable is closed all the same."""
+    events: list[str] = []
+
+    def endless() -> Iterator[bytes]:
+        try:
+            while True:
+                green_time.sleep(0.01)
+                yield b"tick\n"
+        except BaseException as exc:
+            events.append(type(exc).__name__)
+            raise
+        finally:
+            events.append("closed")
+
+    def app(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return endless()
+
+    server = Uvicorn(WSGIMiddleware(app), timeout_graceful_shutdown=0.2)
+    with server, socket.create_connection(("127.0.0.1", server.port)) as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        received = b""
+        while b"tick" not in received:
+            received += sock.recv(65536)
+        server.__exit__(None, None, None)  # (stops the server while the request runs)
+    assert events == ["CancelledError", "closed"], events
     assert server.max_gap < MAX_GAP
 
 
