@@ -404,6 +404,37 @@ def test_large_upload_streams_in_and_large_download_streams_out() -> None:
     assert server.max_gap < MAX_GAP
 
 
+def test_slow_upload_is_read_before_and_after_the_receiver_starts() -> None:
+    """A body trickling in for longer than WATCH_AFTER: read by the greenlet, then the receiver."""
+    pieces = [b"piece %d\n" % i for i in range(8)]
+    seen: list[Any] = []
+
+    def app(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+        lines = list(environ["wsgi.input"])
+        seen.append(lines)
+        body = b"".join(lines)
+        start_response("200 OK", [("Content-Length", str(len(body)))])
+        return [body]
+
+    with (
+        Uvicorn(WSGIMiddleware(app)) as server,
+        socket.create_connection(("127.0.0.1", server.port)) as sock,
+    ):
+        sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
+        for piece in pieces:  # 8 x 30 ms: the receiver starts (after 0.1 s) mid-body
+            sock.sendall(b"%x\r\n%s\r\n" % (len(piece), piece))
+            time.sleep(0.03)
+        sock.sendall(b"0\r\n\r\n")
+        received = b""
+        while not received.endswith(pieces[-1]):
+            chunk = sock.recv(65536)
+            assert chunk, received
+            received += chunk
+    assert seen == [pieces]
+    assert received.endswith(b"".join(pieces))
+    assert server.max_gap < MAX_GAP
+
+
 def test_flask_streamed_response_arrives_in_chunks() -> None:
     with (
         Uvicorn(WSGIMiddleware(make_flask())) as server,

@@ -1,9 +1,9 @@
 """Serve a WSGI app (Flask, Django, Pyramid...) from an ASGI server, one greenlet per request.
 
 ``WSGIMiddleware(app)`` is an ASGI application.  Each HTTP request runs the
-WSGI app in a greenlet of its own (`greenbridge.spawn`) on the server's
-asyncio loop, instead of a thread of a pool as in other WSGI-to-ASGI
-adapters:
+WSGI app in a greenlet (`greenbridge.async_`) on the server's asyncio loop,
+in the server's task for the request, instead of a thread of a pool as in
+other WSGI-to-ASGI adapters:
 
 - the request body is read from the ASGI ``receive`` channel on demand:
   a ``wsgi.input`` read that finds nothing buffered suspends only this
@@ -22,13 +22,16 @@ A blocking call that is not green (a driver that is not patched, a
 ``time.sleep``) stalls the whole loop, i.e. every request of the process:
 see the web-apps page of the documentation for how to find and fix them.
 
-Why a receiver task per request: the app may never read its body (most GET
-views), yet a disconnect must still be seen while it works, and ASGI
-allows only one reader of ``receive``.  So one small task reads
-``receive`` for the whole request: it buffers the body up to a high-water
-mark for ``wsgi.input`` (then stops reading, so the server stops reading
-the socket: back-pressure on uploads), and once the body is complete it
-waits for ``http.disconnect`` and cancels the request.
+Watching for disconnects: the app may never read its body (most GET
+views), yet a disconnect must still be seen while it works, and ASGI allows
+one reader of ``receive`` at a time.  A request that lasts longer than
+``WATCH_AFTER`` gets a receiver task that reads ``receive`` from then on:
+it buffers the body for ``wsgi.input`` up to ``HIGH_WATER`` (then stops
+reading, so the server stops reading the socket: back-pressure on
+uploads), and once the body is complete it waits for ``http.disconnect``
+and cancels the request.  Before that, ``wsgi.input`` reads ``receive``
+itself, from the greenlet.  Quick requests, most of them, thus cost no task
+of their own: a task costs as much as the rest of the middleware.
 """
 
 from __future__ import annotations
@@ -42,7 +45,7 @@ from types import TracebackType
 from typing import Any, Optional, Protocol, TextIO
 from urllib.parse import unquote_to_bytes
 
-from greenbridge import await_, spawn
+from greenbridge import async_, await_
 
 __all__ = ["ClientDisconnected", "WSGIMiddleware"]
 
@@ -73,6 +76,9 @@ class StartResponse(Protocol):
 
 WSGIApp = Callable[[Environ, StartResponse], Iterable[bytes]]
 
+# Seconds a request runs before a receiver task starts watching for the
+# client's disconnect (see the module's docstring).
+WATCH_AFTER = 0.1
 # Bytes of request body buffered ahead of the app before the receiver stops
 # reading (and so, through the server's own flow control, the socket).
 HIGH_WATER = 64 * 1024
@@ -107,7 +113,7 @@ class ClientDisconnected(OSError):
 
 
 class _Request:
-    """What the request's coroutine, receiver task and greenlet share."""
+    """What the request's coroutine, its receiver task and its greenlet share."""
 
     __slots__ = (
         "receive",
@@ -116,9 +122,13 @@ class _Request:
         "task",
         "body",
         "more_body",
+        "receiving",
+        "receiver",
+        "want_receiver",
         "reader",
         "space",
         "disconnected",
+        "cancelled",
         "complete",
     )
 
@@ -126,44 +136,61 @@ class _Request:
         self.receive = receive
         self.send = send
         self.loop = loop
-        self.task: asyncio.Task[None] | None = None
+        self.task: asyncio.Task[Any] | None = None  # the task running the request
         self.body = bytearray()  # received, not yet read by the app
         self.more_body = True  # the body has more chunks to come
-        self.reader: asyncio.Future[None] | None = None  # the greenlet waits for a chunk
+        self.receiving = False  # the greenlet is in a receive() of its own
+        self.receiver: asyncio.Task[None] | None = None
+        self.want_receiver = False  # start the receiver once the greenlet's receive() is over
+        self.reader: asyncio.Future[None] | None = None  # the greenlet waits for the receiver
         self.space: asyncio.Future[None] | None = None  # the receiver waits for the app
         self.disconnected = False
+        self.cancelled = False  # the receiver cancelled the task
         # The last body chunk is being sent: the http.disconnect that the
         # server reports once the response is complete is no client leaving.
         self.complete = False
+
+    def take(self, message: Message) -> None:
+        """Take in a message from ``receive``."""
+        kind = message["type"]
+        if kind == "http.request":
+            if self.more_body:  # (nothing may follow the last chunk: ignore it)
+                chunk = message.get("body", b"")
+                if chunk:
+                    self.body += chunk
+                self.more_body = bool(message.get("more_body", False))
+        elif kind == "http.disconnect":
+            self.disconnected = True
+
+    def start_receiver(self) -> None:
+        self.receiver = self.loop.create_task(_receiver(self))
+
+
+def _watch(request: _Request) -> None:
+    """The request outlived ``WATCH_AFTER``: from now on, watch for a disconnect."""
+    if request.complete or request.receiver is not None:
+        return
+    if request.receiving:
+        request.want_receiver = True  # (one reader of receive() at a time)
+    else:
+        request.start_receiver()
 
 
 async def _receiver(request: _Request) -> None:
     """Feed the body to ``wsgi.input``, then cancel the request if the client leaves."""
     receive = request.receive
-    while True:
-        message = await receive()
-        kind = message["type"]
-        if kind == "http.request":
-            if not request.more_body:
-                continue  # (nothing may follow the last chunk; ignore it)
-            chunk = message.get("body", b"")
-            if chunk:
-                request.body += chunk
-            request.more_body = bool(message.get("more_body", False))
-            _wake(request.reader)
-            request.reader = None
-            # Enough buffered: wait for the app to read, unless it is waiting
-            # for more already (a read() of the whole body keeps it all).
-            while request.more_body and len(request.body) >= HIGH_WATER and request.reader is None:
-                request.space = request.loop.create_future()
-                await request.space
-        elif kind == "http.disconnect":
-            request.disconnected = True
-            _wake(request.reader)
-            request.reader = None
-            if not request.complete and request.task is not None:
-                request.task.cancel()
-            return
+    while not request.disconnected:
+        request.take(await receive())
+        _wake(request.reader)
+        request.reader = None
+        # Enough buffered: wait for the app to read, unless it is waiting for
+        # more already (a read() of the whole body keeps it all).
+        while request.more_body and len(request.body) >= HIGH_WATER and request.reader is None:
+            request.space = request.loop.create_future()
+            await request.space
+    if not request.complete and request.task is not None:
+        request.cancelled = True
+        request.task.cancel()
 
 
 def _wake(future: asyncio.Future[None] | None) -> None:
@@ -172,7 +199,7 @@ def _wake(future: asyncio.Future[None] | None) -> None:
 
 
 class _Input:
-    """``wsgi.input``: the request body, read on demand from the receiver's buffer.
+    """``wsgi.input``: the request body, read on demand.
 
     Every method of PEP 3333's input stream: ``read(size)``, ``read()``,
     ``readline(size)``, ``readlines(hint)`` and iteration (by lines).  At
@@ -188,14 +215,25 @@ class _Input:
     def _fill(self) -> bool:
         """Wait for more body; False at its end."""
         request = self._request
-        _wake(request.space)  # the receiver may read on
-        request.space = None
         if not request.more_body:
-            if request.disconnected:
-                raise ClientDisconnected("the client disconnected before sending the whole body")
             return False
         if request.disconnected:
             raise ClientDisconnected("the client disconnected before sending the whole body")
+        receiver = request.receiver
+        if receiver is None:
+            # No receiver task (yet): read receive() from this greenlet.
+            request.receiving = True
+            try:
+                request.take(await_(request.receive()))
+            finally:
+                request.receiving = False
+            if request.want_receiver and not request.disconnected:
+                request.start_receiver()
+            if request.disconnected:
+                raise ClientDisconnected("the client disconnected before sending the whole body")
+            return True
+        _wake(request.space)  # the receiver may read on
+        request.space = None
         request.reader = reader = request.loop.create_future()
         await_(reader)
         return True
@@ -350,43 +388,92 @@ def _check_response(
     status: str, headers: list[tuple[str, str]]
 ) -> tuple[int, list[tuple[bytes, bytes]], int]:
     """PEP 3333's rules on status and headers; the ASGI status, headers and Content-Length."""
-    if type(status) is not str:
-        raise TypeError(f"the status must be a str, not {type(status).__name__}: {status!r}")
-    if not _STATUS.match(status):
-        raise ValueError(f"the status must be 'NNN Reason phrase', not {status!r}")
+    code = _STATUS_CODES.get(status) if type(status) is str else None
+    if code is None:
+        code = _check_status(status)
     if type(headers) is not list:
         raise TypeError(f"the headers must be a list, not {type(headers).__name__}")
     out = []
     length = -1
+    names = _HEADER_NAMES
     for item in headers:
         if type(item) is not tuple or len(item) != 2:
             raise TypeError(f"each header must be a (name, value) tuple, not {item!r}")
         name, value = item
-        if type(name) is not str or type(value) is not str:
-            raise TypeError(f"header names and values must be str: {item!r}")
-        if not _TOKEN.match(name):
-            raise ValueError(f"invalid header name {name!r}")
+        if type(value) is not str:
+            raise TypeError(f"header values must be str: {item!r}")
+        lower = names.get(name) if type(name) is str else None
+        if lower is None:
+            lower = _check_name(name)
         if _BAD_VALUE.search(value):
             raise ValueError(f"invalid character (control, CR or LF) in header {name}: {value!r}")
-        lower = name.lower()
-        if lower in _HOP_BY_HOP:
-            raise ValueError(
-                f"hop-by-hop header {name!r} is the server's business, "
-                "not the WSGI application's (PEP 3333)"
-            )
         try:
             encoded = value.encode("latin-1")
         except UnicodeEncodeError:
             raise ValueError(
                 f"header {name} is not latin-1 (PEP 3333: encode it, e.g. RFC 2047): {value!r}"
             ) from None
-        if lower == "content-length":
+        if lower == b"content-length":
             try:
                 length = int(value)
             except ValueError:
                 raise ValueError(f"invalid Content-Length: {value!r}") from None
-        out.append((lower.encode("latin-1"), encoded))
-    return int(status[:3]), out, length
+        out.append((lower, encoded))
+    return code, out, length
+
+
+# What was checked once need not be again: statuses and header names an app
+# sends are few (bounded, in case an app makes them up per request).
+_STATUS_CODES: dict[str, int] = {}
+_HEADER_NAMES: dict[str, bytes] = {}
+_CACHE_SIZE = 512
+
+
+def _check_status(status: object) -> int:
+    if type(status) is not str:
+        raise TypeError(f"the status must be a str, not {type(status).__name__}: {status!r}")
+    if not _STATUS.match(status):
+        raise ValueError(f"the status must be 'NNN Reason phrase', not {status!r}")
+    code = int(status[:3])
+    if len(_STATUS_CODES) < _CACHE_SIZE:
+        _STATUS_CODES[status] = code
+    return code
+
+
+def _check_name(name: object) -> bytes:
+    if type(name) is not str:
+        raise TypeError(f"header names must be str, not {type(name).__name__}: {name!r}")
+    if not _TOKEN.match(name):
+        raise ValueError(f"invalid header name {name!r}")
+    lower = name.lower()
+    if lower in _HOP_BY_HOP:
+        raise ValueError(
+            f"hop-by-hop header {name!r} is the server's business, "
+            "not the WSGI application's (PEP 3333)"
+        )
+    encoded = lower.encode("latin-1")
+    if len(_HEADER_NAMES) < _CACHE_SIZE:
+        _HEADER_NAMES[name] = encoded
+    return encoded
+
+
+def _environ_key(raw_name: bytes) -> str:
+    """The environ key of a request header ("" to drop it); remembered."""
+    name = raw_name.decode("latin-1").lower()
+    if "_" in name:
+        key = ""  # (it could pass for its "-" twin: dropped, as gunicorn and nginx do)
+    elif name == "content-type":
+        key = "CONTENT_TYPE"
+    elif name == "content-length":
+        key = "CONTENT_LENGTH"
+    else:
+        key = "HTTP_" + name.upper().replace("-", "_")
+    if len(_ENVIRON_KEYS) < _CACHE_SIZE:
+        _ENVIRON_KEYS[raw_name] = key
+    return key
+
+
+_ENVIRON_KEYS: dict[bytes, str] = {}
 
 
 def _serve(app: WSGIApp, environ: Environ, request: _Request) -> None:
@@ -431,6 +518,9 @@ def _serve(app: WSGIApp, environ: Environ, request: _Request) -> None:
             )
         )
         await_(send({"type": "http.response.body", "body": b"Internal Server Error"}))
+
+
+_serve_green = async_(_serve)
 
 
 class WSGIMiddleware:
@@ -483,7 +573,7 @@ class WSGIMiddleware:
 
     Only HTTP requests are served; the lifespan protocol is acknowledged
     (WSGI has none); a websocket is refused (the server answers 403).
-    Needs an asyncio loop (uvloop included), like `greenbridge.spawn`.
+    Needs an asyncio loop (uvloop included).
     """
 
     def __init__(
@@ -515,20 +605,23 @@ class WSGIMiddleware:
         loop = asyncio.get_running_loop()
         request = _Request(receive, send, loop)
         environ = self.environ(scope, _Input(request))
-        task = request.task = spawn(_serve, self.app, environ, request)
-        receiver = loop.create_task(_receiver(request))
+        request.task = asyncio.current_task(loop)
+        watch = loop.call_later(WATCH_AFTER, _watch, request)
         try:
-            await task
+            await _serve_green(self.app, environ, request)
         except asyncio.CancelledError:
-            # Cancelled by the receiver (the client left): the request is
-            # over, nothing to answer.  Cancelled from outside (the server
-            # shuts down): our await cancelled the task too, and it has
-            # ended (the iterable closed) by the time we get here.
-            if task.cancelled() and request.disconnected:
-                return
-            raise
+            # Cancelled by the receiver, the client having left: the request
+            # is over, nothing to answer.  Cancelled by the server: the
+            # greenlet has ended (the iterable closed), the error goes on.
+            if not request.cancelled:
+                raise
+            uncancel = getattr(request.task, "uncancel", None)  # (Python 3.11+)
+            if uncancel is not None:
+                uncancel()
         finally:
-            receiver.cancel()
+            watch.cancel()
+            if request.receiver is not None:
+                request.receiver.cancel()
 
     def environ(self, scope: Scope, body: Any) -> Environ:
         """PEP 3333's environ for the ASGI HTTP ``scope``, ``body`` as ``wsgi.input``."""
@@ -538,7 +631,8 @@ class WSGIMiddleware:
         if raw:
             # PEP 3333: the path's bytes, percent-decoded, as latin-1 (the
             # decoded ``path`` lost bytes that are not UTF-8).
-            path_info = unquote_to_bytes(raw.partition(b"?")[0]).decode("latin-1")
+            raw = raw.partition(b"?")[0]
+            path_info = (unquote_to_bytes(raw) if b"%" in raw else raw).decode("latin-1")
         else:
             path_info = scope["path"].encode("utf-8").decode("latin-1")
         if script_name and path_info.startswith(script_name):
@@ -570,17 +664,14 @@ class WSGIMiddleware:
         if client is not None:
             environ["REMOTE_ADDR"] = client[0]
             environ["REMOTE_PORT"] = str(client[1])
+        keys = _ENVIRON_KEYS
         for raw_name, raw_value in scope.get("headers", ()):
-            name = raw_name.decode("latin-1")
-            value = raw_value.decode("latin-1")
-            if "_" in name:
+            key = keys.get(raw_name)
+            if key is None:
+                key = _environ_key(raw_name)
+            if not key:
                 continue
-            if name == "content-type":
-                key = "CONTENT_TYPE"
-            elif name == "content-length":
-                key = "CONTENT_LENGTH"
-            else:
-                key = "HTTP_" + name.upper().replace("-", "_")
+            value = raw_value.decode("latin-1")
             if key in environ:
                 value = environ[key] + ("; " if key == "HTTP_COOKIE" else ", ") + value
             environ[key] = value
