@@ -151,6 +151,9 @@ class Worker(base.Worker):  # type: ignore[misc]
             app = WSGIMiddleware(app, multiprocess=cfg.workers > 1)
         kwargs: dict[str, Any] = {
             "log_config": None,
+            # (As gunicorn's own workers: no access log unless --access-logfile;
+            # formatting a record per request costs.)
+            "access_log": bool(cfg.accesslog),
             "lifespan": "auto" if asgi else "off",
             "timeout_keep_alive": cfg.keepalive,
             "timeout_notify": self.timeout,
