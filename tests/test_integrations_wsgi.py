@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import importlib.util
 import json
 import logging
 import socket
@@ -31,6 +32,17 @@ from greenbridge.green import time as green_time  # noqa: E402
 from greenbridge.integrations.wsgi import WSGIMiddleware  # noqa: E402
 
 from .web_servers import Uvicorn  # noqa: E402
+
+# uvicorn's two HTTP implementations (httptools when installed: uvicorn[standard]).
+HTTP_IMPLEMENTATIONS = [
+    "h11",
+    pytest.param(
+        "httptools",
+        marks=pytest.mark.skipif(
+            importlib.util.find_spec("httptools") is None, reason="httptools is not installed"
+        ),
+    ),
+]
 
 MAX_GAP = 0.25  # generous on a busy 2-core CI machine; a stalled loop shows seconds
 
@@ -265,7 +277,8 @@ def _failing_chunks(after: int) -> Iterator[bytes]:
     raise RuntimeError("boom in the body")
 
 
-def test_errors_and_close(caplog: pytest.LogCaptureFixture) -> None:
+@pytest.mark.parametrize("http", HTTP_IMPLEMENTATIONS)
+def test_errors_and_close(caplog: pytest.LogCaptureFixture, http: str) -> None:
     log: list[str] = []
 
     def app(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
@@ -324,7 +337,7 @@ def test_errors_and_close(caplog: pytest.LogCaptureFixture) -> None:
 
     with (
         caplog.at_level(logging.ERROR, logger="greenbridge.integrations.wsgi"),
-        Uvicorn(WSGIMiddleware(app)) as server,
+        Uvicorn(WSGIMiddleware(app), http=http) as server,
         httpx.Client(base_url=server.url) as client,
     ):
         assert client.get("/").text == "ok"
@@ -449,7 +462,8 @@ def test_flask_streamed_response_arrives_in_chunks() -> None:
 # ---------------------------------------------------------------- disconnects
 
 
-def test_client_disconnect_mid_response_cancels_and_closes() -> None:
+@pytest.mark.parametrize("http", HTTP_IMPLEMENTATIONS)
+def test_client_disconnect_mid_response_cancels_and_closes(http: str) -> None:
     events: list[str] = []
     ended = threading.Event()
 
@@ -471,7 +485,7 @@ def test_client_disconnect_mid_response_cancels_and_closes() -> None:
         start_response("200 OK", [("Content-Type", "text/plain")])
         return Endless()
 
-    with Uvicorn(WSGIMiddleware(app)) as server:
+    with Uvicorn(WSGIMiddleware(app), http=http) as server:
         with socket.create_connection(("127.0.0.1", server.port)) as sock:
             sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
             received = b""

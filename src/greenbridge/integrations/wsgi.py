@@ -332,9 +332,13 @@ class _Response:
                 "(to replace the headers after an error, pass exc_info=sys.exc_info())"
             )
         self.status, self.headers, length = _check_response(status, headers)
-        # Content-Length counts the body only where there is one (a HEAD's
-        # or a 304's gives the length of the body it does not send).
-        self.remaining = length if self.counts and self.status not in _NO_BODY else -1
+        if self.status in _NO_BODY:
+            # A 304's Content-Length is that of the body it does not send;
+            # some servers (uvicorn with httptools) take it for a promise.
+            self.headers = [h for h in self.headers if h[0] != b"content-length"]
+            length = -1
+        # (Nor does a HEAD's Content-Length count a body.)
+        self.remaining = length if self.counts else -1
         return self.write
 
     def _start(self) -> None:
