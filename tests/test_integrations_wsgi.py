@@ -102,6 +102,10 @@ def make_flask() -> flask.Flask:
 
         return flask.Response(chunks(), mimetype="text/plain")
 
+    @app.get("/empty")
+    def empty() -> Any:
+        return ""
+
     @app.get("/boom")
     def boom() -> Any:
         raise ValueError("boom in a view")
@@ -117,6 +121,7 @@ def test_flask_answers_like_its_test_client() -> None:
     app = make_flask()
     app.testing = False
     paths = ["/hello/world?q=1", "/hello/%C3%A9t%C3%A9", "/stream", "/missing", "/hello/x?q=a+b"]
+    paths += ["/empty"]
     native = app.test_client()
     with Uvicorn(WSGIMiddleware(app)) as server, httpx.Client(base_url=server.url) as client:
         for path in paths:
@@ -330,6 +335,9 @@ def test_errors_and_close(caplog: pytest.LogCaptureFixture, http: str) -> None:
         if path == "/not-modified":  # (Content-Length of a body not sent)
             start_response("304 Not Modified", [("Content-Length", "100"), ("ETag", '"x"')])
             return _Closing([], log)
+        if path == "/empty":  # (Content-Length: 0, and no chunk to end the response)
+            start_response("200 OK", [("Content-Length", "0")])
+            return _Closing([b""], log)
         if path == "/no-start":
             return _Closing([b"abc"], log)
         start_response("200 OK", [("Content-Length", "2")])
@@ -358,6 +366,8 @@ def test_errors_and_close(caplog: pytest.LogCaptureFixture, http: str) -> None:
             response = client.get(path)
             assert (response.status_code, response.text) == (500, "Internal Server Error"), path
             assert any(r.exc_info for r in caplog.records), path  # the traceback is logged
+        empty = client.get("/empty")
+        assert (empty.status_code, empty.content) == (200, b"")
         not_modified = client.get("/not-modified")
         assert (not_modified.status_code, not_modified.content) == (304, b"")
         exc_info = client.get("/exc-info")
@@ -366,7 +376,7 @@ def test_errors_and_close(caplog: pytest.LogCaptureFixture, http: str) -> None:
             with pytest.raises(httpx.RemoteProtocolError):
                 client.get(path)  # the response is cut short
     # close() after success, each error with an iterable, and the exc_info cases.
-    _eventually(lambda: log == ["closed"] * 9)
+    _eventually(lambda: log == ["closed"] * 10)
     assert server.max_gap < MAX_GAP
 
 

@@ -378,7 +378,7 @@ class _Response:
     def finish(self) -> None:
         if not self.started:
             self._start()
-        if self.remaining == 0:
+        if self.request.complete:
             return  # (the last chunk ended it)
         if self.remaining > 0:
             raise RuntimeError(
