@@ -11,11 +11,13 @@ benchmarks/web_wsgi_app.py):
                                psycopg2-binary, psycogreen: gevent patches the whole process)
 Workloads:
   upstream  GET /upstream/<i>: one `requests` call to an upstream answering after 50 ms
+  hello     GET /hello/<i>: no I/O, a small JSON answer (what the servers themselves cost)
   db        GET /db/<i>: SELECT pg_sleep(0.05) on SQLAlchemy's pool of 20 psycopg2
             connections, then a Jinja template (needs PostgreSQL at 127.0.0.1:5432)
 The load: --clients keep-alive connections (a small raw asyncio client in this
 process) for --seconds after a 1 s warm-up; requests/s, p50 and p99 latency,
-and each contender's requests/s as a ratio to the best anchor (non-greenbridge).
+the server's CPU time per request (all its processes), and each contender's
+requests/s as a ratio to the best anchor (non-greenbridge).
 
 Run: python benchmarks/bench_web_wsgi.py [--workload upstream|db|both]
      [--clients 200] [--seconds 10] [--gevent-python /path/to/venv/bin/python]
@@ -58,12 +60,37 @@ def wait_for_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 30)
     raise TimeoutError(f"nothing listens on port {port} after {timeout} s")
 
 
+def cpu_seconds(root: int) -> float:
+    """CPU time (user + system) of process ``root`` and its descendants (Linux; else 0)."""
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return 0.0
+    stats: dict[int, tuple[int, float]] = {}  # pid -> (parent, seconds)
+    tick = os.sysconf("SC_CLK_TCK")
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rpartition(")")[2].split()
+        except OSError:
+            continue
+        stats[int(entry)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / tick)
+    total, todo = 0.0, [root]
+    while todo:
+        pid = todo.pop()
+        total += stats.get(pid, (0, 0.0))[1]
+        todo.extend(child for child, (parent, _) in stats.items() if parent == pid)
+    return total
+
+
 @contextmanager
-def process(args: list[str], port: int, env: dict[str, str]) -> Iterator[None]:
+def process(args: list[str], port: int, env: dict[str, str]) -> Iterator[int]:
     proc = subprocess.Popen(args, env=env, cwd=HERE)
     try:
         wait_for_port(port, proc)
-        yield
+        yield proc.pid
     finally:
         proc.terminate()
         try:
@@ -148,7 +175,7 @@ def percentile(values: list[float], q: float) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--workload", choices=["upstream", "db", "both"], default="both")
+    parser.add_argument("--workload", choices=["upstream", "db", "hello", "both"], default="both")
     parser.add_argument("--clients", type=int, default=200)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--delay", type=float, default=0.05, help="upstream delay (s)")
@@ -170,20 +197,28 @@ def main() -> None:
                     continue
                 port = free_port()
                 argv = [a.replace("{port}", str(port)) for a in server]
-                with process(argv, port, dict(env, GB_BENCH_MODE=mode)):
+                with process(argv, port, dict(env, GB_BENCH_MODE=mode)) as pid:
                     prefix = f"/{workload}"
                     asyncio.run(drive(port, prefix, args.clients, 1.0))  # warm-up
+                    cpu = cpu_seconds(pid)
                     lat, errors = asyncio.run(drive(port, prefix, args.clients, args.seconds))
+                    cpu = cpu_seconds(pid) - cpu
                 lat.sort()
-                rows.append((name, len(lat) / args.seconds, lat, errors))
+                rows.append((name, len(lat) / args.seconds, lat, errors, cpu / max(1, len(lat))))
             anchors = [r[1] for r in rows if not r[0].startswith("greenbridge")]
             best = max(anchors) if anchors else None
             print(f"\n{workload}: {args.clients} clients, {args.seconds:g} s, delay 50 ms")
-            print(f"  {'':30s} {'req/s':>8s} {'p50 ms':>8s} {'p99 ms':>8s} {'errors':>7s}  ratio")
-            for name, rps, lat, errors in rows:
+            print(
+                f"  {'':30s} {'req/s':>8s} {'p50 ms':>8s} {'p99 ms':>8s} {'errors':>7s}"
+                f" {'CPU ms/req':>10s}  ratio"
+            )
+            for name, rps, lat, errors, cpu in rows:
                 ratio = f"x{rps / best:.2f}" if best else ""
                 p50, p99 = percentile(lat, 50) * 1000, percentile(lat, 99) * 1000
-                print(f"  {name:30s} {rps:8.0f} {p50:8.1f} {p99:8.1f} {errors:7d}  {ratio}")
+                print(
+                    f"  {name:30s} {rps:8.0f} {p50:8.1f} {p99:8.1f} {errors:7d}"
+                    f" {cpu * 1000:10.2f}  {ratio}"
+                )
 
 
 if __name__ == "__main__":

@@ -10,8 +10,8 @@
 - ``gevent``: for gunicorn's gevent worker (which monkey-patches the stdlib),
   with psycogreen for psycopg2.
 
-Routes: ``/upstream/<i>`` (one ``requests`` call to the upstream, which
-answers after its delay) and ``/db/<i>`` (``SELECT pg_sleep(0.05)`` through
+Routes: ``/hello/<i>`` (no I/O: the servers' own cost), ``/upstream/<i>``
+(one ``requests`` call to the upstream, which answers after its delay) and ``/db/<i>`` (``SELECT pg_sleep(0.05)`` through
 SQLAlchemy's pool of ``GB_BENCH_POOL`` connections, then a template).
 ``GB_BENCH_UPSTREAM`` and ``GB_BENCH_DB`` say where the services are.
 """
@@ -61,6 +61,11 @@ PAGE = """<!doctype html>
 # Compiled once, as render_template() does with its cache (render_template_string()
 # would compile it on every request: a millisecond of CPU that is nobody's point).
 TEMPLATE = app.jinja_env.from_string(PAGE)
+
+
+@app.get("/hello/<int:item>")
+def hello(item: int) -> Any:
+    return {"item": item}
 
 
 @app.get("/upstream/<int:item>")
