@@ -11,8 +11,9 @@
   with psycogreen for psycopg2.
 
 Routes: ``/hello/<i>`` (no I/O: the servers' own cost), ``/upstream/<i>``
-(one ``requests`` call to the upstream, which answers after its delay) and ``/db/<i>`` (``SELECT pg_sleep(0.05)`` through
-SQLAlchemy's pool of ``GB_BENCH_POOL`` connections, then a template).
+(one ``requests`` call to the upstream, which answers after its delay) and
+``/db/<i>`` (``SELECT pg_sleep(0.05)`` through SQLAlchemy's pool of
+``GB_BENCH_POOL`` connections, then a template).
 ``GB_BENCH_UPSTREAM`` and ``GB_BENCH_DB`` say where the services are.
 """
 
