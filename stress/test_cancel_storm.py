@@ -49,7 +49,7 @@ from _scale import scaled
 from tests.helpers import BACKENDS, Backend
 
 import greenbridge
-from greenbridge import _bridge, _hub
+from greenbridge import _hub, _trampoline
 from greenbridge.green import queue as green_queue
 from greenbridge.green import socket as green_socket
 from greenbridge.green import threading as green_threading
@@ -415,11 +415,11 @@ def _check_between_waves(st: Stats) -> int:
     workers = timers = 0
     for o in gc.get_objects():
         cls = type(o)
-        if cls is _bridge._Worker and not o.dead:
+        if cls is _trampoline.Worker and not o.dead:
             workers += 1
         elif cls.__name__ == "TimerHandle" and cls.__module__ == "uvloop.loop":
             timers += not o.cancelled()
-    pool = len(_bridge._parked_workers())  # every per-depth pool of this thread
+    pool = len(_trampoline.parked_workers())  # every per-depth pool of this thread
     if workers != pool:
         st.problems.append(f"between waves: {workers} live worker greenlets, {pool} in the pools")
     return timers

@@ -77,9 +77,9 @@ _started: list[bool] = []  # [True] once the first test's setup froze the import
 
 
 def _kind(cls: type) -> str:
-    from greenbridge._bridge import _Worker
+    from greenbridge._trampoline import Worker
 
-    if issubclass(cls, _Worker):
+    if issubclass(cls, Worker):
         return "worker"
     if issubclass(cls, (asyncio.Task, asyncio.tasks._PyTask)):  # type: ignore[attr-defined]
         return "task"
@@ -189,11 +189,12 @@ class _Suspects:
 def _suspects(
     tasks: list[Any], before_threads: set[threading.Thread], before_fds: set[tuple[int, str]]
 ) -> _Suspects:
-    from greenbridge._bridge import _parked_workers, _state
+    from greenbridge._private_loop import current_private_loop
+    from greenbridge._trampoline import parked_workers
 
     found = _Suspects()
-    private_loop = _state.private_loop
-    pooled = {id(w) for w in _parked_workers()}
+    private_loop = current_private_loop()
+    pooled = {id(w) for w in parked_workers()}
     for worker in list(_workers):
         if worker.dead or not worker or id(worker) in pooled:  # dead, unstarted or parked
             _seen.discard(worker)  # (a worker reported once may be reused later)
@@ -233,7 +234,7 @@ def _leaks(
     before_threads: set[threading.Thread], before_fds: set[tuple[int, str]], grace: float
 ) -> list[str]:
     """What the test left behind (marking all of it as seen), as report lines."""
-    from greenbridge._bridge import _state
+    from greenbridge._private_loop import current_private_loop
 
     gc.collect()
     tasks = _scan()
@@ -266,7 +267,7 @@ def _leaks(
         listed = ", ".join(f"{what} fd {fd}: {cb!r}" for fd, what, cb in regs)
         report.append(f"open event loop {loop!r} with registrations: {listed}")
     for fd, what, cb in found.private:
-        _seen_registrations.add((id(_state.private_loop), fd, what))
+        _seen_registrations.add((id(current_private_loop()), fd, what))
         report.append(f"{what} left on the private loop, fd {fd}: {cb!r}")
     for task in found.tasks:
         _seen.add(task)

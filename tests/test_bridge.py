@@ -490,17 +490,17 @@ def test_workers_are_reused_and_keep_nothing(aio: Backend) -> None:
 
 
 def test_pool_is_bounded(aio: Backend) -> None:
-    from greenbridge import _bridge
+    from greenbridge import _trampoline
 
     def wait() -> None:
         await_(asyncio.sleep(0.01))
 
     async def main() -> None:
-        await asyncio.gather(*(async_(wait)() for _ in range(_bridge.POOL_SIZE * 3)))
+        await asyncio.gather(*(async_(wait)() for _ in range(_trampoline.POOL_SIZE * 3)))
 
     aio.run(main)
-    assert len(_bridge._state.pools) <= _bridge.MAX_DEPTHS
-    assert all(len(pool) <= _bridge.POOL_SIZE for pool in _bridge._state.pools.values())
+    assert len(_trampoline.thread_pools()) <= _trampoline.MAX_DEPTHS
+    assert all(len(pool) <= _trampoline.POOL_SIZE for pool in _trampoline.thread_pools().values())
 
 
 def test_functools_partial_and_methods(backend: Backend) -> None:
@@ -536,7 +536,7 @@ def test_await_from_code_run_between_our_bytecodes(aio: Backend) -> None:
     while the outer awaitable is suspended on a trap; its own await_ must
     get a stepper of its own and leave the outer one alone.
     """
-    from greenbridge import _bridge
+    from greenbridge import _trampoline
 
     log: list[Any] = []
     armed: list[bool] = []
@@ -552,7 +552,7 @@ def test_await_from_code_run_between_our_bytecodes(aio: Backend) -> None:
             return value
 
     def tracer(frame: Any, event: str, arg: Any) -> Any:
-        if frame.f_code is _bridge._step.__code__:
+        if frame.f_code is _trampoline.step.__code__:
             return local_tracer
         return None
 

@@ -234,7 +234,7 @@ def test_sync_code_ignoring_close_behaves_as_a_native_coroutine(aio: Backend) ->
 
 
 def test_nothing_leaks_after_many_cancelled_calls(aio: Backend) -> None:
-    from greenbridge import _bridge
+    from greenbridge import _trampoline
 
     class Marker:
         pass
@@ -246,7 +246,9 @@ def test_nothing_leaks_after_many_cancelled_calls(aio: Backend) -> None:
         return {
             id(g)
             for g in gc.get_objects()
-            if isinstance(g, _bridge._Worker) and not g.dead and g not in _bridge._parked_workers()
+            if isinstance(g, _trampoline.Worker)
+            and not g.dead
+            and g not in _trampoline.parked_workers()
         }
 
     before = live_workers()
@@ -269,8 +271,8 @@ def test_nothing_leaks_after_many_cancelled_calls(aio: Backend) -> None:
     gc.collect()
     assert len(refs) == 500
     assert all(ref() is None for ref in refs)
-    assert len(_bridge._state.pools) <= _bridge.MAX_DEPTHS
-    assert all(len(pool) <= _bridge.POOL_SIZE for pool in _bridge._state.pools.values())
+    assert len(_trampoline.thread_pools()) <= _trampoline.MAX_DEPTHS
+    assert all(len(pool) <= _trampoline.POOL_SIZE for pool in _trampoline.thread_pools().values())
     assert live_workers() <= before, "only pooled workers may stay alive"
 
 

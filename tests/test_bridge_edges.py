@@ -660,7 +660,7 @@ def test_warning_stacklevel_2_in_the_function_run_by_async_points_at_greenbridge
         asyncio.run(bridged())
     native_warning, bridged_warning = caught
     assert native_warning.filename == __file__
-    assert bridged_warning.filename == greenbridge._bridge.__file__
+    assert bridged_warning.filename == greenbridge._trampoline.__file__
 
 
 # ---------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+import greenbridge
 from greenbridge import async_, await_, spawn
 
 from .helpers import Backend
@@ -180,3 +181,49 @@ def test_spawn_in_threads(aio: Backend) -> None:
     for t in threads:
         t.join(30)
     assert outs == [list(range(1, 21))] * 4
+
+
+# SQLAlchemy's greenlets can suspend (greenbridge._where.can_suspend): what
+# greenbridge does in its own workers because await_ can suspend there, it does
+# there too.
+
+
+def test_reentrant_run_inside_a_sqlalchemy_greenlet(aio: Backend) -> None:
+    """allow_reentrant_run(): asyncio.run() in SQLAlchemy's greenlet waits on the
+    running loop (through SQLAlchemy's driver), as in sync code run by async_."""
+
+    def sa_sync(x: int) -> int:
+        return asyncio.run(double_later(x))
+
+    async def main() -> int:
+        with greenbridge.allow_reentrant_run():
+            return int(await greenlet_spawn(sa_sync, 21))
+
+    assert aio.run(main) == 42
+
+
+def test_sync_iter_closed_early_inside_a_sqlalchemy_greenlet(aio: Backend) -> None:
+    """A sync_iter() loop left early in SQLAlchemy's greenlet closes the async
+    generator at once (its finally block runs before the next statement), as
+    ``async for`` with aclose() would, and as in sync code run by async_."""
+    log: list[str] = []
+
+    async def numbers() -> Any:
+        try:
+            for i in range(10):
+                yield i
+        finally:
+            await asyncio.sleep(0)
+            log.append("closed")
+
+    def sa_sync() -> list[str]:
+        for n in greenbridge.sync_iter(numbers()):
+            if n == 2:
+                break
+        log.append("after the loop")
+        return list(log)
+
+    async def main() -> list[str]:
+        return list(await greenlet_spawn(sa_sync))
+
+    assert aio.run(main) == ["closed", "after the loop"]

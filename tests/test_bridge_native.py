@@ -19,7 +19,7 @@ from typing import Any, cast
 import greenlet
 import pytest
 
-from greenbridge import _bridge, async_, await_, spawn
+from greenbridge import _trampoline, async_, await_, spawn
 
 from .helpers import Backend
 
@@ -189,9 +189,9 @@ def test_more_depths_than_pools_keep_matching_headroom(backend: Backend) -> None
     async def main() -> list[tuple[int, int]]:
         seen = []
         for _ in range(2):
-            for k in range(0, 40 * (_bridge.MAX_DEPTHS + 3), 40):
+            for k in range(0, 40 * (_trampoline.MAX_DEPTHS + 3), 40):
                 seen.append(await at(k))
-        assert len(_bridge._state.pools) <= _bridge.MAX_DEPTHS
+        assert len(_trampoline.thread_pools()) <= _trampoline.MAX_DEPTHS
         return seen
 
     for plain, bridged in backend.run(main):
@@ -211,13 +211,13 @@ def test_a_worker_busy_while_its_pool_is_evicted_ends_when_done(aio: Backend) ->
         await asyncio.sleep(0)
         (worker,) = workers
         home = worker.home
-        for k in range(1, _bridge.MAX_DEPTHS + 2):  # new depths evict every older pool
+        for k in range(1, _trampoline.MAX_DEPTHS + 2):  # new depths evict every older pool
             await _at_depth(k * 7, _plain_and_bridged)
-        assert all(pool is not home for pool in _bridge._state.pools.values())
+        assert all(pool is not home for pool in _trampoline.thread_pools().values())
         release.set_result("done")
         assert await busy == "done"
         assert worker.dead and not home  # it ended instead of parking in the evicted pool
-        assert len(_bridge._state.pools) <= _bridge.MAX_DEPTHS
+        assert len(_trampoline.thread_pools()) <= _trampoline.MAX_DEPTHS
 
     aio.run(main)
 
@@ -393,9 +393,9 @@ def test_a_new_worker_does_not_keep_its_first_call_arguments(backend: Backend) -
 
 def _busy_workers() -> int:
     gc.collect()
-    parked = {id(worker) for worker in _bridge._parked_workers()}
+    parked = {id(worker) for worker in _trampoline.parked_workers()}
     return sum(
-        isinstance(g, _bridge._Worker) and not g.dead and id(g) not in parked
+        isinstance(g, _trampoline.Worker) and not g.dead and id(g) not in parked
         for g in gc.get_objects()
     )
 

@@ -907,8 +907,18 @@ EXCINFO_EXAMPLE = Node("excinfo", children=(Node("value", sync=True),))
 # in at an await_ below an except block is chained to it at once, where in the
 # all-coroutine twin it is chained only when it passes that block's coroutine
 # (the context seen above the block is the same; docs/limits.md).
+#
+# A failed task awaited by another is thrown in the same way (a C Task throws
+# its child's exception into the awaiting coroutine), so under asyncio
+# ``spawn`` and ``gather`` of a raising child hit the same fast path:
+# ``async def inner(): with suppress(): await create_task(fails())`` leaves
+# ``sys.exc_info()`` empty in the coroutine that awaited ``inner()`` below an
+# except block, on 3.11 to 3.13.  trio's nursery re-raises on exit instead.
 _THROW_KINDS = ("cancel", "timeout", "shield")
-EXCINFO_ASYNCIO_KINDS = tuple(k for k in ASYNCIO_KINDS if k not in _THROW_KINDS)
+_TASK_FAILURE_KINDS = ("spawn", "gather")
+EXCINFO_ASYNCIO_KINDS = tuple(
+    k for k in ASYNCIO_KINDS if k not in _THROW_KINDS + _TASK_FAILURE_KINDS
+)
 EXCINFO_TRIO_KINDS = tuple(k for k in TRIO_KINDS if k not in _THROW_KINDS)
 
 

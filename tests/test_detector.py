@@ -7,6 +7,7 @@ checks the report: the innermost frame, the duration, the logging record.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import socket
@@ -21,12 +22,13 @@ from typing import Any
 import pytest
 
 import greenbridge
-from greenbridge import BlockingReport, detect_blocking
+from greenbridge import BlockingReport, _detector, detect_blocking
 
 from .helpers import Backend
 
 BLOCK = 0.3
 THRESHOLD = 0.1
+PACKAGE_DIR = os.path.dirname(os.path.abspath(greenbridge.__file__)) + os.sep
 
 
 def sleeper() -> None:
@@ -104,6 +106,7 @@ def test_names_the_blocking_frame(backend: Backend, fn: Callable[[], Any], marke
     assert report.threshold == THRESHOLD
     # No loop machinery or greenbridge internals in the stack.
     assert all("asyncio" not in f.filename and "_bridge.py" not in f.filename for f in report.stack)
+    assert not any(f.filename.startswith(PACKAGE_DIR) for f in report.stack)
     if backend.is_asyncio:
         assert report.task is not None and "Task" in report.task
 
@@ -250,6 +253,49 @@ def test_a_stopped_loop_is_not_a_blocked_one() -> None:
     assert reports == []
 
 
+# Files of greenbridge now and after splits: the detector must not care which.
+PACKAGE_FILES = [
+    "_bridge.py",
+    "_portal.py",
+    "_hub.py",
+    "_trampoline.py",
+    "_park.py",
+    "_private_loop.py",
+    "_hub/_asyncio.py",
+    "_hub/_trio.py",
+    "green/_util.py",
+    "green/_locks.py",
+    "drivers/psycopg.py",
+    "__main__.py",
+]
+
+
+@pytest.mark.parametrize("name", PACKAGE_FILES)
+def test_greenbridge_frames_are_known_by_directory(name: str) -> None:
+    """Any file under the package is machinery, left out of a report, whatever its name."""
+    filename = os.path.join(PACKAGE_DIR, *name.split("/"))
+    assert _detector.internal_file(filename)
+    namespace: dict[str, Any] = {}
+    code = "def machinery(callback):\n    return callback()\n"
+    exec(compile(code, filename, "exec"), namespace)
+
+    def user_code() -> Any:
+        return sys._getframe()
+
+    stack = _detector._extract(namespace["machinery"](user_code))
+    names = [f.name for f in stack]
+    assert "machinery" not in names
+    assert names[-2:] == ["test_greenbridge_frames_are_known_by_directory", "user_code"]
+
+
+def test_other_files_are_not_greenbridge_frames() -> None:
+    assert _detector.internal_file(asyncio.events.__file__)
+    assert not _detector.internal_file(__file__)
+    assert not _detector.internal_file(threading.__file__)
+    # A neighbour whose name starts like the package's is not the package.
+    assert not _detector.internal_file(PACKAGE_DIR.rstrip(os.sep) + "_extras" + os.sep + "x.py")
+
+
 def test_misuse() -> None:
     with pytest.raises(RuntimeError, match="needs an event loop.*pass loop="):
         detect_blocking()
@@ -311,9 +357,34 @@ def test_environment_variable(aio: Backend, tmp_path: Any) -> None:
 
 
 def test_environment_variable_invalid(tmp_path: Any) -> None:
-    result = run_script(tmp_path / "bad.py", "import greenbridge", "fast")
-    assert result.returncode != 0
-    assert "GREENBRIDGE_DETECT_BLOCKING='fast': expected a number of seconds" in result.stderr
+    # A typo in the environment must not stop the program: a warning, detector off.
+    code = (
+        "import asyncio, greenbridge\n"
+        "assert not hasattr(asyncio.BaseEventLoop.run_forever, '__wrapped__')\n"
+    )
+    result = run_script(tmp_path / "bad.py", code, "fast")
+    assert result.returncode == 0, result.stderr
+    assert "RuntimeWarning: GREENBRIDGE_DETECT_BLOCKING='fast' ignored" in result.stderr
+
+
+@pytest.mark.parametrize("value", ["fast", "-1", "nan", " 0.1s "])
+def test_environment_variable_warning(value: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(_detector.ENV_VAR, value)
+    message = (
+        f"GREENBRIDGE_DETECT_BLOCKING={value.strip()!r} ignored: expected a number of "
+        "seconds > 0 such as 0.1 (empty or 0: off); the blocking-call detector stays off"
+    )
+    with pytest.warns(RuntimeWarning) as caught:
+        assert _detector.watch_from_environment() is None
+    assert [str(w.message) for w in caught] == [message]
+    assert not hasattr(asyncio.BaseEventLoop.run_forever, "__wrapped__")
+
+
+@pytest.mark.parametrize("value", ["", "  ", "0", "0.0"])
+def test_environment_variable_off(value: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(_detector.ENV_VAR, value)
+    assert _detector.watch_from_environment() is None  # no warning (warnings are errors here)
+    assert not hasattr(asyncio.BaseEventLoop.run_forever, "__wrapped__")
 
 
 CLI_SCRIPT = """

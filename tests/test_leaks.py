@@ -74,7 +74,7 @@ def test_worker_left_suspended():
         kept.append(task)
 
     # The loop stays open: a task pending on a closed loop is unwound by the
-    # next full collection (greenbridge._bridge._unwind_dead_loops).
+    # next full collection (greenbridge._trampoline._unwind_dead_loops).
     loop = asyncio.new_event_loop()
     loop.run_until_complete(main())
     kept.append(loop)

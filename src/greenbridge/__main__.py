@@ -20,12 +20,20 @@ cancelled.
 
 from __future__ import annotations
 
+import asyncio
 import builtins
 import importlib.machinery
 import os
+import runpy
 import sys
 import types
+import zipfile
 from typing import Any
+
+from ._bridge import async_
+from ._detector import watch_all_loops
+from ._patcher import monkey_patch
+from .green import threading as green_threading
 
 USAGE = """\
 usage: python -m greenbridge [--uvloop] script.py [args...]
@@ -88,9 +96,7 @@ def _fresh_main_module() -> types.ModuleType:
 def _run_script(path: str, args: list[str]) -> None:
     sys.argv = [path, *args]
     sys.path[0] = os.path.dirname(os.path.abspath(path))
-    if os.path.isdir(path) or not path.endswith((".py", ".pyw")) and _is_zip(path):
-        import runpy
-
+    if os.path.isdir(path) or not path.endswith((".py", ".pyw")) and zipfile.is_zipfile(path):
         runpy.run_path(path, run_name="__main__")
         return
     with open(path, "rb") as f:
@@ -104,15 +110,7 @@ def _run_script(path: str, args: list[str]) -> None:
     exec(code, module.__dict__)
 
 
-def _is_zip(path: str) -> bool:
-    import zipfile
-
-    return zipfile.is_zipfile(path)
-
-
 def _run_module(name: str, args: list[str]) -> None:
-    import runpy
-
     sys.argv = [name, *args]  # runpy puts the module's file name in argv[0]
     sys.path[0] = os.getcwd()
     _fresh_main_module()
@@ -121,9 +119,7 @@ def _run_module(name: str, args: list[str]) -> None:
 
 def _program(script: str | None, module: str | None, args: list[str]) -> Any:
     """The main green thread: run the program, then wait for its non-daemon threads."""
-    from .green import threading as green_threading
-
-    green_threading._adopt_main_thread()
+    green_threading.adopt_main_thread()
     status: Any = 0
     try:
         if module is not None:
@@ -138,7 +134,7 @@ def _program(script: str | None, module: str | None, args: list[str]) -> Any:
         status = 1
     # As Python does at exit: wait until every non-daemon thread has ended.
     while True:
-        threads = green_threading._non_daemon_threads()
+        threads = green_threading.non_daemon_threads()
         if not threads:
             break
         for thread in threads:
@@ -147,8 +143,6 @@ def _program(script: str | None, module: str | None, args: list[str]) -> Any:
 
 
 def _new_loop(use_uvloop: bool) -> Any:
-    import asyncio
-
     if use_uvloop:
         try:
             import uvloop
@@ -159,8 +153,6 @@ def _new_loop(use_uvloop: bool) -> Any:
 
 
 def _cancel_leftovers(loop: Any) -> None:
-    import asyncio
-
     tasks = [t for t in asyncio.all_tasks(loop) if not t.done()]
     for task in tasks:
         task.cancel()
@@ -196,8 +188,6 @@ def main(argv: list[str] | None = None) -> Any:
     try:
         argv, detect_threshold = _take_detect_blocking(sys.argv[1:] if argv is None else argv)
         if detect_threshold is not None:
-            from ._detector import watch_all_loops
-
             watch_all_loops(detect_threshold)
         use_uvloop, script, module, args = _parse(argv)
         if script is not None and not os.path.exists(script):
@@ -210,11 +200,6 @@ def main(argv: list[str] | None = None) -> Any:
     except _Usage as exc:
         sys.stderr.write(f"{USAGE}\npython -m greenbridge: error: {exc}\n")
         return 2
-
-    import asyncio
-
-    from . import async_
-    from ._patcher import monkey_patch
 
     monkey_patch()
     asyncio.set_event_loop(loop)

@@ -20,7 +20,9 @@ from contextlib import AbstractAsyncContextManager
 from types import TracebackType
 from typing import Any, Generic, TypeVar, overload
 
-from ._bridge import MissingBridge, _running_loop, await_, has_portal
+from ._bridge import await_
+from ._errors import MissingBridge
+from ._where import can_suspend, running_loop
 
 __all__ = ["SyncContextManager", "SyncIterator", "sync_cm", "sync_iter"]
 
@@ -170,7 +172,9 @@ def _close(ait: AsyncIterator[Any]) -> None:
     aclose = getattr(ait, "aclose", None)
     if aclose is None:
         return
-    if has_portal() or _running_loop() is None:
+    # Where await_ can suspend (greenbridge's workers, SQLAlchemy's greenlets)
+    # or runs the private loop, close it now, as ``async for`` would.
+    if can_suspend() or running_loop() is None:
         _wait(aclose())
     # Otherwise (finalized by the garbage collector outside the bridge) the
     # async generator is left to its loop's own finalizer, which closes it.

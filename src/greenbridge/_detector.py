@@ -21,10 +21,18 @@ ran (the duration of the stall, a lower bound accurate to within
 Cost: one timer callback every ``interval`` on the loop and one wake-up of the
 watcher thread per ``interval``; nothing at all when no detector runs.
 
-The environment variable ``GREENBRIDGE_DETECT_BLOCKING=<seconds>``, read when
-greenbridge is imported, attaches a detector with that threshold to every
-asyncio or uvloop event loop when it starts running (this is how
-``python -m greenbridge`` honours it as well).
+Which frames are "greenbridge's own" (left out of a report, so that it shows
+the user's code): every file under the package's directory, whatever module
+it is, plus asyncio's.  The test is the directory, not a list of file names,
+so that moving code between greenbridge's modules never changes a report.
+
+The environment variable ``GREENBRIDGE_DETECT_BLOCKING=<seconds>`` is read at
+one point only: when ``greenbridge`` is imported (its ``__init__`` calls
+:func:`watch_from_environment` when the variable is set; this is how
+``python -m greenbridge`` honours it as well).  It attaches a detector with
+that threshold to every asyncio or uvloop event loop when it starts running.
+Empty or ``0`` means off; unset or empty, this module is not even imported.
+A value that is not a number of seconds is a `RuntimeWarning`, not an error.
 """
 
 from __future__ import annotations
@@ -32,18 +40,31 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import sys
 import threading
 import time
 import traceback
+import types
+import warnings
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import FrameType, TracebackType
 from typing import Any
 
-__all__ = ["BlockingDetector", "BlockingReport", "detect_blocking"]
+from ._where import trio_running
+
+__all__ = [
+    "ENV_VAR",
+    "BlockingDetector",
+    "BlockingReport",
+    "detect_blocking",
+    "internal_file",
+    "watch_all_loops",
+    "watch_from_environment",
+]
 
 logger = logging.getLogger("greenbridge.detector")
 
@@ -52,13 +73,22 @@ ENV_VAR = "GREENBRIDGE_DETECT_BLOCKING"
 #: Largest heartbeat interval, whatever the threshold.
 MAX_INTERVAL = 0.05
 
-_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
-_ASYNCIO_DIR = os.path.dirname(os.path.abspath(asyncio.__file__))
-# Frames of the loop machinery and of greenbridge's driver: dropped from the
-# bottom of a report so that it shows the user's code.
-_INTERNAL_FILES = frozenset(
-    os.path.join(_PACKAGE_DIR, name) for name in ("_bridge.py", "_portal.py", "_detector.py")
-)
+
+def _directory_of(module: types.ModuleType) -> str:
+    file = module.__file__
+    assert file is not None  # a package imported from source files
+    return os.path.dirname(os.path.abspath(file)) + os.sep
+
+
+# Frames in these directories (greenbridge, at any depth, and asyncio) are the
+# machinery between the loop and the user's code: the trampoline that runs
+# sync code, portals, the hub, the green modules, the CLI, this module.  They
+# are dropped from a report so that it shows the user's code, and a blocking
+# call made inside one of them is reported at the user's line that called it
+# (as for a C function).  The package is found through its top-level module,
+# so the test does not depend on where this file sits in it.
+_PACKAGE_DIR = _directory_of(sys.modules[__name__.partition(".")[0]])
+_ASYNCIO_DIR = _directory_of(asyncio)
 
 
 @dataclass(frozen=True)
@@ -102,8 +132,9 @@ class _Sample:
     task: str | None
 
 
-def _is_internal(filename: str) -> bool:
-    return filename in _INTERNAL_FILES or filename.startswith(_ASYNCIO_DIR + os.sep)
+def internal_file(filename: str) -> bool:
+    """Return true for a frame's file that a report leaves out (see `_PACKAGE_DIR`)."""
+    return filename.startswith(_PACKAGE_DIR) or filename.startswith(_ASYNCIO_DIR)
 
 
 def _extract(frame: FrameType | None) -> traceback.StackSummary:
@@ -112,7 +143,7 @@ def _extract(frame: FrameType | None) -> traceback.StackSummary:
         return traceback.StackSummary()
     full = traceback.StackSummary.extract(traceback.walk_stack(frame), lookup_lines=False)
     full.reverse()
-    kept = [f for f in full if not _is_internal(f.filename)]
+    kept = [f for f in full if not internal_file(f.filename)]
     summary = traceback.StackSummary.from_list(kept or list(full))
     for f in summary:
         f.line  # noqa: B018 - load the source line now, while the file is as it ran
@@ -420,7 +451,7 @@ def detect_blocking(
             loop = None
     if loop is not None:
         _attach_asyncio(detector, loop)
-    elif _trio_running():
+    elif trio_running():
         _attach_trio(detector)
     else:
         raise RuntimeError(
@@ -431,17 +462,6 @@ def detect_blocking(
         )
     _watcher.add(detector)
     return detector
-
-
-def _trio_running() -> bool:
-    trio = sys.modules.get("trio")
-    if trio is None:
-        return False
-    try:
-        trio.lowlevel.current_trio_token()
-    except RuntimeError:
-        return False
-    return True
 
 
 # ---------------------------------------------------------------------------
@@ -491,19 +511,31 @@ def watch_all_loops(threshold: float) -> None:
     _wrap_run_forever(uvloop.Loop, threshold)
 
 
-def _from_environment() -> None:
-    """Honour ``GREENBRIDGE_DETECT_BLOCKING=<seconds>`` (empty or 0: off)."""
+def watch_from_environment() -> float | None:
+    """Honour ``GREENBRIDGE_DETECT_BLOCKING=<seconds>``; return the threshold, or None if off.
+
+    Called by ``import greenbridge`` when the variable is set (and by nothing
+    else).  Empty or ``0`` means off.  Any other value that is not a number
+    of seconds > 0 leaves the detector off with a `RuntimeWarning` that names
+    the variable, the value and what it accepts: a typo in the environment
+    must not stop the program from importing greenbridge.
+    """
     value = os.environ.get(ENV_VAR, "").strip()
     if not value:
-        return
+        return None
     try:
         threshold = float(value)
     except ValueError:
-        raise ValueError(
-            f"{ENV_VAR}={value!r}: expected a number of seconds, such as 0.1 (or 0 to disable)"
-        ) from None
-    if threshold > 0:
-        watch_all_loops(threshold)
-
-
-_from_environment()
+        threshold = math.nan
+    if threshold == 0:
+        return None
+    if not threshold > 0:  # also NaN
+        warnings.warn(
+            f"{ENV_VAR}={value!r} ignored: expected a number of seconds > 0 such as 0.1 "
+            "(empty or 0: off); the blocking-call detector stays off",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        return None
+    watch_all_loops(threshold)
+    return threshold

@@ -35,7 +35,9 @@ import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from ._bridge import _is_async_callable, _name, _running_loop, await_
+from ._bridge import await_
+from ._callables import callable_name, is_async_callable
+from ._where import running_loop
 
 __all__ = ["OffloadPool", "offload", "offload_async"]
 
@@ -70,9 +72,9 @@ class OffloadPool:
         if not callable(unchecked):
             kind = type(unchecked).__name__
             raise TypeError(f"offload() expects a blocking sync callable, got {kind!r}")
-        if _is_async_callable(fn):
+        if is_async_callable(fn):
             raise TypeError(
-                f"offload() runs blocking sync functions in a thread, but {_name(fn)} is "
+                f"offload() runs blocking sync functions in a thread, but {callable_name(fn)} is "
                 "async: await it directly (or through greenbridge.await_ from sync code)"
             )
         context = contextvars.copy_context()
@@ -96,8 +98,8 @@ def _call_sync(fn: Callable[..., T], args: tuple[Any, ...]) -> T:
     if asyncio.iscoroutine(result):
         result.close()  # nobody could await it: no "never awaited" warning
         raise TypeError(
-            f"offload() runs blocking sync functions, but {_name(fn)} returned a coroutine: "
-            "await it instead of offloading it"
+            f"offload() runs blocking sync functions, but {callable_name(fn)} returned a "
+            "coroutine: await it instead of offloading it"
         )
     return result
 
@@ -166,7 +168,7 @@ async def offload_async(
         ``fn``'s result; its exception is raised here.
     """
     future = (pool or _get_default_pool())._submit(fn, args)
-    loop = _running_loop()
+    loop = running_loop()
     if isinstance(loop, asyncio.AbstractEventLoop):
         waiter = asyncio.wrap_future(future, loop=loop)
         try:
@@ -238,7 +240,7 @@ def offload(
             the caller is not bridged sync code (waiting would block the loop);
             from a coroutine use ``await offload_async(...)``.
     """
-    if _running_loop() is None:
+    if running_loop() is None:
         future = (pool or _get_default_pool())._submit(fn, args)
         try:
             return future.result()

@@ -7,10 +7,14 @@ I/O and the rest of the program does not change.  We never touch attributes
 of the original module objects, so code that already holds them (asyncio,
 greenbridge itself, anything imported before) keeps the stdlib behaviour.
 
-The originals are imported eagerly, when greenbridge is imported, for every
+The originals are imported eagerly, when this module is imported, for every
 module ``greenbridge/green/`` replaces (the list is discovered by listing that
 package, so a new green module joins without editing this file).
-:func:`original` returns them.
+:func:`original` returns them.  ``import greenbridge`` does not import this
+module: the first use of ``patch_blocking``/``monkey_patch`` or the first
+import of a green module (each takes its stdlib twin from here) does, and
+that is when the originals are taken from ``sys.modules``.  Nothing can have
+put a green module there before, since only this module does that.
 
 Packages that must keep the originals whatever happens (asyncio, greenbridge,
 trio, uvloop, greenlet...) are imported with the originals back in place,
@@ -32,7 +36,16 @@ import types
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
-__all__ = ["original", "green_module_names", "patch_blocking", "monkey_patch"]
+__all__ = [
+    "PROTECTED",
+    "green",
+    "green_module_names",
+    "is_patched",
+    "monkey_patch",
+    "original",
+    "patch_blocking",
+    "rebind",
+]
 
 _GREEN_PACKAGE = "greenbridge.green"
 

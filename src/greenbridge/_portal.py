@@ -1,11 +1,15 @@
-"""Give the *current* task a portal (``await greenbridge.ensure_portal()``).
+"""Portals: let sync code called straight from a task's coroutine use ``await_``.
 
-A task gets a portal when its coroutine is driven by greenbridge: each step
-of the task then runs inside a worker greenlet, so plain sync functions called
+The whole portal API lives here: `has_portal`, `install_portal_factory`,
+`ensure_portal`.  A task gets a portal when its coroutine is driven by
+greenbridge: each step of the task then runs inside a worker greenlet (the
+coroutine is awaited by `greenbridge._trampoline.await_in_worker`, in a call
+started by `greenbridge._trampoline.launch`), so plain sync functions called
 from the coroutine can suspend with `greenbridge.await_`.  Tasks created
-under `greenbridge.install_portal_factory` get one at birth through the
-public task-factory API.  A task that already runs must have its coroutine
-replaced by a wrapper that drives the original one:
+under `install_portal_factory` get one at birth through the public
+task-factory API (`_portal_task`).  A task that already runs
+(`ensure_portal`) must have its coroutine replaced by a wrapper that drives
+the original one:
 
 * trio: ``Task.coro`` is a plain attribute;
 * asyncio's pure-Python ``Task``: the ``_coro`` attribute;
@@ -28,20 +32,134 @@ import ctypes
 import sys
 import types
 from collections.abc import Awaitable, Callable, Generator
-from typing import Any
+from typing import Any, TypeVar, cast
 
+from greenlet import getcurrent
+
+from ._errors import MissingBridge
+from ._trampoline import Pending, Worker, await_in_worker, launch
+
+__all__ = ["ensure_portal", "has_portal", "install_portal_factory"]
+
+T = TypeVar("T")
+
+_CoroutineType = types.CoroutineType
 _POINTER = ctypes.sizeof(ctypes.c_void_p)
 
 
-def rebind_current_task(make_portal: Callable[[Any], Awaitable[Any]]) -> Generator[Any, Any, None]:
-    """Swap the running task's coroutine for ``make_portal(coro)``, then yield once."""
+async def _call(fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]) -> T:
+    result = launch(fn, args, kwargs, None)
+    if type(result) is Pending:
+        result = await result
+    return cast(T, result)
+
+
+async def _portal(awaitable: Awaitable[T]) -> T:
+    """Await ``awaitable`` inside a worker, so sync code it calls can await_."""
+    return cast(T, await _call(await_in_worker, (awaitable,), {}))
+
+
+def has_portal() -> bool:
+    """Return true if `await_` can suspend the code calling this, right here."""
+    return type(getcurrent()) is Worker
+
+
+def install_portal_factory(loop: asyncio.AbstractEventLoop | None = None) -> None:
+    """Give every task created on ``loop`` from now on a portal.
+
+    Installs a task factory (chained with one already set) whose tasks run
+    their coroutine through greenbridge, so plain sync functions called from
+    those coroutines can use `await_`.  Each time such a task suspends
+    it pays two greenlet switches.  ``task.get_coro()`` returns the wrapping
+    coroutine.  Idempotent.  ``loop`` defaults to the running loop.
+    """
+    if loop is None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            raise RuntimeError(
+                "install_portal_factory() with no loop argument needs a running asyncio "
+                "loop: call it from a coroutine, or pass the loop"
+            ) from None
+    elif not isinstance(loop, asyncio.AbstractEventLoop):
+        raise TypeError(
+            f"install_portal_factory() expects an asyncio event loop, got "
+            f"{type(loop).__name__!r}; under trio use `await greenbridge.ensure_portal()` "
+            "in each task"
+        )
+    previous = loop.get_task_factory()
+    if getattr(previous, "__greenbridge_portal__", False):
+        return
+
+    def factory(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> asyncio.Future[Any]:
+        wrapped: Any = _portal_task(coro)
+        if type(coro) is _CoroutineType:  # the task's repr names coro, as without a portal
+            wrapped.__name__ = coro.__name__
+            wrapped.__qualname__ = coro.__qualname__
+        wrapped.send(None)  # to its first await: see _portal_task
+        if previous is None:
+            return asyncio.Task(wrapped, loop=loop, **kwargs)
+        return previous(loop, wrapped, **kwargs)
+
+    factory.__greenbridge_portal__ = True  # type: ignore[attr-defined]
+    loop.set_task_factory(factory)
+
+
+@types.coroutine
+def _first_step() -> Generator[None, None, None]:
+    yield
+
+
+async def _portal_task(coro: Any) -> Any:
+    """The coroutine of a task made by the portal factory, which steps it once.
+
+    Started before the task is created, this waits in ``_first_step`` for the
+    task's first step.  If that step throws an exception in instead (the task
+    was cancelled before it started), ``coro`` never started: it is closed
+    and the exception raised, as the task would do for ``coro`` itself.
+    Unstarted, a wrapper like `_portal` would let the exception through
+    without ever closing ``coro`` (reported as never awaited).
+    """
+    try:
+        await _first_step()
+    except GeneratorExit:  # the task was destroyed unstarted: so was coro, as natively
+        raise
+    except BaseException:
+        coro.close()
+        raise
+    return await _call(await_in_worker, (coro,), {})
+
+
+class _EnsurePortal:
+    """Awaitable returned by `ensure_portal`."""
+
+    __slots__ = ()
+
+    def __await__(self) -> Generator[Any, Any, None]:
+        if type(getcurrent()) is Worker:
+            return
+        yield from _rebind_current_task()
+
+
+def ensure_portal() -> Awaitable[None]:
+    """Give the current task a portal: ``await greenbridge.ensure_portal()``.
+
+    Afterwards, sync functions called directly from this task's coroutine can
+    use `await_`.  A no-op in a task that already has one (for example
+    under `install_portal_factory`, or inside `async_`).
+    """
+    return _EnsurePortal()
+
+
+def _rebind_current_task() -> Generator[Any, Any, None]:
+    """Swap the running task's coroutine for a portal (`_portal`) driving it, then yield once."""
     try:
         task = asyncio.current_task()
     except RuntimeError:
         task = None
     if task is not None:
         old = task.get_coro()
-        new = _primed(make_portal, old)
+        new = _primed(old)
         _set_asyncio_coro(task, old, new)
         yield None  # a bare yield: asyncio reschedules the task at once
         return
@@ -52,15 +170,13 @@ def rebind_current_task(make_portal: Callable[[Any], Awaitable[Any]]) -> Generat
         except RuntimeError:
             ttask = None
         if ttask is not None:
-            ttask.coro = _primed(make_portal, ttask.coro)
+            ttask.coro = _primed(ttask.coro)
             yield from trio.lowlevel.cancel_shielded_checkpoint().__await__()
             return
-    from ._bridge import MissingBridge
-
     raise MissingBridge("ensure_portal() must be awaited inside an asyncio or trio task")
 
 
-def _primed(make_portal: Callable[[Any], Awaitable[Any]], coro: Any) -> Any:
+def _primed(coro: Any) -> Any:
     """A portal wrapper that is already started.
 
     trio resumes a task by sending it a non-None value (an outcome), which a
@@ -71,15 +187,13 @@ def _primed(make_portal: Callable[[Any], Awaitable[Any]], coro: Any) -> Any:
     there; it then passes it on as the first thing sent to (or thrown into)
     the original coroutine, inside the portal.
     """
-    wrapper = _primed_body(make_portal, coro)
+    wrapper = _primed_body(coro)
     wrapper.send(None)
     return wrapper
 
 
 @types.coroutine
-def _primed_body(
-    make_portal: Callable[[Any], Awaitable[Any]], coro: Any
-) -> Generator[Any, Any, Any]:
+def _primed_body(coro: Any) -> Generator[Any, Any, Any]:
     try:
         first = yield
     except GeneratorExit:
@@ -93,7 +207,7 @@ def _primed_body(
         thrown = None
     resume = _FirstSend(coro, first, thrown)
     del thrown
-    return (yield from make_portal(resume).__await__())
+    return (yield from _portal(resume).__await__())
 
 
 class _FirstSend:
@@ -139,8 +253,6 @@ class _FirstSend:
 
 
 def _set_asyncio_coro(task: asyncio.Task[Any], old: Any, new: Any) -> None:
-    from ._bridge import MissingBridge
-
     try:
         task._coro = new  # type: ignore[attr-defined]  # the pure-Python Task
     except AttributeError:  # the C Task: read-only slot

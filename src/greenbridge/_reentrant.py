@@ -18,7 +18,8 @@ user disables it):
 * ``uvloop.Loop.run_until_complete``, if uvloop is installed.
 
 A wrapper redirects only when an asyncio loop is running in this thread *and*
-the caller can use ``await_`` right here (:func:`greenbridge.has_portal`);
+``await_`` can suspend the caller right here (in sync code run by greenbridge,
+see :func:`greenbridge.has_portal`, or in SQLAlchemy's ``greenlet_spawn``);
 everywhere else it calls the original, so the original behaviour and errors
 remain.  Nothing inside asyncio is patched and no C-level trick is used; this
 works on uvloop, where ``nest_asyncio`` cannot.
@@ -34,7 +35,8 @@ from collections.abc import Awaitable
 from types import TracebackType
 from typing import Any, TypeVar
 
-from ._bridge import await_, has_portal
+from ._bridge import await_
+from ._where import asyncio_loop, can_suspend
 
 __all__ = ["ReentrantRun", "allow_reentrant_run"]
 
@@ -48,9 +50,15 @@ _INHERITED: Any = object()
 
 
 def _redirect() -> asyncio.AbstractEventLoop | None:
-    """The running loop, if a call here should be redirected to it."""
-    loop = asyncio._get_running_loop()
-    if loop is not None and has_portal():
+    """The running loop, if a call here should be redirected to it.
+
+    It should when an asyncio loop runs and the caller can be suspended
+    (`greenbridge._where.can_suspend`): sync code run by greenbridge, or an
+    SQLAlchemy ``greenlet_spawn`` greenlet, whose driver ``await_`` hands the
+    coroutine to.
+    """
+    loop = asyncio_loop()
+    if loop is not None and can_suspend():
         return loop
     return None
 

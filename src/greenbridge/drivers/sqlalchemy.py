@@ -9,10 +9,13 @@ of the connections can only give them back when the loop runs, until
 
 :class:`GreenQueuePool` is the same pool over greenbridge's green locks
 (:mod:`greenbridge.green.threading`): a checkout that has to wait suspends
-only its own greenlet while the loop keeps running; ``pool_timeout`` still
-raises SQLAlchemy's ``TimeoutError`` after that many seconds.  Outside a
-running loop (and in real threads) the green locks behave like the stdlib
-ones, so the same engine also works in plain sync code.
+only its own greenlet while the loop keeps running (a greenbridge worker under
+asyncio is resumed straight from a loop callback; SQLAlchemy's own
+``greenlet_spawn`` greenlets and trio tasks wait through ``await_``: see
+:mod:`greenbridge.green._waiter`); ``pool_timeout`` still raises SQLAlchemy's
+``TimeoutError`` after that many seconds.  Outside a running loop (and in
+real threads) the green locks behave like the stdlib ones, so the same
+engine also works in plain sync code.
 
 Use it through ``poolclass=``::
 
@@ -53,17 +56,19 @@ except ImportError as exc:  # pragma: no cover - exercised only without SQLAlche
     ) from exc
 
 from ..green import threading as _green_threading
+from ..green._waiter import Waiter
 
 __all__ = ["GreenQueuePool", "create_engine"]
 
 
 class _Getter:
-    """A ``get()`` waiting for an item; ``put()`` fills it and wakes it."""
+    """A ``get()`` waiting for an item; ``put()`` fills it and wakes it (mutex held)."""
 
-    __slots__ = ("event", "filled", "item")
+    __slots__ = ("waiter", "filled", "item")
 
     def __init__(self) -> None:
-        self.event = _green_threading.Event()
+        # Created by the getter itself: the waiter suspends the caller that creates it.
+        self.waiter = Waiter()
         self.filled = False
         self.item: Any = None
 
@@ -99,7 +104,7 @@ class _GreenQueue(_sa_queue.Queue[Any]):
         getter = self._getters.popleft()
         getter.item = item
         getter.filled = True
-        getter.event.set()
+        getter.waiter.wake()
         return True
 
     def get(self, block: bool = True, timeout: float | None = None) -> Any:
@@ -115,7 +120,7 @@ class _GreenQueue(_sa_queue.Queue[Any]):
             getter = _Getter()
             self._getters.append(getter)
         try:
-            getter.event.wait(timeout)
+            getter.waiter.wait(timeout)
         except BaseException:
             with self.mutex:
                 if getter.filled:  # handed over meanwhile: pass it on, not lose it

@@ -10,5 +10,7 @@ Import them directly (``from greenbridge.green import socket``) or let
 :func:`greenbridge.patch_blocking` / :func:`greenbridge.monkey_patch` put them
 in place while a library is imported.  The patcher discovers the modules by
 listing this package, so a new ``green/<name>.py`` joins without further
-registration.
+registration.  What the modules share (the re-export of the stdlib module,
+the timeout of a retry loop, the waits for descriptors and child processes)
+is in ``_util``, which has no stdlib twin.
 """

@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import _thread as _real_thread
 import sys
-from asyncio import events as _asyncio_events
 from collections.abc import Callable
 from typing import Any, NoReturn
 
 from .._bridge import spawn
-from .threading import TIMEOUT_MAX, Lock, RLock, get_ident, local
+from .._where import asyncio_loop
+from ._ident import get_ident
+from ._local import local
+from ._locks import Lock, RLock
+from ._waiter import TIMEOUT_MAX
 
 __all__ = [
     "LockType",
@@ -98,7 +101,7 @@ def start_new_thread(
         raise TypeError("optional 3rd arg must be a dictionary")
     if not callable(function):
         raise TypeError("first arg must be callable")
-    if _asyncio_events._get_running_loop() is None:
+    if asyncio_loop() is None:
         return _real_thread.start_new_thread(function, args, kwargs or {})
     # Two arguments when there are no keywords: the bridge calls those without *args.
     task = spawn(_run, function, args, kwargs) if kwargs else spawn(_run, function, args)

@@ -1,8 +1,9 @@
 """Green ``os``: every name of the stdlib ``os``, with cooperative pipe I/O and child waits.
 
-Replaced, when the caller runs under greenbridge (see
-:func:`greenbridge.has_portal`); with no loop running, or in code that cannot
-suspend, each one is exactly the stdlib function:
+Replaced, when the caller can suspend on a running loop (a greenbridge
+worker or an SQLAlchemy greenlet: see `greenbridge._where`); with no loop
+running, or in code that cannot suspend, each one is exactly the stdlib
+function:
 
 * :func:`read` / :func:`write` on a pipe, socket or other pollable descriptor
   wait for readiness on the event loop, then do the call.  On a non-blocking
@@ -22,61 +23,27 @@ suspend, each one is exactly the stdlib function:
 from __future__ import annotations
 
 import errno
-import stat as _stat
 from typing import TYPE_CHECKING, Any
 
-from .._bridge import _running_loop
-from .._hub import can_suspend, sleep, wait_readable, wait_writable
+from .. import _where
+from .._patcher import green as _green_module
 from .._patcher import original
-from .._patcher import rebind as _rebind
+from . import _util
 
 if TYPE_CHECKING:
     import os as _os
-    import select as _select
 else:
     _os = original("os")
-    _select = original("select")
 
 # Every name of the stdlib module first; the green functions below replace some.
-for _name in dir(_os):
-    if not _name.startswith("__"):
-        globals()[_name] = getattr(_os, _name)
-del _name
-
-__all__ = list(getattr(_os, "__all__", []))
-
-_PIPE_BUF = 512 if not hasattr(_select, "PIPE_BUF") else int(_select.PIPE_BUF)
-_POLLABLE = (_stat.S_IFIFO, _stat.S_IFSOCK, _stat.S_IFCHR)
-
-
-def _green() -> bool:
-    return can_suspend() and _running_loop() is not None
-
-
-def _wait_fd(fd: int, readable: bool, timeout: float | None = None) -> bool:
-    """Wait for ``fd``: suspend when we can, else block like the stdlib would.
-
-    Returns False on timeout.  Raises OSError when the loop cannot watch ``fd``.
-    """
-    if can_suspend() or _running_loop() is None:
-        return (wait_readable if readable else wait_writable)(fd, timeout)
-    poller = _select.poll()
-    poller.register(fd, _select.POLLIN if readable else _select.POLLOUT)
-    return bool(poller.poll(None if timeout is None else int(timeout * 1000)))
-
-
-def _pollable(fd: int) -> bool:
-    try:
-        mode = _os.fstat(fd).st_mode
-    except OSError:
-        return False
-    return _stat.S_IFMT(mode) in _POLLABLE
+_util.reexport(globals(), _os)
+_rebind = _util.rebinder(globals())
 
 
 def _try_wait(fd: int, readable: bool) -> bool:
     """Wait for ``fd``; False when the loop cannot watch it (do the call directly then)."""
     try:
-        _wait_fd(fd, readable)
+        _util.wait_fd(fd, readable)
     except (OSError, ValueError) as exc:
         if isinstance(exc, OSError) and exc.errno == errno.EBADF:
             raise
@@ -86,74 +53,46 @@ def _try_wait(fd: int, readable: bool) -> bool:
 
 def read(fd: int, length: int, /) -> bytes:
     """Read at most ``length`` bytes from ``fd``; under greenbridge only this greenlet waits."""
-    if not _green() or not _pollable(fd):
+    if _where.where() not in _util.ON_A_LOOP or not _util.pollable(fd):
         return _os.read(fd, length)
     if _os.get_blocking(fd) and not _try_wait(fd, True):
         return _os.read(fd, length)
-    while True:
-        try:
-            return _os.read(fd, length)
-        except BlockingIOError:
-            if not _try_wait(fd, True):
-                return _os.read(fd, length)
+    return _util.until_ready(_os.read, fd, True, length, _try_wait)
 
 
 def write(fd: int, data: Any, /) -> int:
     """Write ``data`` to ``fd``; return the count written (possibly short)."""
-    if not _green() or not _pollable(fd):
+    if _where.where() not in _util.ON_A_LOOP or not _util.pollable(fd):
         return _os.write(fd, data)
     if _os.get_blocking(fd):
         if not _try_wait(fd, False):
             return _os.write(fd, data)
         view = memoryview(data).cast("B")
-        return _os.write(fd, view[:_PIPE_BUF] if len(view) > _PIPE_BUF else view)
-    while True:
-        try:
-            return _os.write(fd, data)
-        except BlockingIOError:
-            if not _try_wait(fd, False):
-                return _os.write(fd, data)
-
-
-def _open_pidfd(pid: int, options: int) -> int | None:
-    pidfd_open = getattr(_os, "pidfd_open", None)
-    if pidfd_open is None or pid <= 0 or options & (_os.WUNTRACED | _os.WCONTINUED):
-        return None  # a pidfd only becomes readable when the process exits
-    try:
-        return int(pidfd_open(pid))
-    except OSError:
-        return None
+        return _os.write(fd, view[: _util.PIPE_BUF] if len(view) > _util.PIPE_BUF else view)
+    return _util.until_ready(_os.write, fd, False, data, _try_wait)
 
 
 def _poll_child(call: Any, pid: int, options: int, args: tuple[Any, ...]) -> Any:
     """Repeat ``call(*args, options | WNOHANG)`` until it reports a child."""
-    pidfd = _open_pidfd(pid, options)
-    delay = 0.0005
-    try:
-        while True:
-            result = call(*args, options | _os.WNOHANG)
-            if result[0] != 0:
-                return result
-            if pidfd is not None:
-                wait_readable(pidfd)
-            else:
-                sleep(delay)
-                delay = min(delay * 2, 0.05)
-    finally:
-        if pidfd is not None:
-            _os.close(pidfd)
+    nohang = options | _os.WNOHANG
+
+    def check() -> Any:
+        result = call(*args, nohang)
+        return result if result[0] != 0 else None
+
+    return _util.wait_child(pid, options, check)
 
 
 def waitpid(pid: int, options: int, /) -> tuple[int, int]:
     """Wait for a child as ``os.waitpid``; under greenbridge only this greenlet waits."""
-    if options & _os.WNOHANG or not _green():
+    if options & _os.WNOHANG or _where.where() not in _util.ON_A_LOOP:
         return _os.waitpid(pid, options)
     return _poll_child(_os.waitpid, pid, options, (pid,))  # type: ignore[no-any-return]
 
 
 def wait() -> tuple[int, int]:
     """Wait for any child as ``os.wait``; under greenbridge only this greenlet waits."""
-    if not _green():
+    if _where.where() not in _util.ON_A_LOOP:
         return _os.wait()
     return waitpid(-1, 0)
 
@@ -165,7 +104,7 @@ for _name in (
     "spawnl", "spawnle", "spawnlp", "spawnlpe",
 ):  # fmt: skip
     if hasattr(_os, _name):
-        globals()[_name] = _rebind(getattr(_os, _name), globals())
+        globals()[_name] = _rebind(getattr(_os, _name))
 del _name
 
 
@@ -184,7 +123,10 @@ if hasattr(_os, "popen") and hasattr(_os, "_wrap_close"):
             raise ValueError(f"invalid mode {mode!r}")
         if buffering == 0 or buffering is None:
             raise ValueError("popen() does not support unbuffered streams")
-        from . import subprocess as green_subprocess  # it imports this module
+        # Looked up through the patcher's registry when called, as the stdlib
+        # imports subprocess inside os.popen: green subprocess is built on
+        # this module, so this module cannot import it.
+        green_subprocess = _green_module("subprocess")
 
         pipe: Any = getattr(green_subprocess, "PIPE")  # noqa: B009 - a re-exported name
         wrap: Any = getattr(_os, "_wrap_close")  # noqa: B009 - private stdlib helper
@@ -199,13 +141,13 @@ if hasattr(_os, "popen") and hasattr(_os, "_wrap_close"):
 
 def wait3(options: int) -> tuple[int, int, Any]:
     """``os.wait3``; under greenbridge only this greenlet waits."""
-    if options & _os.WNOHANG or not _green():
+    if options & _os.WNOHANG or _where.where() not in _util.ON_A_LOOP:
         return _os.wait3(options)
     return _poll_child(_os.wait3, -1, options, ())  # type: ignore[no-any-return]
 
 
 def wait4(pid: int, options: int) -> tuple[int, int, Any]:
     """``os.wait4``; under greenbridge only this greenlet waits."""
-    if options & _os.WNOHANG or not _green():
+    if options & _os.WNOHANG or _where.where() not in _util.ON_A_LOOP:
         return _os.wait4(pid, options)
     return _poll_child(_os.wait4, pid, options, (pid,))  # type: ignore[no-any-return]

@@ -12,6 +12,7 @@ version, is the same green class).  ``Empty``, ``Full`` (and ``ShutDown`` on
 
 from __future__ import annotations
 
+import _thread as _real_thread
 import collections
 import contextlib
 import types
@@ -20,7 +21,8 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from .._patcher import original
 from . import threading as _green_threading
-from .threading import Condition, Lock, _check_timeout, _Waiter
+from ._locks import Condition, Lock
+from ._waiter import Waiter, check_timeout
 
 if TYPE_CHECKING:
     import queue as _queue
@@ -78,16 +80,16 @@ def _check_get_timeout(timeout: Any) -> None:
         negative = False  # the real lock below raises this Python's TypeError
     if negative:
         raise ValueError("'timeout' must be a non-negative number")
-    _check_timeout(True, timeout)  # NaN, too large: as a real lock (the C code's checks)
+    check_timeout(True, timeout)  # NaN, too large: as a real lock (the C code's checks)
 
 
 class SimpleQueue(Generic[T]):
     """An unbounded FIFO queue without task tracking; ``put`` never blocks."""
 
     def __init__(self) -> None:
-        self._mutex = Lock()._mutex  # a real lock: state only, never held across a wait
+        self._mutex = _real_thread.allocate_lock()  # state only, never held across a wait
         self._items: collections.deque[T] = collections.deque()
-        self._waiters: collections.deque[_Waiter] = collections.deque()
+        self._waiters: collections.deque[Waiter] = collections.deque()
 
     def put(self, item: T, block: bool = True, timeout: float | None = None) -> None:
         """Put ``item`` in the queue (``block`` and ``timeout`` are ignored, as in the stdlib)."""
@@ -109,7 +111,7 @@ class SimpleQueue(Generic[T]):
                 return self._items.popleft()
             if not block:
                 raise Empty
-            waiter = _Waiter()
+            waiter = Waiter()
             self._waiters.append(waiter)
         deadline = None if timeout is None else _monotonic() + timeout
         while True:
@@ -127,14 +129,14 @@ class SimpleQueue(Generic[T]):
                     self._forget_locked(waiter)
                     raise Empty
                 if waiter.fired:  # woken but the item was taken: queue again
-                    waiter = _Waiter()
+                    waiter = Waiter()
                     self._waiters.append(waiter)
 
-    def _forget(self, waiter: _Waiter) -> None:
+    def _forget(self, waiter: Waiter) -> None:
         with self._mutex:
             self._forget_locked(waiter)
 
-    def _forget_locked(self, waiter: _Waiter) -> None:
+    def _forget_locked(self, waiter: Waiter) -> None:
         if waiter.fired:
             # We were woken for an item: pass the wake-up on if items remain.
             if self._items and self._waiters:

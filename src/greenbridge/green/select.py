@@ -17,23 +17,16 @@ the thread has not given one for ``sys.getswitchinterval()`` seconds (see
 from __future__ import annotations
 
 import math
-import time as _time
 from collections.abc import Iterable
 from typing import Any
 
 from .. import _hub
 from .._patcher import original
+from . import _util
 
 _select = original("select")
+_util.reexport(globals(), _select)
 
-for _name in dir(_select):
-    if not _name.startswith("__"):
-        globals()[_name] = getattr(_select, _name)
-del _name
-
-__doc__ = _select.__doc__ or __doc__
-
-_monotonic = _time.monotonic
 _real_select = _select.select
 
 
@@ -41,6 +34,14 @@ def _fd(obj: Any) -> int:
     if isinstance(obj, int):
         return obj
     return int(obj.fileno())
+
+
+def _wait(readers: list[int], writers: list[int], timeout: float | None) -> None:
+    """Wait until one of the descriptors may be ready, or ``timeout`` passed."""
+    if readers or writers:
+        _hub.wait_any(readers, writers, timeout)
+    else:  # nothing to watch: the stdlib sleeps the timeout
+        _hub.sleep(math.inf if timeout is None else timeout)
 
 
 def select(
@@ -51,7 +52,7 @@ def select(
     /,
 ) -> tuple[list[Any], list[Any], list[Any]]:
     """``select.select``; under greenbridge only the calling greenlet waits."""
-    if _hub._where() is None:
+    if _util.no_loop():
         return _real_select(rlist, wlist, xlist, timeout)  # type: ignore[no-any-return]
     rlist, wlist, xlist = list(rlist), list(wlist), list(xlist)
     if timeout is not None:
@@ -62,20 +63,14 @@ def select(
     if result[0] or result[1] or result[2] or timeout == 0:
         _hub.share_turn()
         return result  # type: ignore[no-any-return]
-    deadline = None if timeout is None else _monotonic() + timeout
     readers = [_fd(o) for o in rlist] + [_fd(o) for o in xlist]
     writers = [_fd(o) for o in wlist]
-    while True:
-        remaining = None if deadline is None else deadline - _monotonic()
-        if remaining is not None and remaining <= 0:
-            return [], [], []
-        if readers or writers:
-            _hub.wait_any(readers, writers, remaining)
-        else:
-            _hub.sleep(remaining if remaining is not None else math.inf)
+    for remaining in _util.waits(timeout):
+        _wait(readers, writers, remaining)
         result = _real_select(rlist, wlist, xlist, 0)
         if result[0] or result[1] or result[2]:
             return result  # type: ignore[no-any-return]
+    return [], [], []
 
 
 def _is_nonneg_number(value: Any) -> bool:
@@ -128,7 +123,7 @@ if hasattr(_select, "poll"):
             del self._masks[_fd(fd)]
 
         def poll(self, timeout: Any = None, /) -> list[tuple[int, int]]:
-            if _hub._where() is None:
+            if _util.no_loop():
                 return self._poll.poll(timeout)  # type: ignore[no-any-return]
             seconds = _poll_timeout_ms(timeout)
             if self._polling:
@@ -139,21 +134,15 @@ if hasattr(_select, "poll"):
                 if result or seconds == 0:
                     _hub.share_turn()
                     return result  # type: ignore[no-any-return]
-                deadline = None if seconds is None else _monotonic() + seconds
-                while True:
-                    remaining = None if deadline is None else deadline - _monotonic()
-                    if remaining is not None and remaining <= 0:
-                        return []
+                for remaining in _util.waits(seconds):
                     # Error and hang-up conditions are reported as readable.
                     readers = [fd for fd, m in self._masks.items() if m & _READ_MASK or not m]
                     writers = [fd for fd, m in self._masks.items() if m & _WRITE_MASK]
-                    if readers or writers:
-                        _hub.wait_any(readers, writers, remaining)
-                    else:
-                        _hub.sleep(remaining if remaining is not None else math.inf)
+                    _wait(readers, writers, remaining)
                     result = self._poll.poll(0)
                     if result:
                         return result  # type: ignore[no-any-return]
+                return []
             finally:
                 self._polling = False
 
@@ -202,7 +191,7 @@ if hasattr(_select, "epoll"):
         def poll(self, timeout: float | None = None, maxevents: int = -1) -> list[tuple[int, int]]:
             """``epoll.poll``; under greenbridge only the calling greenlet waits."""
             real = self._epoll
-            if _hub._where() is None:
+            if _util.no_loop():
                 return real.poll(timeout, maxevents)  # type: ignore[no-any-return]
             result = real.poll(0, maxevents)  # also checks the arguments
             if timeout is not None:
@@ -212,12 +201,9 @@ if hasattr(_select, "epoll"):
             if result or timeout == 0:
                 _hub.share_turn()
                 return result  # type: ignore[no-any-return]
-            deadline = None if timeout is None else _monotonic() + timeout
-            while True:
-                remaining = None if deadline is None else deadline - _monotonic()
-                if remaining is not None and remaining <= 0:
-                    return []
+            for remaining in _util.waits(timeout):
                 _hub.wait_readable(real.fileno(), remaining)
                 result = real.poll(0, maxevents)
                 if result:
                     return result  # type: ignore[no-any-return]
+            return []

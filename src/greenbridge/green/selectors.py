@@ -12,6 +12,7 @@ import sys
 import types
 
 from .._patcher import original
+from . import _util
 from . import select as _green_select
 
 _selectors = original("selectors")
@@ -35,6 +36,7 @@ def _load() -> None:
         else:
             sys.modules["select"] = saved
     namespace["__doc__"] = _selectors.__doc__
+    namespace["__all__"] = _util.star_names(_selectors)
     # ``_select = select.select`` in the class body: the C function is not bound
     # as a method, but our Python ``select`` would be.
     cls = namespace["SelectSelector"]

@@ -31,20 +31,15 @@ from typing import Any
 
 from greenlet import getcurrent
 
-from .. import _hub
+from .. import _hub, _where
 from .._patcher import original
+from . import _util
 
 _std: Any = original("signal")
 _os_thread_ident = original("_thread").get_ident
 _std_threading: Any = original("threading")
 
-for _name in dir(_std):
-    if not _name.startswith("__"):
-        globals()[_name] = getattr(_std, _name)
-del _name
-
-__all__ = [name for name in dir(_std) if not name.startswith("_")]
-__doc__ = _std.__doc__ or __doc__
+_util.reexport(globals(), _std)
 
 
 class _GreenHandler:
@@ -84,7 +79,7 @@ def signal(signalnum: int, handler: Any, /) -> Any:
         and handler is not _std.default_int_handler
         and not isinstance(handler, _GreenHandler)
     ):
-        target = getcurrent() if _hub.can_suspend() else None
+        target = getcurrent() if _where.can_suspend() else None
         handler = _GreenHandler(handler, target)
     return _unwrap(_std.signal(signalnum, handler))
 
@@ -109,9 +104,8 @@ if hasattr(_std, "pthread_kill"):
 
 def _is_green_thread(ident: int) -> bool:
     """Is ``ident`` a green thread's identifier (``id()`` of a task) on this thread's loop?"""
-    try:
-        loop = asyncio.get_running_loop()
-    except RuntimeError:
+    loop = _where.asyncio_loop()
+    if loop is None:
         return False
     green_threading = sys.modules.get("greenbridge.green.threading")
     if green_threading is not None and ident in getattr(green_threading, "_active", {}):

@@ -25,17 +25,21 @@ non-blocking.
 from __future__ import annotations
 
 import errno as _errno
+import functools as _functools
 import sys as _sys
-import time as _time
-import types as _types
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from .. import _hub
+from .._hub import notify_closing as _notify_closing
+from .._hub import share_turn as _share_turn
+from .._hub import sleep as _sleep
+from .._hub import wait_socket as _wait_socket
 from .._offload import offload as _offload
 from .._patcher import original
 from .._patcher import rebind as _patcher_rebind
+from . import _util
 from . import os as _green_os
-from . import selectors  # noqa: F401 - the stdlib socket code we rebind uses it
+from . import selectors as _green_selectors
 
 if TYPE_CHECKING:
     import socket as _std
@@ -44,25 +48,13 @@ else:
 
 _c = _std._socket  # type: ignore[attr-defined]  # the C module
 
-for _name in dir(_std):
-    if not _name.startswith("__") and _name not in ("selectors",):
-        globals()[_name] = getattr(_std, _name)
-del _name
-
-__all__ = list(_std.__all__)
-__doc__ = _std.__doc__ or __doc__
+_util.reexport(globals(), _std)
 
 _CSocket = _c.socket
-_monotonic = _time.monotonic
 _timeout_error = _std.timeout
-_where = _hub._where
-_wait_socket = _hub.wait_socket
-_share_turn = _hub.share_turn
+_waits = _util.waits
+_no_loop = _util.no_loop
 
-_c_recv = _CSocket.recv
-_c_recv_into = _CSocket.recv_into
-_c_recvfrom = _CSocket.recvfrom
-_c_recvfrom_into = _CSocket.recvfrom_into
 _c_send = _CSocket.send
 _c_sendto = _CSocket.sendto
 _c_accept = _CSocket._accept
@@ -70,11 +62,10 @@ _c_connect = _CSocket.connect
 _c_settimeout = _CSocket.settimeout
 _c_gettimeout = _CSocket.gettimeout
 _c_close = _CSocket.close
+_strerror = original("os").strerror
 
 
-def _rebind(fn: Any) -> Any:
-    """The stdlib function ``fn`` with this module as its globals."""
-    return _patcher_rebind(fn, globals())
+_rebind = _util.rebinder(globals())  # a stdlib function, with this module as its globals
 
 
 _DONTWAIT: int = getattr(_c, "MSG_DONTWAIT", 0)  # this call must not block, whatever the timeout
@@ -89,6 +80,63 @@ def _flag_arg(args: tuple[Any, ...], index: int) -> int:
 
 def _timed_out() -> OSError:
     return _timeout_error("timed out")
+
+
+# The blocking methods.  Each one calls the C method directly first (the fast
+# path: most calls do not block) and, only when it raises BlockingIOError on a
+# socket that may wait, waits and retries through ``socket._retry``, outside
+# the ``except`` block so that an error of the retry is not chained to the
+# BlockingIOError.  One factory per signature: a method taking ``*args`` would
+# pay for packing its arguments on every call.
+
+
+def _name_method(method: Any, op: Any) -> Any:
+    method.__name__ = op.__name__
+    method.__qualname__ = f"socket.{op.__name__}"
+    method.__doc__ = f"``socket.{op.__name__}``; waits cooperatively."
+    return method
+
+
+def _with_flags(op: Any, readable: bool) -> Any:
+    """``recv``, ``recvfrom``, ``send``: ``(bufsize or data, flags=0, /)``."""
+
+    def method(self: socket, arg: Any, flags: int = 0, /) -> Any:
+        try:
+            return op(self, arg, flags)
+        except BlockingIOError:
+            if self._gb_timeout == 0.0 or flags & _DONTWAIT:
+                raise
+        return self._retry(op, readable, (arg, flags))
+
+    return _name_method(method, op)
+
+
+def _into(op: Any) -> Any:
+    """``recv_into``, ``recvfrom_into``: ``(buffer, nbytes=0, flags=0)``."""
+
+    def method(self: socket, buffer: Any, nbytes: int = 0, flags: int = 0) -> Any:
+        try:
+            return op(self, buffer, nbytes, flags)
+        except BlockingIOError:
+            if self._gb_timeout == 0.0 or flags & _DONTWAIT:
+                raise
+        return self._retry(op, True, (buffer, nbytes, flags))
+
+    return _name_method(method, op)
+
+
+def _with_args(op: Any, readable: bool) -> Any:
+    """``recvmsg``, ``recvmsg_into``, ``sendmsg``, ``sendmsg_afalg``: any arguments."""
+
+    def method(self: socket, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return op(self, *args, **kwargs)
+        except BlockingIOError:
+            if self._gb_timeout == 0.0 or _flag_arg(args, 2) & _DONTWAIT:
+                raise
+        return self._retry(_functools.partial(op, **kwargs) if kwargs else op, readable, args)
+
+    return _name_method(method, op)
 
 
 class socket(_std.socket):  # noqa: N801 - the stdlib's name
@@ -130,95 +178,41 @@ class socket(_std.socket):  # noqa: N801 - the stdlib's name
 
     # -- waiting ------------------------------------------------------------
 
-    def _retry(self, op: Any, readable: bool, *args: Any) -> Any:
-        """Wait until the fd is ready and retry ``op`` until it does not block."""
-        timeout = self._gb_timeout
+    def _retry(
+        self,
+        op: Callable[..., Any],
+        readable: bool,
+        args: tuple[Any, ...],
+        time_left: Iterator[float | None] | None = None,
+    ) -> Any:
+        """``op(self, *args)`` blocked: wait until the fd is ready and retry until it does not.
+
+        Within the socket's timeout, or what is left in ``time_left`` (see
+        `greenbridge.green._util.waits`) when one timeout bounds several calls.
+        """
         fd = self.fileno()
-        if timeout is None:
-            while True:
-                _wait_socket(self, fd, readable)
-                try:
-                    return op(self, *args)
-                except BlockingIOError:
-                    pass
-        deadline = _monotonic() + timeout
-        while True:
-            remaining = deadline - _monotonic()
-            if remaining <= 0 or not _wait_socket(self, fd, readable, remaining):
-                raise _timed_out()
+        for remaining in _waits(self._gb_timeout) if time_left is None else time_left:
+            if not _wait_socket(self, fd, readable, remaining):
+                break
             try:
                 return op(self, *args)
             except BlockingIOError:
                 pass
+        raise _timed_out()
 
     # -- receiving ----------------------------------------------------------
 
-    def recv(self, bufsize: int, flags: int = 0, /) -> bytes:
-        """``socket.recv``; waits cooperatively."""
-        try:
-            return _c_recv(self, bufsize, flags)  # type: ignore[no-any-return]
-        except BlockingIOError:
-            if self._gb_timeout == 0.0 or flags & _DONTWAIT:
-                raise
-        return self._retry(_c_recv, True, bufsize, flags)  # type: ignore[no-any-return]
-
-    def recv_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> int:
-        """``socket.recv_into``; waits cooperatively."""
-        try:
-            return _c_recv_into(self, buffer, nbytes, flags)  # type: ignore[no-any-return]
-        except BlockingIOError:
-            if self._gb_timeout == 0.0 or flags & _DONTWAIT:
-                raise
-        return self._retry(_c_recv_into, True, buffer, nbytes, flags)  # type: ignore[no-any-return]
-
-    def recvfrom(self, bufsize: int, flags: int = 0, /) -> tuple[bytes, Any]:
-        """``socket.recvfrom``; waits cooperatively."""
-        try:
-            return _c_recvfrom(self, bufsize, flags)  # type: ignore[no-any-return]
-        except BlockingIOError:
-            if self._gb_timeout == 0.0 or flags & _DONTWAIT:
-                raise
-        return self._retry(_c_recvfrom, True, bufsize, flags)  # type: ignore[no-any-return]
-
-    def recvfrom_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> tuple[int, Any]:
-        """``socket.recvfrom_into``; waits cooperatively."""
-        try:
-            return _c_recvfrom_into(self, buffer, nbytes, flags)  # type: ignore[no-any-return]
-        except BlockingIOError:
-            if self._gb_timeout == 0.0 or flags & _DONTWAIT:
-                raise
-        return self._retry(_c_recvfrom_into, True, buffer, nbytes, flags)  # type: ignore[no-any-return]
-
+    recv = _with_flags(_CSocket.recv, True)
+    recvfrom = _with_flags(_CSocket.recvfrom, True)
+    recv_into = _into(_CSocket.recv_into)
+    recvfrom_into = _into(_CSocket.recvfrom_into)
     if hasattr(_CSocket, "recvmsg"):
-
-        def recvmsg(self, *args: Any) -> Any:
-            """``socket.recvmsg``; waits cooperatively."""
-            try:
-                return _CSocket.recvmsg(self, *args)
-            except BlockingIOError:
-                if self._gb_timeout == 0.0 or _flag_arg(args, 2) & _DONTWAIT:
-                    raise
-            return self._retry(_CSocket.recvmsg, True, *args)
-
-        def recvmsg_into(self, *args: Any) -> Any:
-            """``socket.recvmsg_into``; waits cooperatively."""
-            try:
-                return _CSocket.recvmsg_into(self, *args)
-            except BlockingIOError:
-                if self._gb_timeout == 0.0 or _flag_arg(args, 2) & _DONTWAIT:
-                    raise
-            return self._retry(_CSocket.recvmsg_into, True, *args)
+        recvmsg = _with_args(_CSocket.recvmsg, True)
+        recvmsg_into = _with_args(_CSocket.recvmsg_into, True)
 
     # -- sending ------------------------------------------------------------
 
-    def send(self, data: Any, flags: int = 0, /) -> int:
-        """``socket.send``; waits cooperatively."""
-        try:
-            return _c_send(self, data, flags)  # type: ignore[no-any-return]
-        except BlockingIOError:
-            if self._gb_timeout == 0.0 or flags & _DONTWAIT:
-                raise
-        return self._retry(_c_send, False, data, flags)  # type: ignore[no-any-return]
+    send = _with_flags(_CSocket.send, False)
 
     def sendto(self, data: Any, *args: Any) -> int:
         """``socket.sendto(data[, flags], address)``; waits (and resolves names) cooperatively."""
@@ -229,30 +223,12 @@ class socket(_std.socket):  # noqa: N801 - the stdlib's name
         except BlockingIOError:
             if self._gb_timeout == 0.0 or (len(args) == 2 and args[0] & _DONTWAIT):
                 raise
-        return self._retry(_c_sendto, False, data, *args)  # type: ignore[no-any-return]
+        return self._retry(_c_sendto, False, (data, *args))  # type: ignore[no-any-return]
 
     if hasattr(_CSocket, "sendmsg"):
-
-        def sendmsg(self, *args: Any) -> int:
-            """``socket.sendmsg``; waits cooperatively."""
-            try:
-                return _CSocket.sendmsg(self, *args)  # type: ignore[no-any-return]
-            except BlockingIOError:
-                if self._gb_timeout == 0.0 or _flag_arg(args, 2) & _DONTWAIT:
-                    raise
-            return self._retry(_CSocket.sendmsg, False, *args)  # type: ignore[no-any-return]
-
+        sendmsg = _with_args(_CSocket.sendmsg, False)
     if hasattr(_CSocket, "sendmsg_afalg"):
-
-        def sendmsg_afalg(self, *args: Any, **kwargs: Any) -> int:
-            """``socket.sendmsg_afalg``; waits cooperatively."""
-            op = _CSocket.sendmsg_afalg
-            try:
-                return op(self, *args, **kwargs)  # type: ignore[no-any-return]
-            except BlockingIOError:
-                if self._gb_timeout == 0.0:
-                    raise
-            return self._retry(lambda s: op(s, *args, **kwargs), False)  # type: ignore[no-any-return]
+        sendmsg_afalg = _with_args(_CSocket.sendmsg_afalg, False)
 
     def sendall(self, data: Any, flags: int = 0, /) -> None:
         """``socket.sendall``: send everything; a timeout bounds the whole call."""
@@ -269,7 +245,7 @@ class socket(_std.socket):  # noqa: N801 - the stdlib's name
             if sent >= total:
                 return
             timeout = self._gb_timeout
-            deadline = None if timeout is None else _monotonic() + timeout
+            time_left = _waits(timeout)  # one timeout for the whole call
             while sent < total:
                 try:
                     sent += _c_send(self, bytes_view[sent:], flags)
@@ -277,12 +253,7 @@ class socket(_std.socket):  # noqa: N801 - the stdlib's name
                 except BlockingIOError:
                     if timeout == 0.0 or flags & _DONTWAIT:
                         raise
-                if deadline is None:
-                    _wait_socket(self, self.fileno(), False)
-                else:
-                    remaining = deadline - _monotonic()
-                    if remaining <= 0 or not _wait_socket(self, self.fileno(), False, remaining):
-                        raise _timed_out()
+                sent += self._retry(_c_send, False, (bytes_view[sent:], flags), time_left)
 
     # -- connecting ---------------------------------------------------------
 
@@ -300,7 +271,7 @@ class socket(_std.socket):  # noqa: N801 - the stdlib's name
             return address
         except (OSError, ValueError):
             pass
-        if "%" in host or _where() is None:
+        if "%" in host or _no_loop():
             return address  # a scoped IPv6 literal, or no loop: let C do it as usual
         infos = getaddrinfo(host, address[1], self.family)
         return (infos[0][4][0], *address[1:])
@@ -320,15 +291,10 @@ class socket(_std.socket):  # noqa: N801 - the stdlib's name
             code = exc.errno
         except InterruptedError:
             code = _errno.EINPROGRESS
-        timeout = self._gb_timeout
-        deadline = None if timeout is None else _monotonic() + timeout
-        while True:
-            remaining = None if deadline is None else deadline - _monotonic()
-            if remaining is not None and remaining <= 0:
-                raise _timed_out()
+        for remaining in _waits(self._gb_timeout):
             if code == _errno.EAGAIN:
                 # AF_UNIX with a full backlog: no readiness to wait for, so retry.
-                _hub.sleep(0.001 if remaining is None else min(0.001, remaining))
+                _sleep(0.001 if remaining is None else min(0.001, remaining))
                 try:
                     _c_connect(self, address)
                     return
@@ -336,13 +302,14 @@ class socket(_std.socket):  # noqa: N801 - the stdlib's name
                     code = exc.errno
                 continue
             if not _wait_socket(self, self.fileno(), False, remaining):
-                raise _timed_out()
+                break
             err = self.getsockopt(SOL_SOCKET, SO_ERROR)  # type: ignore[name-defined]  # noqa: F821
             if err == 0:
                 return
             if err in (_errno.EINPROGRESS, _errno.EALREADY):
                 continue
-            raise OSError(err, _os_strerror(err))
+            raise OSError(err, _strerror(err))
+        raise _timed_out()
 
     def connect_ex(self, address: Any, /) -> int:
         """``socket.connect_ex``: as connect, but return the error number (0 on success)."""
@@ -372,14 +339,14 @@ class socket(_std.socket):  # noqa: N801 - the stdlib's name
         except BlockingIOError:
             if self._gb_timeout == 0.0:
                 raise
-        return self._retry(_c_accept, True)  # type: ignore[no-any-return]
+        return self._retry(_c_accept, True, ())  # type: ignore[no-any-return]
 
     # -- closing ------------------------------------------------------------
 
     def _real_close(self, _ss: Any = _CSocket) -> None:
         fd = _ss.fileno(self)
         if fd >= 0:
-            _hub.notify_closing(fd)
+            _notify_closing(fd)
         _ss.close(self)
 
     # accept, dup, sendfile: the stdlib's own code, bound to this module, so
@@ -390,12 +357,6 @@ class socket(_std.socket):  # noqa: N801 - the stdlib's name
     _sendfile_use_send = _rebind(_std.socket._sendfile_use_send)  # type: ignore[attr-defined]
 
 
-def _os_strerror(code: int) -> str:
-    import os
-
-    return os.strerror(code)
-
-
 SocketType = _std.SocketType
 
 
@@ -404,7 +365,7 @@ SocketType = _std.SocketType
 
 
 def _offloaded(fn: Any, *args: Any) -> Any:
-    if _where() is None:
+    if _no_loop():
         return fn(*args)
     return _offload(fn, *args)
 
@@ -443,16 +404,13 @@ class _CProxy:
 
 
 def _with_c(fn: Any) -> Any:
-    new = _rebind(fn)
+    """``fn`` rebound to a copy of this module's globals whose ``_socket`` is `_CProxy`."""
     namespace = dict(globals())
     namespace["_socket"] = _CProxy
-    return _types.FunctionType(
-        new.__code__, namespace, new.__name__, new.__defaults__, new.__closure__
-    )
+    return _patcher_rebind(fn, namespace)
 
 
 getaddrinfo = _with_c(_std.getaddrinfo)
-getaddrinfo.__module__ = __name__
 
 
 def gethostbyname(hostname: str, /) -> str:
@@ -494,4 +452,6 @@ if hasattr(_std, "_fallback_socketpair"):  # newer Pythons: the pure-Python sock
     _fallback_socketpair = _rebind(_std._fallback_socketpair)
 if hasattr(_std, "fromshare"):  # pragma: no cover - Windows
     fromshare = _rebind(_std.fromshare)
-os = _green_os  # the stdlib module's ``os`` name, green
+# The stdlib module's names for the modules it uses, green.
+os = _green_os
+selectors = _green_selectors

@@ -20,27 +20,18 @@ wraps sockets in the original, blocking class.
 
 from __future__ import annotations
 
-import time as _time
 from typing import Any
 
-from .. import _hub
+from .._hub import wait_socket as _wait_socket
 from .._patcher import original
-from .._patcher import rebind as _patcher_rebind
+from . import _util
 from . import os as _green_os
 from . import socket as _gsocket
 
 # Typed as Any: this module subclasses and rebinds stdlib internals that typeshed omits.
 _std: Any = original("ssl")
+_util.reexport(globals(), _std)
 
-for _name in dir(_std):
-    if not _name.startswith("__"):
-        globals()[_name] = getattr(_std, _name)
-del _name
-
-__all__ = [name for name in dir(_std) if not name.startswith("_")]
-__doc__ = _std.__doc__ or __doc__
-
-_monotonic = _time.monotonic
 _WantRead = _std.SSLWantReadError
 _WantWrite = _std.SSLWantWriteError
 _timeout_error: Any = _gsocket.timeout  # type: ignore[attr-defined]
@@ -50,9 +41,7 @@ socket = _gsocket.socket
 create_connection = _gsocket.create_connection
 
 
-def _rebind(fn: Any) -> Any:
-    """The stdlib function ``fn`` with this module as its globals."""
-    return _patcher_rebind(fn, globals())
+_rebind = _util.rebinder(globals())  # a stdlib function, with this module as its globals
 
 
 class SSLSocket(_std.SSLSocket, _gsocket.socket):  # type: ignore[misc]
@@ -63,7 +52,7 @@ class SSLSocket(_std.SSLSocket, _gsocket.socket):  # type: ignore[misc]
     def _ssl_retry(self, what: str, fn: Any, *args: Any) -> Any:
         """Call ``fn`` until OpenSSL stops asking to wait, within the socket's timeout."""
         timeout = self._gb_timeout
-        deadline = None if timeout is None else _monotonic() + timeout
+        time_left = _util.waits(timeout)
         while True:
             try:
                 return fn(*args)
@@ -75,11 +64,8 @@ class SSLSocket(_std.SSLSocket, _gsocket.socket):  # type: ignore[misc]
                 if timeout == 0.0:
                     raise
                 readable = False
-            if deadline is None:
-                _hub.wait_socket(self, self.fileno(), readable)
-                continue
-            remaining = deadline - _monotonic()
-            if remaining <= 0 or not _hub.wait_socket(self, self.fileno(), readable, remaining):
+            remaining = next(time_left, 0.0)
+            if remaining == 0.0 or not _wait_socket(self, self.fileno(), readable, remaining):
                 raise _timeout_error(f"The {what} operation timed out")
 
     def do_handshake(self, block: bool = False) -> None:
@@ -104,7 +90,7 @@ class SSLSocket(_std.SSLSocket, _gsocket.socket):  # type: ignore[misc]
     def send(self, data: Any, flags: int = 0) -> int:
         """``SSLSocket.send``; waits cooperatively."""
         if self._sslobj is None:
-            return super().send(data, flags)
+            return super().send(data, flags)  # type: ignore[no-any-return]
         return self._ssl_retry("write", super().send, data, flags)  # type: ignore[no-any-return]
 
     def unwrap(self) -> Any:

@@ -24,14 +24,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
-import types
 from collections.abc import Callable
 from time import monotonic as _monotonic
 from typing import TYPE_CHECKING, Any
 
-from .._bridge import _running_loop, await_, spawn
-from .._hub import can_suspend, notify_closing, sleep, wait_readable, wait_writable
+from .. import _where
+from .._bridge import await_, spawn
+from .._hub import notify_closing
 from .._patcher import original
+from . import _util
 from . import os as _green_os
 from . import select as _green_select
 from . import selectors as _green_selectors
@@ -46,24 +47,9 @@ else:
     _os = original("os")
     _sp = original("subprocess")
 
-for _name in dir(_sp):
-    if not _name.startswith("__"):
-        globals()[_name] = getattr(_sp, _name)
-del _name
-
-__all__ = list(_sp.__all__)
+_util.reexport(globals(), _sp)
 
 _CHUNK = 65536
-
-
-def _green_loop() -> asyncio.AbstractEventLoop | None:
-    """The running asyncio loop when the caller can suspend on it (else None)."""
-    if not can_suspend():
-        return None
-    try:
-        return asyncio.get_running_loop()
-    except RuntimeError:
-        return None
 
 
 class _GreenPipe(io.RawIOBase):
@@ -96,27 +82,19 @@ class _GreenPipe(io.RawIOBase):
     def readinto(self, buffer: Any) -> int:
         if self.closed:
             raise ValueError("I/O operation on closed file")
-        while True:
-            if self.blocking:
-                _green_os._wait_fd(self._fd, True)  # then the read cannot block
-            try:
-                return _os.readv(self._fd, [buffer])
-            except BlockingIOError:
-                _green_os._wait_fd(self._fd, True)
+        if self.blocking:
+            _util.wait_fd(self._fd, True)  # then the read cannot block
+        return _util.until_ready(_os.readv, self._fd, True, [buffer])
 
     def write(self, data: Any) -> int:
         if self.closed:
             raise ValueError("I/O operation on closed file")
         if self.blocking:
             # Writable means room for PIPE_BUF bytes: a write that size cannot block.
-            _green_os._wait_fd(self._fd, False)
+            _util.wait_fd(self._fd, False)
             view = memoryview(data).cast("B")
-            return _os.write(self._fd, view[: _green_os._PIPE_BUF])
-        while True:
-            try:
-                return _os.write(self._fd, data)
-            except BlockingIOError:
-                _green_os._wait_fd(self._fd, False)
+            return _os.write(self._fd, view[: _util.PIPE_BUF])
+        return _util.until_ready(_os.write, self._fd, False, data)
 
     def close(self) -> None:
         if not self.closed:
@@ -167,11 +145,7 @@ def _drain(fileobj: Any, chunks: list[bytes]) -> None:
     fd = fileobj.fileno()
     try:
         while True:
-            try:
-                data = _os.read(fd, _CHUNK)
-            except BlockingIOError:
-                wait_readable(fd)
-                continue
+            data = _util.until_ready(_os.read, fd, True, _CHUNK)
             if not data:
                 return
             chunks.append(data)
@@ -186,9 +160,7 @@ def _feed(fileobj: Any, data: bytes) -> None:
     try:
         while offset < len(view):
             try:
-                offset += _os.write(fd, view[offset : offset + _CHUNK])
-            except BlockingIOError:
-                wait_writable(fd)
+                offset += _util.until_ready(_os.write, fd, False, view[offset : offset + _CHUNK])
             except BrokenPipeError:
                 return  # the child does not read all its input: ignored, as the stdlib
     finally:
@@ -218,30 +190,15 @@ class Popen(_sp.Popen):  # type: ignore[type-arg]
     def _wait(self, timeout: float | None) -> int:
         if self.returncode is not None:
             return self.returncode
-        if not (can_suspend() and _running_loop() is not None):
+        if _where.where() not in _util.ON_A_LOOP:
             return super()._wait(timeout)  # type: ignore[no-any-return, misc]
-        deadline = None if timeout is None else _monotonic() + timeout
-        pidfd = _green_os._open_pidfd(self.pid, 0)
-        delay = 0.0005
-        try:
-            while not self._reap_nohang():
-                remaining = None if deadline is None else deadline - _monotonic()
-                if remaining is not None and remaining <= 0:
-                    raise _sp.TimeoutExpired(self.args, timeout)  # type: ignore[arg-type]
-                if pidfd is not None:
-                    wait_readable(pidfd, remaining)
-                else:
-                    step = delay if remaining is None else min(delay, remaining)
-                    sleep(step)
-                    delay = min(delay * 2, 0.05)
-        finally:
-            if pidfd is not None:
-                _os.close(pidfd)
+        if _util.wait_child(self.pid, 0, self._reap_nohang, timeout) is None:
+            raise _sp.TimeoutExpired(self.args, timeout)  # type: ignore[arg-type]
         returncode: int = self.returncode  # type: ignore[assignment]
         return returncode
 
-    def _reap_nohang(self) -> bool:
-        """Collect the child's exit status if it has ended; True once it is known."""
+    def _reap_nohang(self) -> bool | None:
+        """Collect the child's exit status if it has ended; True once it is known, else None."""
         lock: Any = self._waitpid_lock  # type: ignore[attr-defined]
         if self.returncode is None and lock.acquire(False):
             try:
@@ -251,10 +208,10 @@ class Popen(_sp.Popen):  # type: ignore[type-arg]
                         self._handle_exitstatus(status)  # type: ignore[attr-defined]
             finally:
                 lock.release()
-        return self.returncode is not None
+        return True if self.returncode is not None else None
 
     def _communicate(self, input: Any, endtime: float | None, orig_timeout: float | None) -> Any:
-        if self._gb_comm is None and _green_loop() is None:
+        if self._gb_comm is None and _where.where() is not _where.Where.ASYNCIO:
             return super()._communicate(input, endtime, orig_timeout)  # type: ignore[misc]
         if self._gb_comm is None:
             if self.stdin and not self._communication_started:  # type: ignore[attr-defined]
@@ -301,16 +258,8 @@ class Popen(_sp.Popen):  # type: ignore[type-arg]
         return stdout, stderr
 
 
-def _rebind(fn: Callable[..., Any]) -> Any:
-    """The stdlib function ``fn`` running with this module's globals (our Popen)."""
-    new = types.FunctionType(fn.__code__, globals(), fn.__name__, fn.__defaults__, fn.__closure__)
-    new.__kwdefaults__ = fn.__kwdefaults__
-    new.__doc__ = fn.__doc__
-    new.__qualname__ = fn.__qualname__
-    new.__module__ = __name__
-    return new
-
-
+# The stdlib's functions, running with this module's globals (our Popen).
+_rebind = _util.rebinder(globals())
 run: Callable[..., _sp.CompletedProcess[Any]] = _rebind(_sp.run)
 call: Callable[..., int] = _rebind(_sp.call)
 check_call: Callable[..., int] = _rebind(_sp.check_call)

@@ -5,24 +5,26 @@ thread becomes a task on that loop (through :func:`greenbridge.spawn`); its
 ``run()`` executes in a worker greenlet, and every blocking call in this module
 (``Lock.acquire``, ``Event.wait``, ``Thread.join``, ...) suspends that task
 only.  Started with no loop running, a :class:`Thread` is a real OS thread, so
-the module behaves like the standard library there.
+the module behaves like the standard library there.  Under trio too a
+:class:`Thread` is a real OS thread (a green thread is a task started with
+:func:`greenbridge.spawn`, and trio has no way to start a task from sync code
+without a nursery); the locks, conditions, events, queues and ``join()``
+still suspend only the calling trio task, and work between trio tasks and
+those OS threads.
 
-Every primitive keeps its state under a tiny *real* lock and parks each waiter
-on the object that suits the waiter:
+This module holds the threads (``Thread``, ``Timer``, ``current_thread``,
+``enumerate``, the main thread) and is the stdlib-compatible namespace; the
+rest lives in one module per mechanism, re-exported here:
 
-* a green thread (code that :func:`greenbridge.has_portal`, with an asyncio
-  loop running) waits on a loop future, woken directly from the loop's own
-  thread or with ``call_soon_threadsafe`` from any other thread;
-* any other caller (a real OS thread, sync code outside any loop) blocks on a
-  real ``_thread`` lock, exactly like the standard library.
+* :mod:`greenbridge.green._waiter`: the one waiter every blocking call parks
+  on (a green thread suspends, a real OS thread blocks for real);
+* :mod:`greenbridge.green._locks`: ``Lock``, ``RLock``, ``Condition``,
+  ``Semaphore``, ``BoundedSemaphore``, ``Event``, ``Barrier``;
+* :mod:`greenbridge.green._ident`: who the current green thread is;
+* :mod:`greenbridge.green._local`: ``local``.
 
-So one ``Lock`` can be contended by green threads and real OS threads at the
-same time: nobody sees "no current event loop" and nobody busy-waits.  A
-released ``Lock`` is handed straight to its oldest waiter (FIFO), so a green
-thread that releases and re-acquires in a loop cannot starve the others.
-
-Identity: inside an asyncio task, :func:`get_ident` is ``id(task)``; elsewhere
-it is the OS thread's identifier.  :class:`local` keeps one namespace per
+Identity: inside an asyncio or trio task, :func:`get_ident` is ``id(task)``;
+elsewhere it is the OS thread's identifier.  :class:`local` keeps one namespace per
 green thread (per task) and per OS thread.
 
 Everything else the standard module exports (
@@ -34,9 +36,6 @@ from __future__ import annotations
 
 import _thread as _real_thread
 import asyncio
-import collections
-import contextlib
-import contextvars
 import functools
 import itertools
 import sys
@@ -44,15 +43,18 @@ import threading as _std
 import traceback
 import warnings
 import weakref
-from asyncio import events as _asyncio_events
 from collections.abc import Callable, Iterable, Mapping
-from time import monotonic as _monotonic
 from typing import Any
 
 from greenlet import GreenletExit
 
-from .._bridge import MissingBridge, await_, has_portal, spawn
+from .._bridge import spawn
 from .._patcher import rebind as _rebind
+from .._where import asyncio_loop
+from ._ident import current_task, get_ident
+from ._local import local
+from ._locks import Barrier, BoundedSemaphore, Condition, Event, Lock, RLock, Semaphore
+from ._waiter import Waiter, check_timeout
 
 __all__ = [
     "get_ident",
@@ -83,9 +85,6 @@ __all__ = [
 
 _real_allocate = _real_thread.allocate_lock
 _real_get_ident = _real_thread.get_ident
-_real_rlock = _real_thread.RLock
-_get_running_loop = _asyncio_events._get_running_loop
-_current_task = asyncio.current_task
 
 TIMEOUT_MAX: float = _std.TIMEOUT_MAX
 ThreadError = _std.ThreadError
@@ -125,780 +124,12 @@ stack_size = _std.stack_size
 
 
 # ---------------------------------------------------------------------------
-# waiting
-
-
-def _green_loop() -> asyncio.AbstractEventLoop | None:
-    """The running asyncio loop, if the caller is bridged sync code that can suspend."""
-    loop = _get_running_loop()
-    if loop is None or not has_portal():
-        return None
-    return loop
-
-
-_BLOCKS_THE_LOOP = (
-    "a green threading/queue primitive would have to block this thread, which runs an "
-    "asyncio event loop, from code that is not running under greenbridge (a coroutine, "
-    "a loop callback, or sync code they call): that stops the loop and every green "
-    "thread on it, including the one that would release the wait. Call the sync code "
-    "through greenbridge: `await greenbridge.async_(fn)(...)` or `greenbridge.spawn(fn, "
-    "...)`; or give the calling task a portal with `await greenbridge.ensure_portal()` "
-    "(or every task with `greenbridge.install_portal_factory()`). From a coroutine, "
-    "`await greenbridge.async_(lock.acquire)()` waits without blocking."
-)
-
-
-def _resolve(fut: asyncio.Future[None]) -> None:
-    if not fut.done():
-        fut.set_result(None)
-
-
-# The Context _resolve runs in: it needs nothing of the waiter's, and passing one
-# saves the loop a copy of the caller's Context per timed wait and per wake-up.
-_RESOLVE_CONTEXT = contextvars.Context()
-
-
-class _Waiter:
-    """One parked caller: a loop future (green) or an acquired real lock (OS thread).
-
-    ``wake()`` is called at most once, by whoever holds the state lock of the
-    primitive the waiter is queued on; ``wait()`` returns whether it was woken.
-    """
-
-    __slots__ = ("fired", "_loop", "_fut", "_lock", "_tid")
-
-    def __init__(self) -> None:
-        self.fired = False
-        loop = _green_loop()
-        self._loop = loop
-        if loop is None:
-            lock = _real_allocate()
-            lock.acquire()
-            self._lock: Any = lock
-            self._fut: asyncio.Future[None] | None = None
-        else:
-            self._lock = None
-            self._fut = loop.create_future()
-            self._tid = _real_get_ident()
-
-    def wake(self) -> None:
-        if self.fired:
-            return
-        self.fired = True
-        if self._lock is not None:
-            self._lock.release()
-            return
-        fut = self._fut
-        assert fut is not None and self._loop is not None
-        if _real_get_ident() == self._tid:
-            _resolve(fut)
-        else:
-            # A closed loop raises RuntimeError: nobody is left to wake then.
-            with contextlib.suppress(RuntimeError):
-                self._loop.call_soon_threadsafe(_resolve, fut, context=_RESOLVE_CONTEXT)
-
-    def wait(self, timeout: float | None) -> bool:
-        """Wait until woken or ``timeout`` seconds passed (None: forever).
-
-        As the stdlib's waits: a timeout that is not ``> 0`` (including NaN) only
-        polls, and one beyond ``TIMEOUT_MAX`` raises the stdlib's OverflowError.
-        """
-        if timeout is not None:
-            if not timeout > 0:
-                return self.fired
-            if timeout > TIMEOUT_MAX:
-                _check_timeout(True, timeout)
-        if self._lock is not None:
-            if _get_running_loop() is not None:
-                # Blocking here would stop the loop this thread runs, and with it
-                # the green thread that would wake us: a deadlock.
-                raise MissingBridge(_BLOCKS_THE_LOOP)
-            if timeout is None:
-                self._lock.acquire()
-            else:
-                self._lock.acquire(True, min(timeout, TIMEOUT_MAX))
-            return self.fired
-        fut = self._fut
-        assert fut is not None and self._loop is not None
-        if timeout is None:
-            await_(fut)
-        else:
-            handle = self._loop.call_later(timeout, _resolve, fut, context=_RESOLVE_CONTEXT)
-            try:
-                await_(fut)
-            finally:
-                handle.cancel()
-        return self.fired
-
-
-def _qualname(obj: object) -> str:
-    """``threading.Event`` for our classes (as the stdlib's repr), ``module.Name`` for others."""
-    cls = type(obj)
-    module = "threading" if cls.__module__ == __name__ else cls.__module__
-    return f"{module}.{cls.__qualname__}"
-
-
-def _check_timeout(blocking: Any, timeout: Any) -> None:
-    """Raise what a real lock's ``acquire(blocking, timeout)`` raises for these arguments.
-
-    A fresh, free real lock checks them (so the exceptions and messages are this
-    Python's own, NaN and wrong types included) and is taken at once if they are
-    valid.
-    """
-    _real_allocate().acquire(blocking, timeout)
-
-
-# ---------------------------------------------------------------------------
-# identity
-
-
-def get_ident() -> int:
-    """The current green thread's identifier: ``id(task)`` in a task, else the OS thread's."""
-    loop = _get_running_loop()
-    if loop is not None:
-        task = _current_task(loop)
-        if task is not None:
-            return id(task)
-    return _real_get_ident()
-
-
-class _OSThreadKey:
-    __slots__ = ("__weakref__",)
-
-
-_os_keys = _real_thread._local()
-
-
-def _thread_key() -> object:
-    """An object that lives exactly as long as the current green thread (or OS thread)."""
-    loop = _get_running_loop()
-    if loop is not None:
-        task = _current_task(loop)
-        if task is not None:
-            return task
-    try:
-        return _os_keys.key
-    except AttributeError:
-        key = _OSThreadKey()
-        _os_keys.key = key
-        return key
-
-
-# ---------------------------------------------------------------------------
-# locks
-
-
-class Lock:
-    """A green ``threading.Lock``: FIFO hand-off, usable by green and real threads alike."""
-
-    __slots__ = ("_mutex", "_locked", "_waiters", "__weakref__")
-
-    def __init__(self) -> None:
-        self._mutex = _real_allocate()
-        self._locked = False
-        self._waiters: collections.deque[_Waiter] = collections.deque()
-
-    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
-        """Acquire the lock; wait at most ``timeout`` seconds (-1: forever) if ``blocking``."""
-        if timeout != -1:  # -1 is valid whether blocking or not
-            _check_timeout(blocking, timeout)
-        mutex = self._mutex
-        with mutex:
-            if not self._locked:
-                self._locked = True
-                return True
-            if not blocking or timeout == 0:
-                return False
-            waiter = _Waiter()
-            self._waiters.append(waiter)
-        try:
-            if waiter.wait(None if timeout == -1 else timeout):
-                return True
-        except BaseException:
-            with mutex:
-                owned = waiter.fired
-                if not owned:
-                    self._waiters.remove(waiter)
-            if owned:  # handed to us as we were interrupted: pass it on
-                self.release()
-            raise
-        with mutex:
-            if waiter.fired:
-                return True
-            self._waiters.remove(waiter)
-            return False
-
-    def release(self) -> None:
-        """Release the lock, handing it to the oldest waiter if there is one."""
-        with self._mutex:
-            if not self._locked:
-                raise RuntimeError("release unlocked lock")
-            if self._waiters:
-                self._waiters.popleft().wake()  # stays locked: now the waiter's
-            else:
-                self._locked = False
-
-    def locked(self) -> bool:
-        """Whether the lock is held."""
-        return self._locked
-
-    def _at_fork_reinit(self) -> None:
-        self._mutex = _real_allocate()
-        self._locked = False
-        self._waiters.clear()
-
-    acquire_lock = acquire
-    release_lock = release
-    locked_lock = locked
-
-    def __enter__(self) -> bool:
-        return self.acquire()
-
-    def __exit__(self, *exc: object) -> None:
-        self.release()
-
-    def __repr__(self) -> str:
-        state = "locked" if self._locked else "unlocked"
-        return f"<{state} {_qualname(self)} object at {id(self):#x}>"
-
-
-class RLock:
-    """A green reentrant lock: the owner is the green thread (see :func:`get_ident`)."""
-
-    def __init__(self) -> None:
-        self._block = Lock()
-        self._owner: int | None = None
-        self._count = 0
-
-    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
-        """Acquire the lock, or bump the recursion level if this green thread holds it."""
-        if timeout != -1:  # checked even for the owner, as the stdlib does
-            _check_timeout(blocking, timeout)
-        me = get_ident()
-        if self._owner == me:
-            self._count += 1
-            return True
-        if self._block.acquire(blocking, timeout):
-            self._owner = me
-            self._count = 1
-            return True
-        return False
-
-    __enter__ = acquire
-
-    def release(self) -> None:
-        """Drop one recursion level; release the lock at the last one."""
-        if self._owner != get_ident():
-            raise RuntimeError("cannot release un-acquired lock")
-        self._count -= 1
-        if not self._count:
-            self._owner = None
-            self._block.release()
-
-    def __exit__(self, *exc: object) -> None:
-        self.release()
-
-    def locked(self) -> bool:
-        """Whether any green thread holds the lock."""
-        return self._block.locked()
-
-    def _is_owned(self) -> bool:
-        return self._owner == get_ident()
-
-    def _recursion_count(self) -> int:
-        return self._count if self._owner == get_ident() else 0
-
-    def _release_save(self) -> tuple[int, int | None]:
-        if not self._count:
-            raise RuntimeError("cannot release un-acquired lock")
-        state = (self._count, self._owner)
-        self._count = 0
-        self._owner = None
-        self._block.release()
-        return state
-
-    def _acquire_restore(self, state: tuple[int, int | None]) -> None:
-        self._block.acquire()
-        self._count, self._owner = state
-
-    def _at_fork_reinit(self) -> None:
-        self._block._at_fork_reinit()
-        self._owner = None
-        self._count = 0
-
-    def __repr__(self) -> str:
-        owner = self._owner
-        state = "locked" if owner is not None else "unlocked"
-        return (
-            f"<{state} {_qualname(self)} object "
-            f"owner={owner!r} count={self._count} at {id(self):#x}>"
-        )
-
-
-# ---------------------------------------------------------------------------
-# conditions and the primitives built on them
-
-
-class Condition:
-    """A green ``threading.Condition`` over any lock (a green :class:`RLock` by default)."""
-
-    def __init__(self, lock: Any = None) -> None:
-        if lock is None:
-            lock = RLock()
-        self._lock = lock
-        self.acquire = lock.acquire
-        self.release = lock.release
-        for name in ("_release_save", "_acquire_restore", "_is_owned"):
-            method = getattr(lock, name, None)
-            if method is not None:
-                setattr(self, name, method)
-        if type(lock) is Lock:
-            # What _is_owned() below finds with acquire(False) and release():
-            # a green Lock is never free while a waiter is queued on it.
-            self._is_owned = lock.locked  # type: ignore[method-assign]
-        self._waiters: collections.deque[_Waiter] = collections.deque()
-
-    def _at_fork_reinit(self) -> None:
-        self._lock._at_fork_reinit()
-        self._waiters.clear()
-
-    def __enter__(self) -> Any:
-        return self._lock.__enter__()
-
-    def __exit__(self, *exc: Any) -> Any:
-        return self._lock.__exit__(*exc)
-
-    def __repr__(self) -> str:
-        return f"<Condition({self._lock}, {len(self._waiters)})>"
-
-    def _release_save(self) -> Any:
-        self._lock.release()
-
-    def _acquire_restore(self, state: Any) -> None:
-        self._lock.acquire()
-
-    def _is_owned(self) -> bool:
-        if self._lock.acquire(False):
-            self._lock.release()
-            return False
-        return True
-
-    def wait(self, timeout: float | None = None) -> bool:
-        """Release the lock, wait for a notification or the timeout, re-acquire the lock.
-
-        Returns True if notified.  A notification is never lost: one that arrives
-        while the wait times out makes it return True, and a waiter interrupted
-        (cancelled) after it was notified passes the notification on to the next
-        waiter, as ``asyncio.Condition`` does.  The lock is held again whatever
-        happens; a cancellation that arrives while re-acquiring it is raised once
-        it is held (as ``asyncio.Condition.wait`` does).
-        """
-        if not self._is_owned():
-            raise RuntimeError("cannot wait on un-acquired lock")
-        waiter = _Waiter()
-        self._waiters.append(waiter)
-        saved = self._release_save()
-        error: BaseException | None = None
-        try:
-            waiter.wait(timeout)
-        except BaseException as exc:
-            error = exc
-        try:
-            while True:
-                try:
-                    self._acquire_restore(saved)
-                    break
-                except asyncio.CancelledError as exc:
-                    error = exc
-        except BaseException:
-            # The lock could not be re-acquired (not a cancellation): do not keep
-            # a notification this caller will never act on.
-            if waiter.fired:
-                self._pass_on()
-            raise
-        if waiter.fired:
-            if error is None:
-                return True
-            self._pass_on()  # notified, but leaving with an exception: wake another
-        else:
-            try:  # noqa: SIM105 - contextlib.suppress costs more on this path
-                self._waiters.remove(waiter)
-            except ValueError:
-                pass
-        if error is not None:
-            try:
-                raise error
-            finally:
-                error = None
-        return False
-
-    def _pass_on(self) -> None:
-        """Give a notification this caller got but will not use to the next waiter."""
-        try:
-            waiter = self._waiters.popleft()
-        except IndexError:
-            return
-        waiter.wake()
-
-    def wait_for(self, predicate: Callable[[], Any], timeout: float | None = None) -> Any:
-        """Wait until ``predicate()`` is true or the timeout passes; return its last value."""
-        endtime = None
-        waittime = timeout
-        result = predicate()
-        while not result:
-            if waittime is not None:
-                if endtime is None:
-                    endtime = _monotonic() + waittime
-                else:
-                    waittime = endtime - _monotonic()
-                    if waittime <= 0:
-                        break
-            self.wait(waittime)
-            result = predicate()
-        return result
-
-    def notify(self, n: int = 1) -> None:
-        """Wake up to ``n`` waiters; the caller must hold the lock."""
-        if not self._is_owned():
-            raise RuntimeError("cannot notify on un-acquired lock")
-        waiters = self._waiters
-        while waiters and n > 0:
-            waiters.popleft().wake()
-            n -= 1
-
-    def notify_all(self) -> None:
-        """Wake every waiter; the caller must hold the lock."""
-        self.notify(len(self._waiters))
-
-    def notifyAll(self) -> None:  # noqa: N802 - the stdlib's deprecated alias
-        """Deprecated alias of :meth:`notify_all`."""
-        warnings.warn(
-            "notifyAll() is deprecated, use notify_all() instead", DeprecationWarning, stacklevel=2
-        )
-        self.notify_all()
-
-
-class Semaphore:
-    """A green counting semaphore."""
-
-    def __init__(self, value: int = 1) -> None:
-        if value < 0:
-            raise ValueError("semaphore initial value must be >= 0")
-        self._cond = Condition(Lock())
-        self._value = value
-
-    def __repr__(self) -> str:
-        return f"<{_qualname(self)} at {id(self):#x}: value={self._value}>"
-
-    def acquire(self, blocking: bool = True, timeout: float | None = None) -> bool:
-        """Decrement the counter, waiting while it is zero (at most ``timeout`` seconds)."""
-        if not blocking and timeout is not None:
-            raise ValueError("can't specify timeout for non-blocking acquire")
-        endtime = None
-        with self._cond:
-            while self._value == 0:
-                if not blocking:
-                    return False
-                if timeout is not None:
-                    if endtime is None:
-                        endtime = _monotonic() + timeout
-                    else:
-                        timeout = endtime - _monotonic()
-                        if timeout <= 0:
-                            return False
-                self._cond.wait(timeout)
-            self._value -= 1
-            return True
-
-    __enter__ = acquire
-
-    def release(self, n: int = 1) -> None:
-        """Increment the counter by ``n`` and wake up to ``n`` waiters."""
-        if n < 1:
-            raise ValueError("n must be one or more")
-        with self._cond:
-            self._value += n
-            self._cond.notify(n)
-
-    def __exit__(self, *exc: object) -> None:
-        self.release()
-
-
-class BoundedSemaphore(Semaphore):
-    """A semaphore whose counter may not rise above its initial value."""
-
-    def __init__(self, value: int = 1) -> None:
-        super().__init__(value)
-        self._initial_value = value
-
-    def __repr__(self) -> str:
-        return f"<{_qualname(self)} at {id(self):#x}: value={self._value}/{self._initial_value}>"
-
-    def release(self, n: int = 1) -> None:
-        """Increment the counter; ValueError if it would exceed the initial value."""
-        if n < 1:
-            raise ValueError("n must be one or more")
-        with self._cond:
-            if self._value + n > self._initial_value:
-                raise ValueError("Semaphore released too many times")
-            self._value += n
-            self._cond.notify(n)
-
-
-class Event:
-    """A green event flag."""
-
-    def __init__(self) -> None:
-        self._cond = Condition(Lock())
-        self._flag = False
-
-    def __repr__(self) -> str:
-        status = "set" if self._flag else "unset"
-        return f"<{_qualname(self)} at {id(self):#x}: {status}>"
-
-    def _at_fork_reinit(self) -> None:
-        self._cond._at_fork_reinit()
-
-    def is_set(self) -> bool:
-        """Whether the flag is set."""
-        return self._flag
-
-    def isSet(self) -> bool:  # noqa: N802 - the stdlib's deprecated alias
-        """Deprecated alias of :meth:`is_set`."""
-        warnings.warn(
-            "isSet() is deprecated, use is_set() instead", DeprecationWarning, stacklevel=2
-        )
-        return self.is_set()
-
-    def set(self) -> None:
-        """Set the flag and wake every waiter."""
-        with self._cond:
-            self._flag = True
-            self._cond.notify_all()
-
-    def clear(self) -> None:
-        """Reset the flag."""
-        with self._cond:
-            self._flag = False
-
-    def wait(self, timeout: float | None = None) -> bool:
-        """Wait until the flag is set or ``timeout`` seconds pass; return the flag."""
-        if self._flag:
-            return True
-        with self._cond:
-            signaled: bool = self._flag
-            if not signaled:
-                signaled = self._cond.wait(timeout)
-            return signaled
-
-
-_FILLING, _DRAINING, _RESETTING, _BROKEN = 0, 1, -1, -2
-_BARRIER_NEEDS_PARTIES = sys.version_info >= (3, 13)  # earlier, Barrier(0) is accepted
-
-
-class Barrier:
-    """A green barrier for ``parties`` threads, with an optional action and timeout."""
-
-    def __init__(
-        self, parties: int, action: Callable[[], object] | None = None, timeout: float | None = None
-    ) -> None:
-        if parties < 1 and _BARRIER_NEEDS_PARTIES:
-            raise ValueError("parties must be > 0")
-        self._cond = Condition(Lock())
-        self._action = action
-        self._timeout = timeout
-        self._parties = parties
-        self._state = _FILLING
-        self._count = 0
-
-    def __repr__(self) -> str:
-        if self.broken:
-            return f"<{_qualname(self)} at {id(self):#x}: broken>"
-        return f"<{_qualname(self)} at {id(self):#x}: waiters={self.n_waiting}/{self.parties}>"
-
-    def wait(self, timeout: float | None = None) -> int:
-        """Wait for all parties; return this caller's arrival index (0 .. parties-1)."""
-        if timeout is None:
-            timeout = self._timeout
-        with self._cond:
-            while self._state in (_DRAINING, _RESETTING):
-                self._cond.wait()
-            if self._state == _BROKEN:
-                raise BrokenBarrierError
-            index = self._count
-            self._count += 1
-            try:
-                if index + 1 == self._parties:
-                    self._trip()
-                else:
-                    if not self._cond.wait_for(lambda: self._state != _FILLING, timeout):
-                        self._break()
-                        raise BrokenBarrierError
-                    if self._state < 0:
-                        raise BrokenBarrierError
-                return index
-            finally:
-                self._count -= 1
-                if self._count == 0 and self._state in (_DRAINING, _RESETTING):
-                    self._state = _FILLING
-                    self._cond.notify_all()
-
-    def _trip(self) -> None:
-        try:
-            if self._action is not None:
-                self._action()
-            self._state = _DRAINING
-            self._cond.notify_all()
-        except BaseException:
-            self._break()
-            raise
-
-    def _break(self) -> None:
-        self._state = _BROKEN
-        self._cond.notify_all()
-
-    def reset(self) -> None:
-        """Return the barrier to its empty state; current waiters get BrokenBarrierError."""
-        with self._cond:
-            if self._count > 0:
-                if self._state in (_FILLING, _BROKEN):
-                    self._state = _RESETTING
-            else:
-                self._state = _FILLING
-            self._cond.notify_all()
-
-    def abort(self) -> None:
-        """Put the barrier in the broken state."""
-        with self._cond:
-            self._break()
-
-    @property
-    def parties(self) -> int:
-        """The number of threads required to pass the barrier."""
-        return self._parties
-
-    @property
-    def n_waiting(self) -> int:
-        """The number of threads waiting now."""
-        return self._count if self._state == _FILLING else 0
-
-    @property
-    def broken(self) -> bool:
-        """Whether the barrier is broken."""
-        return self._state == _BROKEN
-
-
-# ---------------------------------------------------------------------------
-# local
-
-
-class _LocalImpl:
-    __slots__ = ("dicts", "args", "mutex", "__weakref__")
-
-    def __init__(self, args: tuple[tuple[Any, ...], dict[str, Any]]) -> None:
-        self.dicts: dict[int, tuple[Any, dict[str, Any]]] = {}
-        self.args = args
-        self.mutex = _real_rlock()
-
-    def get(self) -> dict[str, Any] | None:
-        entry = self.dicts.get(id(_thread_key()))
-        return None if entry is None else entry[1]
-
-    def create(self) -> dict[str, Any]:
-        key = _thread_key()
-        ident = id(key)
-        me = weakref.ref(self)
-
-        def forget(_: object) -> None:
-            impl = me()
-            if impl is not None:
-                impl.dicts.pop(ident, None)
-
-        namespace: dict[str, Any] = {}
-        self.dicts[ident] = (weakref.ref(key, forget), namespace)
-        return namespace
-
-
-class local:  # noqa: N801 - the stdlib's name
-    """Attributes that are private to each green thread (and to each OS thread).
-
-    As with ``threading.local``, a subclass's ``__init__`` runs again, with the
-    constructor's arguments, the first time another thread touches the object.
-    """
-
-    __slots__ = ("_local__impl", "__dict__")
-
-    def __new__(cls, *args: Any, **kw: Any) -> local:
-        if (args or kw) and (cls.__init__ is object.__init__):
-            raise TypeError("Initialization arguments are not supported")
-        self = object.__new__(cls)
-        impl = _LocalImpl((args, kw))
-        object.__setattr__(self, "_local__impl", impl)
-        object.__setattr__(self, "__dict__", impl.create())
-        return self
-
-    def _local__enter(self) -> _LocalImpl:
-        impl: _LocalImpl = object.__getattribute__(self, "_local__impl")
-        impl.mutex.acquire()
-        try:
-            namespace = impl.get()
-            if namespace is None:
-                namespace = impl.create()
-                object.__setattr__(self, "__dict__", namespace)
-                args, kw = impl.args
-                try:
-                    type(self).__init__(self, *args, **kw)
-                except BaseException:
-                    # As the stdlib: no namespace is kept, the next access runs
-                    # __init__ again.
-                    impl.dicts.pop(id(_thread_key()), None)
-                    raise
-            else:
-                object.__setattr__(self, "__dict__", namespace)
-        except BaseException:
-            impl.mutex.release()
-            raise
-        return impl
-
-    def __getattribute__(self, name: str) -> Any:
-        impl = local._local__enter(self)
-        try:
-            return object.__getattribute__(self, name)
-        finally:
-            impl.mutex.release()
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        if name == "__dict__":
-            raise AttributeError(
-                f"{type(self).__name__!r} object attribute '__dict__' is read-only"
-            )
-        impl = local._local__enter(self)
-        try:
-            object.__setattr__(self, name, value)
-        finally:
-            impl.mutex.release()
-
-    def __delattr__(self, name: str) -> None:
-        if name == "__dict__":
-            raise AttributeError(
-                f"{type(self).__name__!r} object attribute '__dict__' is read-only"
-            )
-        impl = local._local__enter(self)
-        try:
-            object.__delattr__(self, name)
-        finally:
-            impl.mutex.release()
-
-
-# ---------------------------------------------------------------------------
 # threads
 
 _active_mutex = _real_allocate()
 _active: dict[int, Thread] = {}
 _limbo: dict[Thread, Thread] = {}
 _counter = itertools.count(1).__next__
-_trace_hook: Any = None
-_profile_hook: Any = None
 
 
 _NAME_TARGET = sys.version_info >= (3, 10)  # "Thread-1 (target)" names, as the stdlib's
@@ -955,7 +186,7 @@ class Thread:
         self._is_stopped = False
         # join() waiters, created by the first join() that has to wait; set to
         # None again (and every waiter woken) when the thread ends.
-        self._joiners: list[_Waiter] | None = None
+        self._joiners: list[Waiter] | None = None
         self._task: asyncio.Task[None] | None = None
         self._stderr = sys.stderr
         self._initialized = True
@@ -979,7 +210,7 @@ class Thread:
             raise RuntimeError("thread.__init__() not called")
         if self._is_started:
             raise RuntimeError("threads can only be started once")
-        loop = _get_running_loop()
+        loop = asyncio_loop()
         with _active_mutex:
             _limbo[self] = self
         if loop is not None:
@@ -1041,10 +272,14 @@ class Thread:
             del _limbo[self]
         self._is_started = True
         started.release()
-        if _trace_hook is not None:
-            sys.settrace(_trace_hook)
-        if _profile_hook is not None:
-            sys.setprofile(_profile_hook)
+        # The hooks of settrace()/setprofile(), which are the stdlib's (so they
+        # reach the stdlib's threads too): they keep them in its module.
+        trace_hook = getattr(_std, "_trace_hook", None)
+        if trace_hook is not None:
+            sys.settrace(trace_hook)
+        profile_hook = getattr(_std, "_profile_hook", None)
+        if profile_hook is not None:
+            sys.setprofile(profile_hook)
         self._run_and_finish()
 
     def _run_and_finish(self) -> None:
@@ -1100,11 +335,11 @@ class Thread:
             raise RuntimeError("cannot join current thread")
         if timeout is not None:
             timeout = max(timeout, 0)  # as the stdlib: its errors for a wrong type
-            _check_timeout(True, timeout)  # and for NaN or one too large
+            check_timeout(True, timeout)  # and for NaN or one too large
         with _active_mutex:
             if self._has_ended() or (timeout is not None and timeout <= 0):
                 return
-            waiter = _Waiter()
+            waiter = Waiter()
             joiners = self._joiners
             if joiners is None:
                 joiners = self._joiners = []
@@ -1254,8 +489,7 @@ def current_thread() -> Thread:
         return _active[ident]
     except KeyError:
         pass
-    loop = _get_running_loop()
-    task = None if loop is None else _current_task(loop)
+    task = current_task()
     if task is None:
         foreign = _std._active.get(ident)  # type: ignore[attr-defined]
         if foreign is not None:
@@ -1266,7 +500,11 @@ def current_thread() -> Thread:
     with _active_mutex:
         _active[ident] = dummy
     if task is not None:
-        task.add_done_callback(functools.partial(_forget_task, ident))
+        add_done_callback = getattr(task, "add_done_callback", None)
+        if add_done_callback is not None:  # an asyncio task
+            add_done_callback(functools.partial(_forget_task, ident))
+        else:  # a trio task: no callbacks, but it is dropped once it ended
+            weakref.finalize(task, _forget_task, ident, None)
     return dummy
 
 
@@ -1308,7 +546,7 @@ def currentThread() -> Thread:  # noqa: N802 - the stdlib's deprecated alias
     return current_thread()
 
 
-def _adopt_main_thread() -> None:
+def adopt_main_thread() -> None:
     """Make the calling green thread the main thread (used by ``python -m greenbridge``)."""
     ident = get_ident()
     with _active_mutex:
@@ -1316,7 +554,7 @@ def _adopt_main_thread() -> None:
     _main_thread._ident = ident
 
 
-def _non_daemon_threads() -> list[Thread]:
+def non_daemon_threads() -> list[Thread]:
     return [t for t in enumerate() if not t.daemon and t is not _main_thread and t.is_alive()]
 
 

@@ -9,15 +9,9 @@ from __future__ import annotations
 
 from .._hub import sleep as _hub_sleep
 from .._patcher import original
+from . import _util
 
-_time = original("time")
-
-for _name in dir(_time):
-    if not _name.startswith("__"):
-        globals()[_name] = getattr(_time, _name)
-del _name
-
-__doc__ = _time.__doc__ or __doc__
+_util.reexport(globals(), original("time"))
 
 
 def sleep(secs: float, /) -> None:

@@ -1,0 +1,64 @@
+"""Who is the current green thread: identifiers and keys for green threads.
+
+A green thread is a task: inside an asyncio task (or a trio task), the
+task is the thread, :func:`get_ident` is ``id(task)`` and
+:func:`thread_key` the task itself.  Elsewhere it is the OS thread: its
+identifier, and a key object that lives as long as the thread.  (Sync code
+run by ``async_`` belongs to the task that awaits it, so two ``async_``
+calls in two trio tasks are two threads, as they are under asyncio.)
+"""
+
+from __future__ import annotations
+
+import _thread as _real_thread
+import asyncio
+import sys
+
+from .._where import asyncio_loop
+
+__all__ = ["current_task", "get_ident", "thread_key"]
+
+_real_get_ident = _real_thread.get_ident
+_current_task = asyncio.current_task
+
+
+def current_task() -> object | None:
+    """The asyncio task or trio task running now, or None (no task: an OS thread)."""
+    loop = asyncio_loop()
+    if loop is not None:
+        return _current_task(loop)
+    trio = sys.modules.get("trio")  # not imported: trio cannot be running
+    if trio is None:
+        return None
+    try:
+        return trio.lowlevel.current_task()  # type: ignore[no-any-return]
+    except RuntimeError:  # no trio run in this thread
+        return None
+
+
+def get_ident() -> int:
+    """The current green thread's identifier: ``id(task)`` in a task, else the OS thread's."""
+    task = current_task()
+    if task is not None:
+        return id(task)
+    return _real_get_ident()
+
+
+class _OSThreadKey:
+    __slots__ = ("__weakref__",)
+
+
+_os_keys = _real_thread._local()
+
+
+def thread_key() -> object:
+    """An object that lives exactly as long as the current green thread (or OS thread)."""
+    task = current_task()
+    if task is not None:
+        return task
+    try:
+        return _os_keys.key
+    except AttributeError:
+        key = _OSThreadKey()
+        _os_keys.key = key
+        return key
