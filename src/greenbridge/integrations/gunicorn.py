@@ -49,7 +49,7 @@ import uvicorn
 from gunicorn.arbiter import Arbiter  # type: ignore[import-untyped]
 from gunicorn.workers import base  # type: ignore[import-untyped]
 
-from greenbridge.integrations.wsgi import WSGIMiddleware
+from .wsgi import WSGIMiddleware
 
 __all__ = ["Worker", "is_asgi"]
 

@@ -45,7 +45,9 @@ from types import TracebackType
 from typing import Any, Optional, Protocol, TextIO
 from urllib.parse import unquote_to_bytes
 
-from greenbridge import async_, await_
+# (Not ``from greenbridge import``: the package's __init__ only re-exports, and
+# no module of the package may import it; see the import-linter contracts.)
+from .._bridge import async_, await_
 
 __all__ = ["ClientDisconnected", "WSGIMiddleware"]
 
