@@ -73,6 +73,12 @@ APP = textwrap.dedent(
         return {"slept": seconds, "pid": os.getpid()}
 
 
+    @app.get("/block/<float:seconds>")
+    def block(seconds):
+        time.sleep(seconds)  # NOT green: the whole worker stalls
+        return {"blocked": seconds}
+
+
     @app.post("/echo")
     def echo():
         return flask.request.get_data()
@@ -186,6 +192,50 @@ def test_hup_reloads_the_app(app_dir: Path) -> None:
         assert now["version"] == "second"
         assert now["pid"] != before["pid"]
         code, output = g.stop()
+    assert code == 0, output
+
+
+def test_the_loop_notifies_the_arbiter(app_dir: Path) -> None:
+    """--timeout 1: a worker whose loop does not notify for 1 s is killed.
+
+    A request sleeping (green) longer than the timeout completes on the same
+    worker, which also survives a SIGUSR1 (log reopening); a request that
+    blocks the loop (a plain time.sleep) longer than the timeout gets the
+    worker killed and replaced, as with gunicorn's other workers.
+    """
+    with _gunicorn(app_dir, "--timeout", "1") as g:
+        pid = httpx.get(g.url + "/").json()["pid"]
+        assert httpx.get(g.url + "/sleep/2.5", timeout=10).json() == {"slept": 2.5, "pid": pid}
+        g.signal(signal.SIGUSR1)
+        time.sleep(0.3)
+        assert httpx.get(g.url + "/").json()["pid"] == pid
+        with pytest.raises(httpx.TransportError):
+            httpx.get(g.url + "/block/3.0", timeout=10)
+        deadline = time.monotonic() + 10
+        new_pid = pid
+        while new_pid == pid and time.monotonic() < deadline:
+            with contextlib.suppress(httpx.TransportError):
+                new_pid = httpx.get(g.url + "/", timeout=5).json()["pid"]
+        assert new_pid != pid
+        code, output = g.stop()
+    assert code == 0, output
+    assert output.count("WORKER TIMEOUT") == 1, output
+
+
+def test_worker_connections_bounds_the_requests_in_flight(app_dir: Path) -> None:
+    with _gunicorn(app_dir, "--worker-connections", "4") as g:
+
+        async def burst() -> list[int]:
+            async with httpx.AsyncClient(base_url=g.url, timeout=10) as client:
+                responses = await asyncio.gather(*(client.get("/sleep/0.5") for _ in range(12)))
+                return [r.status_code for r in responses]
+
+        statuses = asyncio.run(burst())
+        assert httpx.get(g.url + "/").status_code == 200  # (and then serves again)
+        code, output = g.stop()
+    # uvicorn answers 503 beyond the limit (counting the connections open, and
+    # the requests in flight; how many of 12 at once get in depends on timing).
+    assert statuses.count(200) <= 4 and statuses.count(503) >= 8, statuses
     assert code == 0, output
 
 

@@ -88,6 +88,15 @@ class Uvicorn:
             raise self._error
 
 
+def _no_control_socket() -> list[str]:
+    """gunicorn >= 24 opens a control socket in ~/.gunicorn by default: not for tests."""
+    from gunicorn.config import KNOWN_SETTINGS
+
+    if any(setting.name == "control_socket_disable" for setting in KNOWN_SETTINGS):
+        return ["--no-control-socket"]
+    return []
+
+
 class Gunicorn:
     """``with Gunicorn(args, cwd) as g:`` runs ``gunicorn *args`` bound to ``g.url``."""
 
@@ -102,6 +111,7 @@ class Gunicorn:
             f"127.0.0.1:{self.port}",
             "--log-level",
             "warning",
+            *_no_control_socket(),
             *args,
         ]
         self.cwd = cwd

@@ -132,13 +132,13 @@ class Worker(base.Worker):  # type: ignore[misc]
         self.server: _Server | None = None
 
     def init_signals(self) -> None:
-        # The loop handles SIGTERM, SIGINT and SIGQUIT (see _serve); the base
-        # class's handlers would sys.exit() from inside whatever code runs.
+        # The loop handles SIGTERM, SIGINT, SIGQUIT and SIGABRT (see _serve):
+        # the base class's handlers would sys.exit() from inside whatever
+        # code runs, e.g. a request's greenlet, where the server catches it.
         for sig in self.SIGNALS:
             signal.signal(sig, signal.SIG_DFL)
         signal.signal(signal.SIGUSR1, self.handle_usr1)
         signal.signal(signal.SIGWINCH, self.handle_winch)
-        signal.signal(signal.SIGABRT, self.handle_abort)
         # (A log reopen must not interrupt a system call of a request.)
         signal.siginterrupt(signal.SIGUSR1, False)
 
@@ -156,8 +156,6 @@ class Worker(base.Worker):  # type: ignore[misc]
             "access_log": bool(cfg.accesslog),
             "lifespan": "auto" if asgi else "off",
             "timeout_keep_alive": cfg.keepalive,
-            "timeout_notify": self.timeout,
-            "callback_notify": self.callback_notify,
             # (The base class already added the jitter.)
             "limit_max_requests": self.max_requests if cfg.max_requests > 0 else None,
             "limit_concurrency": cfg.worker_connections,
@@ -188,7 +186,10 @@ class Worker(base.Worker):  # type: ignore[misc]
         loop.add_signal_handler(signal.SIGTERM, self._stop, False)
         loop.add_signal_handler(signal.SIGINT, self._stop, True)
         loop.add_signal_handler(signal.SIGQUIT, self._stop, True)
-        self.notify()
+        # The arbiter's "WORKER TIMEOUT": the loop was stalled longer than
+        # --timeout.  SystemExit from a loop callback ends run_until_complete.
+        loop.add_signal_handler(signal.SIGABRT, self.handle_abort, signal.SIGABRT, None)
+        self._heartbeat(loop)
         await server.serve(sockets=self.sockets)
         if not server.started:
             sys.exit(Arbiter.WORKER_BOOT_ERROR)
@@ -201,10 +202,19 @@ class Worker(base.Worker):  # type: ignore[misc]
                 self.server.force_exit = True
                 self.cfg.worker_int(self)
 
-    async def callback_notify(self) -> None:
-        """Tell the arbiter this worker lives (uvicorn calls it from its loop, regularly)."""
+    def _heartbeat(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Tell the arbiter this worker lives, from the loop: a stalled loop is killed.
+
+        gunicorn kills a worker that has not notified for ``--timeout``
+        seconds (``self.timeout`` is half of that): notifying from a loop
+        callback twice per ``self.timeout`` makes a loop blocked for longer
+        than the timeout (a blocking call that is not green) show as a hung
+        worker, as with gunicorn's other workers.  (uvicorn's own notify hook
+        runs at most once a second: too coarse for short timeouts.)
+        """
         if self.ppid != os.getppid():  # the arbiter died: stop, as gunicorn's workers do
             self.log.info("Parent changed, shutting down: %s", self)
             self._stop(False)
             return
         self.notify()
+        loop.call_later(max(0.05, self.timeout / 2), self._heartbeat, loop)
