@@ -95,6 +95,14 @@ APP = textwrap.dedent(
         await send({"type": "http.response.start", "status": 200,
                     "headers": [(b"content-type", b"text/plain")]})
         await send({"type": "http.response.body", "body": b"asgi " + scope["path"].encode()})
+
+
+    class Odd:  # ASGI, but its __call__ is a plain method returning a coroutine
+        def __call__(self, scope, receive, send):
+            return asgi_app(scope, receive, send)
+
+
+    odd_asgi = Odd()
     """
 )
 
@@ -131,8 +139,11 @@ def test_flask_answers_concurrently_on_one_worker(app_dir: Path) -> None:
     assert code == 0, output
 
 
-def test_asgi_app_is_served_as_asgi(app_dir: Path) -> None:
-    with _gunicorn(app_dir, app="gbapp:asgi_app") as g:
+@pytest.mark.parametrize(
+    ("worker", "app"), [(WORKER, "gbapp:asgi_app"), (WORKER[:-6] + "ASGIWorker", "gbapp:odd_asgi")]
+)
+def test_asgi_app_is_served_as_asgi(app_dir: Path, worker: str, app: str) -> None:
+    with Gunicorn("-k", worker, "--workers", "1", app, cwd=app_dir) as g:
         response = httpx.get(g.url + "/some/path")
         assert (response.status_code, response.text) == (200, "asgi /some/path")
         code, output = g.stop()

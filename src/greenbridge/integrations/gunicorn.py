@@ -51,7 +51,7 @@ from gunicorn.workers import base  # type: ignore[import-untyped]
 
 from .wsgi import WSGIMiddleware
 
-__all__ = ["Worker", "is_asgi"]
+__all__ = ["ASGIWorker", "WSGIWorker", "Worker", "is_asgi"]
 
 
 def is_asgi(app: object) -> bool:
@@ -117,6 +117,8 @@ class Worker(base.Worker):  # type: ignore[misc]
 
     #: Makes each worker's event loop (default: uvloop's if installed, else asyncio's).
     loop_factory: Callable[[], asyncio.AbstractEventLoop] = staticmethod(_new_loop)
+    #: True: serve the app as ASGI; False: as WSGI; None: tell by `is_asgi`.
+    asgi: bool | None = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -146,11 +148,13 @@ class Worker(base.Worker):  # type: ignore[misc]
         """uvicorn's configuration from gunicorn's settings."""
         cfg = self.cfg
         app = self.wsgi
-        asgi = is_asgi(app)
+        asgi = is_asgi(app) if self.asgi is None else self.asgi
         if not asgi:
             app = WSGIMiddleware(app, multiprocess=cfg.workers > 1)
         kwargs: dict[str, Any] = {
             "log_config": None,
+            # (uvicorn would guess ASGI 2 for a __call__ that is not async.)
+            "interface": "asgi3",
             # (As gunicorn's own workers: no access log unless --access-logfile;
             # formatting a record per request costs.)
             "access_log": bool(cfg.accesslog),
@@ -218,3 +222,18 @@ class Worker(base.Worker):  # type: ignore[misc]
             return
         self.notify()
         loop.call_later(max(0.05, self.timeout / 2), self._heartbeat, loop)
+
+
+class WSGIWorker(Worker):
+    """`Worker` that always serves the app as WSGI, whatever `is_asgi` says."""
+
+    asgi = False
+
+
+class ASGIWorker(Worker):
+    """`Worker` that always serves the app as ASGI, for an app `is_asgi` does not recognise.
+
+    (An ASGI app whose ``__call__`` is a plain method returning an awaitable.)
+    """
+
+    asgi = True
