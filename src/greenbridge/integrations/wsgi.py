@@ -52,16 +52,24 @@ from .._bridge import async_, await_
 __all__ = ["ClientDisconnected", "WSGIMiddleware"]
 
 logger = logging.getLogger("greenbridge.integrations.wsgi")
+"""Where errors of WSGI apps (the tracebacks behind the 500s) are logged."""
 
 # ASGI's types, as far as this module uses them (no dependency on asgiref).
 Scope = MutableMapping[str, Any]
+"""An ASGI connection scope."""
 Message = MutableMapping[str, Any]
+"""An ASGI event, received or sent."""
 Receive = Callable[[], Awaitable[Message]]
+"""ASGI's ``receive`` callable."""
 Send = Callable[[Message], Awaitable[None]]
+"""ASGI's ``send`` callable."""
 
 ExcInfo = tuple[type[BaseException], BaseException, Optional[TracebackType]]
+"""What `sys.exc_info` returns while an exception is handled."""
 Environ = dict[str, Any]
+"""PEP 3333's environ."""
 Write = Callable[[bytes], None]
+"""PEP 3333's ``write`` callable, returned by ``start_response``."""
 
 
 class StartResponse(Protocol):
@@ -77,13 +85,14 @@ class StartResponse(Protocol):
 
 
 WSGIApp = Callable[[Environ, StartResponse], Iterable[bytes]]
+"""A PEP 3333 application."""
 
-# Seconds a request runs before a receiver task starts watching for the
-# client's disconnect (see the module's docstring).
 WATCH_AFTER = 0.1
-# Bytes of request body buffered ahead of the app before the receiver stops
-# reading (and so, through the server's own flow control, the socket).
+"""Seconds a request runs before a receiver task starts watching for the
+client's disconnect (see the module's docstring)."""
 HIGH_WATER = 64 * 1024
+"""Bytes of request body buffered ahead of the app before the receiver stops
+reading (and so, through the server's own flow control, the socket)."""
 
 # RFC 9110 token characters: what a header name may be made of.
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
