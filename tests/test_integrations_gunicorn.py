@@ -59,7 +59,10 @@ APP = textwrap.dedent(
     @app.before_request
     def start_heartbeat():
         if beat["task"] is None:
-            beat["task"] = greenbridge.spawn(lambda: greenbridge.await_(heartbeat()))
+            try:
+                beat["task"] = greenbridge.spawn(lambda: greenbridge.await_(heartbeat()))
+            except RuntimeError:  # no event loop: gunicorn's own sync worker
+                beat["task"] = False
 
 
     @app.get("/")
@@ -137,6 +140,25 @@ def test_flask_answers_concurrently_on_one_worker(app_dir: Path) -> None:
         assert httpx.get(g.url + "/gap").json()["gap"] < 0.25
         code, output = g.stop()
     assert code == 0, output
+
+
+def test_same_answers_as_gunicorns_sync_worker(app_dir: Path) -> None:
+    """The native twin: the same Flask app under gunicorn's own sync worker."""
+    requests_ = [("GET", "/"), ("GET", "/missing"), ("POST", "/echo"), ("GET", "/sleep/0.1")]
+
+    def answers(url: str) -> list[tuple[int, str, Any]]:
+        found = []
+        with httpx.Client(base_url=url) as client:
+            for method, path in requests_:
+                r = client.request(method, path, content=b"body" if method == "POST" else None)
+                body = r.json() if r.headers["content-type"] == "application/json" else r.text
+                if isinstance(body, dict):
+                    body.pop("pid", None)
+                found.append((r.status_code, r.headers["content-type"], body))
+        return found
+
+    with _gunicorn(app_dir) as ours, Gunicorn("--workers", "1", "gbapp:app", cwd=app_dir) as sync:
+        assert answers(ours.url) == answers(sync.url)
 
 
 @pytest.mark.parametrize(
