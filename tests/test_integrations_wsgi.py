@@ -612,3 +612,47 @@ def test_lifespan_is_acknowledged_and_websockets_refused() -> None:
     assert ws == [{"type": "websocket.close", "code": 1000}]
     with pytest.raises(ValueError, match="serves HTTP"):
         asyncio.run(talk({"type": "other"}, []))
+
+
+def test_a_failing_receive_cancels_the_request(caplog: pytest.LogCaptureFixture) -> None:
+    """The server's receive() raising (in the receiver task): logged, the request cancelled."""
+    events: list[str] = []
+
+    def app(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+        try:
+            green_time.sleep(1.0)  # the receiver starts meanwhile, and fails
+        except BaseException as exc:
+            events.append(type(exc).__name__)
+            raise
+        start_response("200 OK", [])
+        return [b"unexpected"]
+
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/",
+        "raw_path": b"/",
+        "query_string": b"",
+        "headers": [],
+        "http_version": "1.1",
+    }
+    sent: list[Any] = []
+    calls = [0]
+
+    async def receive() -> dict[str, Any]:
+        calls[0] += 1
+        if calls[0] == 1:
+            return {"type": "http.request", "body": b"abc", "more_body": True}
+        raise OSError("the server broke")
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+
+    async def main() -> None:
+        await WSGIMiddleware(app)(scope, receive, send)
+
+    with caplog.at_level(logging.ERROR, logger="greenbridge.integrations.wsgi"):
+        asyncio.run(main())
+    assert events == ["CancelledError"]
+    assert sent == []
+    assert any("receive() failed" in r.getMessage() for r in caplog.records)

@@ -170,7 +170,9 @@ class _Request:
                 if chunk:
                     self.body += chunk
                 self.more_body = bool(message.get("more_body", False))
-        elif kind == "http.disconnect":
+        elif kind == "http.disconnect" and not self.complete:
+            # (Once the response is complete, servers answer http.disconnect
+            # to say the request is over: nobody left.)
             self.disconnected = True
 
     def start_receiver(self) -> None:
@@ -190,15 +192,22 @@ def _watch(request: _Request) -> None:
 async def _receiver(request: _Request) -> None:
     """Feed the body to ``wsgi.input``, then cancel the request if the client leaves."""
     receive = request.receive
-    while not request.disconnected:
-        request.take(await receive())
-        _wake(request.reader)
+    try:
+        while not request.disconnected and not request.complete:
+            request.take(await receive())
+            _wake(request.reader)
+            request.reader = None
+            # Enough buffered: wait for the app to read, unless it is waiting
+            # for more already (a read() of the whole body keeps it all).
+            while request.more_body and len(request.body) >= HIGH_WATER and request.reader is None:
+                request.space = request.loop.create_future()
+                await request.space
+    except Exception:  # the server's receive() failed: as good as gone
+        logger.exception("ASGI receive() failed; the request is cancelled")
+        request.disconnected = True
+    finally:
+        _wake(request.reader)  # (a read waiting for us sees what happened)
         request.reader = None
-        # Enough buffered: wait for the app to read, unless it is waiting for
-        # more already (a read() of the whole body keeps it all).
-        while request.more_body and len(request.body) >= HIGH_WATER and request.reader is None:
-            request.space = request.loop.create_future()
-            await request.space
     if not request.complete and request.task is not None:
         request.cancelled = True
         request.task.cancel()
