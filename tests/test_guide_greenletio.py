@@ -190,3 +190,23 @@ def test_queue_empty_is_the_stdlib_class() -> None:
     assert green_queue.Empty is stdlib_queue.Empty
     with pytest.raises(stdlib_queue.Empty):
         green_queue.Queue().get(timeout=0.01)
+
+
+def test_wait_to_read_becomes_green_select() -> None:
+    """greenletio.io.wait_to_read(fd) -> the green select.select([fd], [], [])."""
+    from greenbridge.green import select, socket
+
+    def main() -> tuple[bool, bytes]:
+        ours, theirs = socket.socketpair()
+        with ours, theirs:
+
+            def write_later() -> None:
+                greenbridge.await_(asyncio.sleep(0.05))
+                theirs.sendall(b"ready")
+
+            writer = greenbridge.spawn(write_later)
+            readable, _, _ = select.select([ours.fileno()], [], [])  # waits on the loop
+            greenbridge.await_(writer)
+            return readable == [ours.fileno()], ours.recv(10)
+
+    assert asyncio.run(greenbridge.async_(main)()) == (True, b"ready")
