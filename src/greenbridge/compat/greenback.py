@@ -147,8 +147,9 @@ def bestow_portal(task: Any) -> None:
 
     As if ``task`` had awaited `ensure_portal`, without any checkpoint.
     Given the current task, the portal is usable once the task has yielded
-    to the event loop (`await_` raises until then).  A no-op for a task that
-    has a portal already.
+    to the event loop (`await_` raises until then); so is a trio task that
+    is scheduled already (one just spawned).  A no-op for a task that has a
+    portal already.
 
     Raises:
         TypeError: ``task`` is not an asyncio or trio task.
