@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import subprocess
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager
@@ -21,7 +22,7 @@ import greenbridge
 import greenbridge.compat.greenback as greenback
 from greenbridge import MissingBridge
 
-from .helpers import Backend
+from .helpers import BACKENDS, Backend
 
 # ---------------------------------------------------------------- helpers
 
@@ -268,6 +269,64 @@ def test_bestow_portal_on_an_asyncio_task_before_its_first_step(aio: Backend) ->
         return await task
 
     assert aio.run(main) == "first step"
+
+
+def test_bestow_portal_then_cancel_the_task(backend: Backend) -> None:
+    log: list[Any] = []
+
+    async def other() -> None:
+        try:
+            await backend.sleep(10)
+        finally:
+            # (trio's cancellation is level-triggered: no await_ here.)
+            log.append(greenback.has_portal())
+
+    async def go() -> None:
+        if backend.is_asyncio:
+            task = asyncio.create_task(other())
+            await asyncio.sleep(0)
+            greenback.bestow_portal(task)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            return
+        import trio
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(other)
+            await trio.sleep(0.01)
+            (task,) = nursery.child_tasks
+            greenback.bestow_portal(task)
+            nursery.cancel_scope.cancel()
+
+    backend.run(go)
+    assert log == [True]  # the cancellation reached the coroutine, in its portal
+
+
+def test_bestow_portal_on_a_pure_python_task() -> None:
+    py_task = getattr(asyncio.tasks, "_PyTask", None)
+    if py_task is None:
+        pytest.skip("no pure-Python Task in this version")
+
+    async def child() -> Any:
+        await asyncio.sleep(0)
+        return fetch(BACKENDS["asyncio"], "py")
+
+    async def main() -> Any:
+        task = py_task(child())
+        greenback.bestow_portal(task)
+        assert greenback.has_portal(task)
+        return await task
+
+    assert asyncio.run(main()) == "py"
+
+
+def test_importing_it_does_not_import_trio() -> None:
+    code = "import sys, greenbridge.compat.greenback; print('trio' in sys.modules)"
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    assert out.strip() == "False"
 
 
 def test_bestow_portal_refuses_what_it_cannot_serve(aio: Backend) -> None:

@@ -205,7 +205,7 @@ def bestow_portal(task: Any) -> None:
     """
     if task_has_portal(task):
         return
-    if isinstance(task, asyncio.Task):
+    if _is_asyncio_task(task):
         if task.done():
             raise RuntimeError(f"cannot give a portal to {task!r}: it is done")
         old = task.get_coro()
@@ -225,6 +225,11 @@ def bestow_portal(task: Any) -> None:
     )
 
 
+def _is_asyncio_task(obj: Any) -> bool:
+    # asyncio's pure-Python Task subclasses neither the C Task nor the C Future.
+    return asyncio.isfuture(obj) and hasattr(obj, "get_coro")
+
+
 def task_has_portal(task: Any) -> bool:
     """Return true if ``task``'s coroutine is one of greenbridge's portal wrappers.
 
@@ -233,7 +238,7 @@ def task_has_portal(task: Any) -> bool:
     runs sync code through `async_` (only the current greenlet can tell
     that: `has_portal`).
     """
-    if isinstance(task, asyncio.Task):
+    if _is_asyncio_task(task):
         coro: Any = task.get_coro()
     else:
         coro = getattr(task, "coro", None)

@@ -97,7 +97,7 @@ def _current_task(what: str) -> Any:
 
 def _checkpoint(task: Any) -> Awaitable[None]:
     """The library's ``sleep(0)``: a schedule point and a cancellation point."""
-    if isinstance(task, asyncio.Task):
+    if asyncio.isfuture(task):  # a Task, C or pure-Python
         return asyncio.sleep(0)
     import trio
 
@@ -239,7 +239,7 @@ async def with_portal_run_tree(
         RuntimeError: not called from an asyncio or trio task.
     """
     task = _current_task("with_portal_run_tree()")
-    if isinstance(task, asyncio.Task):
+    if asyncio.isfuture(task):  # a Task, C or pure-Python
         _install_tree_factory(task.get_loop())
         token = _IN_TREE.set(True)
         try:
@@ -276,7 +276,7 @@ def _install_tree_factory(loop: asyncio.AbstractEventLoop) -> None:
         # context= is the one the new task will run in.
         context = kwargs.get("context")
         in_tree = _IN_TREE.get() if context is None else context.get(_IN_TREE, False)
-        if in_tree and isinstance(task, asyncio.Task) and not task.done():
+        if in_tree and hasattr(task, "get_coro") and not task.done():
             _bestow(task)
         return task
 
@@ -341,7 +341,7 @@ def _no_portal(aw: object) -> MissingBridge:
         close()
     task = _current_task_or_none()
     if task is not None and task_has_portal(task):
-        sleep = "asyncio.sleep(0)" if isinstance(task, asyncio.Task) else "trio.sleep(0)"
+        sleep = "asyncio.sleep(0)" if asyncio.isfuture(task) else "trio.sleep(0)"
         return MissingBridge(
             "await_(): this task's portal, given by bestow_portal(), opens at its next "
             f"step: yield to the loop first (`await {sleep}`)"
