@@ -262,10 +262,11 @@ def _primed(coro: Any) -> Any:
     return wrapper
 
 
-@types.coroutine
-def _primed_body(coro: Any) -> Generator[Any, Any, Any]:
+async def _primed_body(coro: Any) -> Any:
+    # A native coroutine, not a generator: trio reads ``task.coro.cr_frame``
+    # (``currently_ki_protected()``, its SIGINT handler, system tasks).
     try:
-        first = yield
+        first = await _received()
     except GeneratorExit:
         # Closed before the task's next step (the swap failed, or the task is
         # being destroyed): ``coro`` stays as it is, for its owner to close.
@@ -277,7 +278,13 @@ def _primed_body(coro: Any) -> Generator[Any, Any, Any]:
         thrown = None
     resume = _FirstSend(coro, first, thrown)
     del thrown
-    return (yield from run_in_portal(resume).__await__())
+    return await run_in_portal(resume)
+
+
+@types.coroutine
+def _received() -> Generator[None, Any, Any]:
+    """Suspend once; return what the task's next step sends (or raise what it throws)."""
+    return (yield)
 
 
 class _FirstSend:
