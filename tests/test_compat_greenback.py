@@ -539,6 +539,96 @@ def test_with_portal_run_tree_under_asyncio(aio: Backend) -> None:
     }
 
 
+def spawn_and_wait(backend: Backend, fn: Callable[[], Coroutine[Any, Any, Any]]) -> Any:
+    """Run ``fn`` as a new task (a nursery's child under trio) and wait for it."""
+
+    async def go() -> None:
+        if backend.is_asyncio:
+            await asyncio.create_task(fn())
+            return
+        import trio
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(fn)
+
+    return go()
+
+
+def test_portals_for_children(backend: Backend) -> None:
+    seen: list[bool] = []
+
+    async def child() -> None:
+        seen.append(greenback.has_portal())
+        fetch(backend, None)
+
+    async def main() -> None:
+        with greenback.portals_for_children():
+            assert not greenback.has_portal()  # not the task running the block
+            await spawn_and_wait(backend, child)
+
+    backend.run(main)
+    assert seen == [True]
+
+
+def test_portals_for_tree(backend: Backend) -> None:
+    seen: list[bool] = []
+
+    async def child() -> None:
+        seen.append(greenback.has_portal())
+        fetch(backend, None)
+
+    async def late() -> None:
+        seen.append(greenback.has_portal())
+
+    async def main() -> Any:
+        async with greenback.portals_for_tree():
+            result = fetch(backend, "in the block")
+            await spawn_and_wait(backend, child)
+        await spawn_and_wait(backend, late)  # after the block: none
+        return result
+
+    assert backend.run(main) == "in the block"
+    assert seen == [True, False]
+
+
+def test_auto_portal_instrument_gives_every_trio_task_a_portal() -> None:
+    trio = pytest.importorskip("trio")
+
+    async def child(results: list[str]) -> None:
+        results.append(fetch(BACKENDS["trio"], "child"))
+
+    async def main() -> list[str]:
+        results = [fetch(BACKENDS["trio"], "main")]  # from its very first step
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(child, results)
+        return results
+
+    instrument = greenback.AutoPortalInstrument()
+    assert trio.run(main, instruments=[instrument]) == ["main", "child"]  # type: ignore[list-item]
+
+
+def test_a_trio_task_with_a_portal_keeps_trio_s_ki_protection_working() -> None:
+    # trio reads task.coro.cr_frame (currently_ki_protected(), its SIGINT
+    # handler): the portal's wrapper must be a native coroutine, or both
+    # raise AttributeError.  In a portal, trio finds no frame of the task's
+    # own below the code and reports it protected (a Ctrl-C is delivered at
+    # the next checkpoint), as it does with greenback's portals.
+    trio = pytest.importorskip("trio")
+
+    async def main() -> list[bool]:
+        seen = [trio.lowlevel.currently_ki_protected()]
+        await greenbridge.ensure_portal()
+        seen.append(trio.lowlevel.currently_ki_protected())
+        return seen
+
+    async def with_greenback() -> bool:
+        await greenback.ensure_portal()
+        return trio.lowlevel.currently_ki_protected()
+
+    assert trio.run(main) == [False, True]
+    assert trio.run(with_greenback) is True
+
+
 # ---------------------------------------------------------------- autoawait / decorate_as_sync
 
 

@@ -6,7 +6,9 @@ implemented on greenbridge's portals (`greenbridge._portal`) and adapters:
 * `ensure_portal`, `bestow_portal`, `has_portal`: a portal for a whole task
   (asyncio or trio), the current one or another one;
 * `with_portal_run`, `with_portal_run_sync`: a portal for one call;
-* `with_portal_run_tree`: a portal for one call and for the tasks it spawns;
+* `with_portal_run_tree`, `portals_for_tree`, `portals_for_children`,
+  `AutoPortalInstrument`: portals for the tasks spawned under a call, a
+  block, or a whole trio run;
 * `await_`: wait for an awaitable from sync code, inside a portal only;
 * `autoawait`, `decorate_as_sync`, `async_context`, `async_iter`: the
   helpers built on `await_`.
@@ -16,9 +18,10 @@ narrower contract, so code written for greenback behaves the same: `await_`
 outside a portal raises (`MissingBridge`, a RuntimeError, as greenback's
 RuntimeError) instead of running the awaitable on a private loop when no loop
 runs, and `ensure_portal` is always a checkpoint.  The differences that
-remain (what `has_portal` can see of another task, the reach of
-`with_portal_run_tree` under asyncio, the names not provided) are listed in
-docs/migrating-greenback.md, with the reasons.
+remain (what `has_portal` can see of another task, the portal that
+`portals_for_tree` leaves behind, the tree functions also working under
+asyncio, with a reach of their own) are listed in docs/migrating-greenback.md,
+with the reasons.
 
 A portal here is greenbridge's: the task's steps run in a worker greenlet,
 so `greenbridge.await_` works in it as well, and the greenbridge functions
@@ -28,10 +31,18 @@ so `greenbridge.await_` works in it as well, and the greenbridge functions
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import functools
 import sys
-from collections.abc import AsyncIterable, Awaitable, Callable, Coroutine
+from collections.abc import (
+    AsyncIterable,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Coroutine,
+    Iterator,
+)
 from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -49,6 +60,7 @@ if sys.version_info >= (3, 10) or TYPE_CHECKING:
     from typing import ParamSpec
 
 __all__ = [
+    "AutoPortalInstrument",
     "async_context",
     "async_iter",
     "autoawait",
@@ -57,6 +69,8 @@ __all__ = [
     "decorate_as_sync",
     "ensure_portal",
     "has_portal",
+    "portals_for_children",
+    "portals_for_tree",
     "with_portal_run",
     "with_portal_run_sync",
     "with_portal_run_tree",
@@ -238,22 +252,86 @@ async def with_portal_run_tree(
     Raises:
         RuntimeError: not called from an asyncio or trio task.
     """
-    task = _current_task("with_portal_run_tree()")
+    with portals_for_children():
+        return await with_portal_run(async_fn, *args, **kwds)
+
+
+@contextlib.contextmanager
+def portals_for_children() -> Iterator[None]:
+    """``with portals_for_children():`` portals for the tasks spawned in the block.
+
+    The tasks spawned in the block's tree (as `with_portal_run_tree` defines
+    it, under trio and asyncio) get a portal; the task running the block
+    does not, which is why this is a sync context manager.
+
+    Raises:
+        RuntimeError: not entered from an asyncio or trio task.
+    """
+    task = _current_task("portals_for_children()")
     if asyncio.isfuture(task):  # a Task, C or pure-Python
         _install_tree_factory(task.get_loop())
         token = _IN_TREE.set(True)
         try:
-            return await with_portal_run(async_fn, *args, **kwds)
+            yield
         finally:
             _IN_TREE.reset(token)
+        return
     import trio
 
     instrument = _TreeInstrument(task)
     trio.lowlevel.add_instrument(instrument)  # type: ignore[arg-type]  # duck-typed
     try:
-        return await with_portal_run(async_fn, *args, **kwds)
+        yield
     finally:
         trio.lowlevel.remove_instrument(instrument)  # type: ignore[arg-type]
+
+
+@contextlib.asynccontextmanager
+async def portals_for_tree() -> AsyncIterator[None]:
+    """``async with portals_for_tree():`` portals for this task and the tasks of the block.
+
+    This task gets a portal on entry (`bestow_portal`), and the tasks
+    spawned in the block get one as under `portals_for_children`.  Entry and
+    exit are schedule points; under trio neither is a cancellation point.
+    Unlike greenback's, the task keeps its portal after the block:
+    greenbridge cannot take a portal back from a running task.
+
+    Raises:
+        RuntimeError: not entered from an asyncio or trio task.
+    """
+    task = _current_task("portals_for_tree()")
+    with portals_for_children():
+        if type(getcurrent()) is not Worker:
+            _bestow(task)
+        await _shielded_checkpoint(task)
+        try:
+            yield
+        finally:
+            await _shielded_checkpoint(task)
+
+
+def _shielded_checkpoint(task: Any) -> Awaitable[None]:
+    """A schedule point; not a cancellation point under trio (asyncio has none such)."""
+    if asyncio.isfuture(task):
+        return asyncio.sleep(0)
+    import trio
+
+    return trio.lowlevel.cancel_shielded_checkpoint()
+
+
+class AutoPortalInstrument:
+    """A trio instrument that gives every task of a run a portal.
+
+    ``trio.run(main, instruments=[AutoPortalInstrument()])``: each task,
+    system tasks included, gets a portal before its first step, so `await_`
+    works anywhere in the run.  (Duck-typed: it is not a subclass of
+    ``trio.abc.Instrument``, so that importing this module does not import
+    trio; trio calls the hooks an instrument defines.)
+    """
+
+    def task_spawned(self, task: Any) -> None:
+        """Give the new ``task`` a portal."""
+        _bestow(task)
 
 
 _IN_TREE: contextvars.ContextVar[bool] = contextvars.ContextVar(
