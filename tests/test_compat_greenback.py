@@ -604,7 +604,7 @@ def test_auto_portal_instrument_gives_every_trio_task_a_portal() -> None:
         return results
 
     instrument = greenback.AutoPortalInstrument()
-    assert trio.run(main, instruments=[instrument]) == ["main", "child"]  # type: ignore[list-item]
+    assert trio.run(main, instruments=[instrument]) == ["main", "child"]
 
 
 def test_a_trio_task_with_a_portal_keeps_trio_s_ki_protection_working() -> None:

@@ -59,6 +59,14 @@ from .._trampoline import Worker
 if sys.version_info >= (3, 10) or TYPE_CHECKING:
     from typing import ParamSpec
 
+if TYPE_CHECKING:
+    from trio.abc import Instrument as _Instrument
+else:
+    # trio calls the hooks an instrument defines, whatever its class: at run
+    # time the instruments here need no base, so importing this does not
+    # import trio.  Type checkers see trio's base class.
+    _Instrument = object
+
 __all__ = [
     "AutoPortalInstrument",
     "async_context",
@@ -279,11 +287,11 @@ def portals_for_children() -> Iterator[None]:
     import trio
 
     instrument = _TreeInstrument(task)
-    trio.lowlevel.add_instrument(instrument)  # type: ignore[arg-type]  # duck-typed
+    trio.lowlevel.add_instrument(instrument)
     try:
         yield
     finally:
-        trio.lowlevel.remove_instrument(instrument)  # type: ignore[arg-type]
+        trio.lowlevel.remove_instrument(instrument)
 
 
 @contextlib.asynccontextmanager
@@ -319,14 +327,14 @@ def _shielded_checkpoint(task: Any) -> Awaitable[None]:
     return trio.lowlevel.cancel_shielded_checkpoint()
 
 
-class AutoPortalInstrument:
+class AutoPortalInstrument(_Instrument):
     """A trio instrument that gives every task of a run a portal.
 
     ``trio.run(main, instruments=[AutoPortalInstrument()])``: each task,
     system tasks included, gets a portal before its first step, so `await_`
-    works anywhere in the run.  (Duck-typed: it is not a subclass of
-    ``trio.abc.Instrument``, so that importing this module does not import
-    trio; trio calls the hooks an instrument defines.)
+    works anywhere in the run.  (A ``trio.abc.Instrument`` for type
+    checkers; at run time it needs no base class, so that importing this
+    module does not import trio.)
     """
 
     def task_spawned(self, task: Any) -> None:
@@ -362,11 +370,10 @@ def _install_tree_factory(loop: asyncio.AbstractEventLoop) -> None:
     loop.set_task_factory(factory)
 
 
-class _TreeInstrument:
+class _TreeInstrument(_Instrument):
     """A trio instrument giving a portal to each task spawned in the tree of ``root``.
 
-    Duck-typed (trio calls the hooks a class defines), so that trio is not
-    imported to define it.  The tree: ``root``'s nurseries opened after the
+    The tree: ``root``'s nurseries opened after the
     call started, and every nursery of a task spawned in the tree.  trio
     calls ``task_spawned`` before it schedules the task's first step, so
     the portal is in place from the start.
