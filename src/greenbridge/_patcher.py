@@ -466,6 +466,10 @@ def is_patched(name: str) -> bool:
 # imported by the program, too early.
 _NETWORK = frozenset({"socket", "ssl", "select", "selectors"})
 
+# Not counted either: what the protected packages (trio, anyio) import along
+# with themselves, and keep with them.
+_LOADED_WITH_PROTECTED = frozenset({"attr", "attrs", "exceptiongroup", "idna", "sortedcontainers"})
+
 
 def _is_stdlib(name: str, module: types.ModuleType) -> bool:
     top = name.partition(".")[0]
@@ -474,6 +478,8 @@ def _is_stdlib(name: str, module: types.ModuleType) -> bool:
         return top in names
     if top in sys.builtin_module_names:
         return True
+    if getattr(getattr(module, "__spec__", None), "origin", None) in ("built-in", "frozen"):
+        return True  # zipimport, _frozen_importlib...
     path = getattr(module, "__file__", None)
     if not isinstance(path, str):
         return False
@@ -540,7 +546,10 @@ def find_early_imports(names: Iterable[str]) -> dict[str, set[str]]:
         if not isinstance(module, types.ModuleType):  # sys.modules may hold anything
             continue
         name = _module_name(key, module)
-        if name.partition(".")[0] in PROTECTED or name in _ORIGINALS or key in _ORIGINALS:
+        top = name.partition(".")[0]
+        if top in PROTECTED or top in _LOADED_WITH_PROTECTED or name in _ORIGINALS:
+            continue
+        if key in _ORIGINALS:
             continue
         stdlib = _is_stdlib(name, module)
         if stdlib and name.startswith("_"):
