@@ -133,7 +133,7 @@ def _timer_start(timer: Any, timeout: Any, loop: Any) -> float | None:
         age = loop.time() - (timer.when() - timeout)
     except Exception:  # noqa: BLE001 - best effort, from any thread
         return None
-    return time.monotonic() - max(0.0, age)
+    return time.monotonic() - max(0.0, float(age))
 
 
 def _timeout(timeout: Any) -> str:
