@@ -74,7 +74,7 @@ class SuspendedStack:
     Attributes:
         name: the green thread's name (a `greenbridge.green.threading.Thread`,
             or ``MainThread`` under ``python -m greenbridge``), else None.
-        task: ``repr()`` of the task that drives the call, if found.
+        task: the name of the asyncio task that drives the call, if found.
         waiting_on: what it waits on, e.g. ``"fd 7 readable"``,
             ``"sleep(5.0)"``, ``"green Lock.acquire"``,
             ``"<Future pending ...>"``.
@@ -99,7 +99,7 @@ class SuspendedStack:
         """A faulthandler-like block: a head line, then the frames, most recent call first."""
         who = f"Green thread {self.name!r}" if self.name is not None else "Suspended call"
         if self.task is not None:
-            who += f" in {self.task}"
+            who += f" (task {self.task!r})"
         age = self.age
         when = "age unknown" if age is None else f"for {age:.3f} s"
         lines = [f"{who}, waiting on {self.waiting_on} ({when}), most recent call first:"]
@@ -286,7 +286,7 @@ def suspended_stacks() -> list[SuspendedStack]:
         out.append(
             SuspendedStack(
                 name=None if task is None else names.get(id(task)),
-                task=None if task is None else _short.repr(task),
+                task=None if task is None else task.get_name(),
                 waiting_on=waiting_on,
                 since=since,
                 stack=_summary(frames),
