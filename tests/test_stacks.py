@@ -293,3 +293,24 @@ def test_cli_dump_on_signal_takes_short_names_and_numbers() -> None:
         ["x.py", "--dump-on-signal=SIGUSR1"],
         None,
     )
+
+
+def test_a_primitive_built_on_another_is_named_too() -> None:
+    def waits(event: Any) -> None:
+        event.wait()  # line: event
+
+    async def main() -> list[SuspendedStack]:
+        event = green_threading.Event()
+        thread = green_threading.Thread(target=waits, args=(event,), name="waits")
+        thread.start()
+        await asyncio.sleep(0.1)
+        try:
+            return suspended_stacks()
+        finally:
+            event.set()
+            await greenbridge.async_(thread.join)()
+
+    (stack,) = asyncio.run(main())
+    assert stack.name == "waits"
+    assert stack.waiting_on == "green Condition.wait (in Event.wait)"
+    assert "# line: event" in (stack.stack[-1].line or "")

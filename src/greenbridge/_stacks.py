@@ -192,7 +192,10 @@ def _describe(frames: list[FrameType]) -> tuple[str, float | None]:
         elif code is waiter_wait:
             locs = frame.f_locals
             what = "green " + (_name(run[i + 1].f_code) if i + 1 < len(run) else "waiter")
-            if i + 2 < len(run):  # the primitive's caller: Queue.get for its Condition.wait
+            if i + 2 < len(run) < len(frames):
+                # The green call the user's code made: Event.wait for its Condition.wait.
+                # (When no frame of the user's is left, a green thread's target is
+                # the primitive itself: its stack shows it.)
                 what += f" (in {_name(run[-1].f_code)})"
             loop = getattr(locs.get("self"), "_loop", None)
             start = _timer_start(locs.get("timer"), locs.get("timeout"), loop)
