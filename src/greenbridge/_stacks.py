@@ -45,7 +45,13 @@ from typing import IO, Any
 from ._bridge import await_
 from ._trampoline import Pending, Worker, live_workers
 
-__all__ = ["SuspendedStack", "dump_stacks", "internal_file", "suspended_stacks"]
+__all__ = [
+    "SuspendedStack",
+    "dump_stacks",
+    "internal_file",
+    "suspended_stacks",
+    "suspended_workers",
+]
 
 
 def _directory_of(module: types.ModuleType) -> str:
@@ -82,6 +88,7 @@ class SuspendedStack:
             unknown (an untimed wait leaves no trace of its start).
         stack: the sync code's stack, outermost frame first, without
             greenbridge's and asyncio's frames.
+        worker_id: ``id()`` of the worker greenlet (to tell calls apart).
     """
 
     name: str | None
@@ -89,6 +96,7 @@ class SuspendedStack:
     waiting_on: str
     since: float | None
     stack: traceback.StackSummary
+    worker_id: int = 0
 
     @property
     def age(self) -> float | None:
@@ -233,6 +241,11 @@ def _suspended_workers() -> Iterator[tuple[Worker, FrameType]]:
         yield worker, frame
 
 
+def suspended_workers() -> list[Worker]:
+    """The worker greenlets whose call is suspended, in every thread (for the pytest plugin)."""
+    return [worker for worker, _ in _suspended_workers()]
+
+
 def _tasks_by_worker(loops: set[Any]) -> dict[Worker, Any]:
     """The task that awaits each suspended call's `Pending`, on these asyncio loops."""
     pending_code = Pending.__await__.__code__
@@ -293,6 +306,7 @@ def suspended_stacks() -> list[SuspendedStack]:
                 waiting_on=waiting_on,
                 since=since,
                 stack=_summary(frames),
+                worker_id=id(worker),
             )
         )
         del frames, frame
