@@ -314,3 +314,30 @@ def test_a_primitive_built_on_another_is_named_too() -> None:
     assert stack.name == "waits"
     assert stack.waiting_on == "green Condition.wait (in Event.wait)"
     assert "# line: event" in (stack.stack[-1].line or "")
+
+
+def test_under_trio() -> None:
+    trio = pytest.importorskip("trio")
+
+    def waits_on_a_socket(pair: list[Any]) -> None:
+        pair[0].recv(1)  # line: trio reader
+
+    async def main() -> list[SuspendedStack]:
+        pair = list(green_socket.socketpair())
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(greenbridge.async_(sleepy))
+                nursery.start_soon(greenbridge.async_(waits_on_a_socket), pair)
+                await trio.sleep(0.1)
+                stacks = suspended_stacks()
+                nursery.cancel_scope.cancel()
+        finally:
+            for sock in pair:
+                sock.close()
+        return stacks
+
+    stacks = sorted(trio.run(main), key=lambda s: s.waiting_on)
+    assert [s.waiting_on for s in stacks][0].startswith("fd ")
+    assert stacks[0].waiting_on.endswith(" readable")
+    assert "# line: trio reader" in (stacks[0].stack[-1].line or "")
+    assert stacks[1].waiting_on == "sleep(30)"

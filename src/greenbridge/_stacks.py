@@ -135,10 +135,11 @@ def _name(code: CodeType) -> str:
 
 def _timer_start(timer: Any, timeout: Any, loop: Any) -> float | None:
     """When a timed wait began, on `time.monotonic`'s clock, from its loop timer."""
-    if not isinstance(timer, asyncio.TimerHandle) or not isinstance(timeout, (int, float)):
+    when = getattr(timer, "when", None)  # asyncio's TimerHandle, uvloop's (not a Handle)
+    if when is None or not isinstance(timeout, (int, float)):
         return None
     try:
-        age = loop.time() - (timer.when() - timeout)
+        age = loop.time() - (when() - timeout)
     except Exception:  # noqa: BLE001 - best effort, from any thread
         return None
     return time.monotonic() - max(0.0, float(age))
@@ -173,6 +174,21 @@ def _innermost_awaited(awaitable: Any) -> Any:
 
 def _describe_await(locs: dict[str, Any]) -> str:
     awaitable = locs.get("awaitable")
+    frame = getattr(awaitable, "cr_frame", None)
+    if frame is not None:
+        # The trio backend's waits: the hub's descriptor wait, trio.sleep.
+        code = frame.f_code
+        if code is _code_of("greenbridge._hub._trio", "_wait"):
+            inner = frame.f_locals
+            readers, writers = list(inner.get("readers", ())), list(inner.get("writers", ()))
+            if len(readers) + len(writers) == 1:
+                fd, readable = (readers[0], True) if readers else (writers[0], False)
+                what = f"fd {fd} {'readable' if readable else 'writable'}"
+            else:
+                what = f"fds readable {readers} / writable {writers}"
+            return what + _timeout(inner.get("timeout"))
+        if code.co_name == "sleep" and "trio" in code.co_filename:
+            return f"sleep({frame.f_locals.get('seconds')!r})"
     inner = _innermost_awaited(awaitable)
     what = _short.repr(awaitable)
     if inner is not awaitable:
