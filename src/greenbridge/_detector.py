@@ -805,6 +805,11 @@ def assert_no_blocking(threshold: float = 0.1) -> BlockingAssertion:
     :func:`detect_blocking` reported inside it, with the blocking code's
     stack.  The stalls are logged as well, as the detector logs them.
 
+    The first sync use around a loop wraps ``run_forever`` of asyncio's
+    loops (and uvloop's, if imported) for good, as the environment variable
+    ``GREENBRIDGE_DETECT_BLOCKING`` does: outside the block the wrapper only
+    looks at an empty per-thread list.
+
     Raises:
         ValueError: ``threshold`` is not a positive number.
     """
