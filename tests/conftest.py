@@ -224,6 +224,7 @@ def _suspects(
         if t not in before_threads and t not in _seen_threads and t not in kept
     ]
     own = _loop_fds(private_loop) if private_loop is not None else set()
+    own.add(_pytest_log_file_fd())
     found.fds = sorted(
         (fd, target) for fd, target in _fds() - before_fds - _seen_fds if fd not in own
     )
@@ -281,7 +282,27 @@ def _leaks(
     return report
 
 
+_logging_plugin: Any = None
+
+
+def _pytest_log_file_fd() -> int:
+    """The descriptor of pytest's own log file (``--log-file``, else os.devnull).
+
+    A test that reconfigures logging (uvicorn does, with ``dictConfig``) closes
+    every handler, pytest's log file included; that handler reopens its file
+    at the next record it writes, during the test: pytest's, not a leak.
+    """
+    handler = getattr(_logging_plugin, "log_file_handler", None)
+    stream = getattr(handler, "stream", None)
+    try:
+        return stream.fileno() if stream is not None else -1
+    except (OSError, ValueError):  # closed
+        return -1
+
+
 def pytest_sessionstart(session: pytest.Session) -> None:
+    global _logging_plugin
+    _logging_plugin = session.config.pluginmanager.get_plugin("logging-plugin")
     # libuv opens a process-wide pipe with its first loop, for good: open it now.
     try:
         import uvloop

@@ -42,7 +42,8 @@ from greenbridge import _hub
 
 T = TypeVar("T")
 
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+# A boolean as docs/environment.md defines them.
+IN_CI = os.environ.get("CI", "").strip().lower() in ("1", "true", "on", "yes")
 
 # ---------------------------------------------------------------- backends
 

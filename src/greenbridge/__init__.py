@@ -34,7 +34,14 @@ if TYPE_CHECKING:
         detect_blocking,
     )
     from ._offload import OffloadPool, offload, offload_async
-    from ._patcher import monkey_patch, patch_blocking
+    from ._patcher import (
+        PatchWarning,
+        green_module_names,
+        is_patched,
+        monkey_patch,
+        original,
+        patch_blocking,
+    )
     from ._reentrant import ReentrantRun, allow_reentrant_run
     from ._stacks import SuspendedStack, dump_stacks, suspended_stacks
     from .drivers import patch_psycopg, patch_psycopg2
@@ -51,6 +58,7 @@ __all__ = [
     "SuspendedStack",
     "SyncIterator",
     "OffloadPool",
+    "PatchWarning",
     "UnsupportedLoop",
     "__version__",
     "allow_reentrant_run",
@@ -61,12 +69,15 @@ __all__ = [
     "detect_blocking",
     "dump_stacks",
     "ensure_portal",
+    "green_module_names",
     "has_portal",
     "install_portal_factory",
+    "is_patched",
     "monkey_patch",
     "patch_blocking",
     "offload",
     "offload_async",
+    "original",
     "patch_psycopg",
     "patch_psycopg2",
     "spawn",
@@ -93,7 +104,11 @@ _LAZY = {
     "OffloadPool": "._offload",
     "offload": "._offload",
     "offload_async": "._offload",
+    "PatchWarning": "._patcher",
+    "green_module_names": "._patcher",
+    "is_patched": "._patcher",
     "monkey_patch": "._patcher",
+    "original": "._patcher",
     "patch_blocking": "._patcher",
     "ReentrantRun": "._reentrant",
     "allow_reentrant_run": "._reentrant",

@@ -2,8 +2,14 @@
 
 Usage::
 
-    python -m greenbridge [--uvloop] script.py [args...]
-    python -m greenbridge [--uvloop] -m module [args...]
+    python -m greenbridge [--loop LOOP] script.py [args...]
+    python -m greenbridge [--loop LOOP] -m module [args...]
+
+``--loop`` takes uvicorn's values: ``asyncio`` (the default), ``uvloop``,
+``auto`` (uvloop when it is installed, else asyncio) or ``module:function``,
+a callable that returns a new event loop (``asyncio:SelectorEventLoop``,
+``rloop:new_event_loop``), or that returns such a factory.  ``--uvloop`` is
+``--loop uvloop``.
 
 The program runs as the main green thread (an asyncio task) of a fresh event
 loop, with the green modules in place (:func:`greenbridge.monkey_patch` is
@@ -22,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import importlib
 import importlib.machinery
 import os
 import runpy
@@ -38,15 +45,18 @@ from ._stacks import dump_stacks
 from .green import threading as green_threading
 
 USAGE = """\
-usage: python -m greenbridge [--uvloop] script.py [args...]
-       python -m greenbridge [--uvloop] -m module [args...]
+usage: python -m greenbridge [--loop LOOP] script.py [args...]
+       python -m greenbridge [--loop LOOP] -m module [args...]
 
 Run a sync program as one green thread on a fresh event loop, with the green
 stdlib modules in place (threads are tasks; sockets, sleeps, locks, queues and
 subprocesses suspend only the waiting green thread).
 
 options:
-  --uvloop    run on a uvloop loop instead of asyncio's default loop
+  --loop LOOP the event loop: asyncio (the default), uvloop, auto (uvloop if
+              installed, else asyncio), or module:function, a callable that
+              returns a new event loop (e.g. asyncio:SelectorEventLoop)
+  --uvloop    the same as --loop uvloop
   --detect-blocking[=SECONDS]
               log code that blocks the loop longer than SECONDS (default 0.1)
   --dump-on-signal=SIGNAL
@@ -61,9 +71,9 @@ class _Usage(Exception):
     pass
 
 
-def _parse(argv: list[str]) -> tuple[bool, str | None, str | None, list[str]]:
-    """Return (use_uvloop, script, module, program_args)."""
-    use_uvloop = False
+def _parse(argv: list[str]) -> tuple[str, str | None, str | None, list[str]]:
+    """Return (loop, script, module, program_args)."""
+    loop = "asyncio"
     i = 0
     while i < len(argv):
         arg = argv[i]
@@ -71,13 +81,20 @@ def _parse(argv: list[str]) -> tuple[bool, str | None, str | None, list[str]]:
             sys.stdout.write(USAGE)
             raise SystemExit(0)
         if arg == "--uvloop":
-            use_uvloop = True
+            loop = "uvloop"
+        elif arg == "--loop":
+            if i + 1 >= len(argv):
+                raise _Usage(f"argument --loop: expected {LOOP_VALUES}")
+            i += 1
+            loop = argv[i]
+        elif arg.startswith("--loop="):
+            loop = arg.partition("=")[2]
         elif arg == "-m":
             if i + 1 >= len(argv):
                 raise _Usage("argument -m: expected a module name")
-            return use_uvloop, None, argv[i + 1], argv[i + 2 :]
+            return loop, None, argv[i + 1], argv[i + 2 :]
         elif arg.startswith("-m") and len(arg) > 2:
-            return use_uvloop, None, arg[2:], argv[i + 1 :]
+            return loop, None, arg[2:], argv[i + 1 :]
         elif arg == "--":
             i += 1
             break
@@ -88,7 +105,7 @@ def _parse(argv: list[str]) -> tuple[bool, str | None, str | None, list[str]]:
         i += 1
     if i >= len(argv):
         raise _Usage("a script or -m module is required")
-    return use_uvloop, argv[i], None, argv[i + 1 :]
+    return loop, argv[i], None, argv[i + 1 :]
 
 
 def _fresh_main_module() -> types.ModuleType:
@@ -147,14 +164,48 @@ def _program(script: str | None, module: str | None, args: list[str]) -> Any:
     return status
 
 
-def _new_loop(use_uvloop: bool) -> Any:
-    if use_uvloop:
+LOOP_VALUES = "auto, asyncio, uvloop or module:function"
+
+
+def _new_loop(loop: str) -> Any:
+    """A new event loop as ``--loop`` names it (uvicorn's values)."""
+    if loop == "asyncio":
+        return asyncio.new_event_loop()
+    if loop in ("uvloop", "auto"):
         try:
             import uvloop
         except ImportError:
-            raise _Usage("--uvloop needs uvloop: pip install 'greenbridge[uvloop]'") from None
+            if loop == "auto":
+                return asyncio.new_event_loop()
+            raise _Usage("--loop uvloop needs uvloop: pip install 'greenbridge[uvloop]'") from None
         return uvloop.new_event_loop()
-    return asyncio.new_event_loop()
+    module_name, colon, attribute = loop.partition(":")
+    if not (colon and module_name and attribute):
+        raise _Usage(f"--loop {loop}: expected {LOOP_VALUES}")
+    try:
+        factory: Any = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise _Usage(f"--loop {loop}: cannot import {module_name!r}: {exc}") from None
+    for part in attribute.split("."):
+        try:
+            factory = getattr(factory, part)
+        except AttributeError:
+            raise _Usage(f"--loop {loop}: {module_name!r} has no attribute {attribute!r}") from None
+    # uvicorn documents both: a callable that makes a loop, or one that
+    # returns such a callable.
+    if not callable(factory):
+        raise _Usage(
+            f"--loop {loop}: expected a callable that returns a new event loop, got {factory!r}"
+        )
+    made = factory()
+    if callable(made) and not isinstance(made, asyncio.AbstractEventLoop):
+        made = made()
+    if not isinstance(made, asyncio.AbstractEventLoop):
+        raise _Usage(
+            f"--loop {loop}: expected a callable that returns a new event loop; "
+            f"it returned {made!r}"
+        )
+    return made
 
 
 def _cancel_leftovers(loop: Any) -> None:
@@ -230,21 +281,24 @@ def main(argv: list[str] | None = None) -> Any:
         argv, dump_signal = _take_dump_on_signal(argv)
         if detect_threshold is not None:
             watch_all_loops(detect_threshold)
-        use_uvloop, script, module, args = _parse(argv)
+        loop_name, script, module, args = _parse(argv)
         if script is not None and not os.path.exists(script):
             sys.stderr.write(
                 f"{sys.executable}: can't open file {os.path.abspath(script)!r}: "
                 "[Errno 2] No such file or directory\n"
             )
             return 2
-        loop = _new_loop(use_uvloop)
+        loop = _new_loop(loop_name)
     except _Usage as exc:
         sys.stderr.write(f"{USAGE}\npython -m greenbridge: error: {exc}\n")
         return 2
 
     if dump_signal is not None:
         _dump_on(dump_signal)
-    monkey_patch()
+    # Whatever is loaded already was imported by the interpreter, site or
+    # greenbridge itself, before the program could do anything: not the
+    # program's early imports that PatchWarning is about.
+    monkey_patch(early_imports="ignore")
     asyncio.set_event_loop(loop)
     try:
         status = loop.run_until_complete(async_(_program)(script, module, args))

@@ -1,7 +1,9 @@
 """Portals: let sync code called straight from a task's coroutine use ``await_``.
 
 The whole portal API lives here: `has_portal`, `install_portal_factory`,
-`ensure_portal`.  A task gets a portal when its coroutine is driven by
+`ensure_portal`, and for `greenbridge.compat.greenback`: `bestow_portal`
+(another task's portal), `task_has_portal` and `run_in_portal` (a portal
+for one call).  A task gets a portal when its coroutine is driven by
 greenbridge: each step of the task then runs inside a worker greenlet (the
 coroutine is awaited by `greenbridge._trampoline.await_in_worker`, in a call
 started by `greenbridge._trampoline.launch`), so plain sync functions called
@@ -39,7 +41,14 @@ from greenlet import getcurrent
 from ._errors import MissingBridge
 from ._trampoline import Pending, Worker, await_in_worker, launch
 
-__all__ = ["ensure_portal", "has_portal", "install_portal_factory"]
+__all__ = [
+    "bestow_portal",
+    "ensure_portal",
+    "has_portal",
+    "install_portal_factory",
+    "run_in_portal",
+    "task_has_portal",
+]
 
 T = TypeVar("T")
 
@@ -54,8 +63,12 @@ async def _call(fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, A
     return cast(T, result)
 
 
-async def _portal(awaitable: Awaitable[T]) -> T:
-    """Await ``awaitable`` inside a worker, so sync code it calls can await_."""
+async def run_in_portal(awaitable: Awaitable[T]) -> T:
+    """Await ``awaitable`` inside a worker, so sync code it calls can await_.
+
+    A portal for this one call: it adds no step of its own (if ``awaitable``
+    never suspends, neither does this).
+    """
     return cast(T, await _call(await_in_worker, (awaitable,), {}))
 
 
@@ -117,7 +130,7 @@ async def _portal_task(coro: Any) -> Any:
     task's first step.  If that step throws an exception in instead (the task
     was cancelled before it started), ``coro`` never started: it is closed
     and the exception raised, as the task would do for ``coro`` itself.
-    Unstarted, a wrapper like `_portal` would let the exception through
+    Unstarted, a wrapper like `run_in_portal` would let the exception through
     without ever closing ``coro`` (reported as never awaited).
     """
     try:
@@ -152,7 +165,7 @@ def ensure_portal() -> Awaitable[None]:
 
 
 def _rebind_current_task() -> Generator[Any, Any, None]:
-    """Swap the running task's coroutine for a portal (`_portal`) driving it, then yield once."""
+    """Swap the running task's coroutine for a portal (`run_in_portal`), then yield once."""
     try:
         task = asyncio.current_task()
     except RuntimeError:
@@ -176,6 +189,63 @@ def _rebind_current_task() -> Generator[Any, Any, None]:
     raise MissingBridge("ensure_portal() must be awaited inside an asyncio or trio task")
 
 
+def bestow_portal(task: Any) -> None:
+    """Give ``task`` (an asyncio Task or a trio Task) a portal, from its next step on.
+
+    The same swap as `ensure_portal`, done from outside the task: the wrapper
+    is primed now and takes over at the task's next step, whatever resumes
+    it (a value, an exception thrown in, trio's first send of a new task).
+    The current task may be given one too: it becomes usable once the task
+    has yielded to its loop.  A no-op for a task that has a portal already.
+
+    Raises:
+        TypeError: ``task`` is neither an asyncio Task nor a trio Task.
+        RuntimeError: ``task`` is done.
+        MissingBridge: this asyncio Task's coroutine slot cannot be found.
+    """
+    if task_has_portal(task):
+        return
+    if _is_asyncio_task(task):
+        if task.done():
+            raise RuntimeError(f"cannot give a portal to {task!r}: it is done")
+        old = task.get_coro()
+        _set_asyncio_coro(task, old, _primed(old))
+        return
+    trio = sys.modules.get("trio")
+    if trio is not None and isinstance(task, trio.lowlevel.Task):
+        # trio binds ``coro.send`` when it schedules a task; one scheduled
+        # already takes one more step in ``coro`` itself, then the wrapper
+        # (primed, it accepts whatever is sent first).
+        if getattr(task.coro, "cr_frame", True) is None:
+            raise RuntimeError(f"cannot give a portal to {task!r}: it is done")
+        task.coro = _primed(task.coro)
+        return
+    raise TypeError(
+        f"bestow_portal() expects an asyncio Task or a trio Task, got {type(task).__name__!r}"
+    )
+
+
+def _is_asyncio_task(obj: Any) -> bool:
+    # asyncio's pure-Python Task subclasses neither the C Task nor the C Future.
+    return asyncio.isfuture(obj) and hasattr(obj, "get_coro")
+
+
+def task_has_portal(task: Any) -> bool:
+    """Return true if ``task``'s coroutine is one of greenbridge's portal wrappers.
+
+    True for tasks given a portal by `ensure_portal`, `bestow_portal` or
+    `install_portal_factory`; false for any other task, including one that
+    runs sync code through `async_` (only the current greenlet can tell
+    that: `has_portal`).
+    """
+    if _is_asyncio_task(task):
+        coro: Any = task.get_coro()
+    else:
+        coro = getattr(task, "coro", None)
+    code = getattr(coro, "gi_code", None) or getattr(coro, "cr_code", None)
+    return code is _PRIMED_CODE or code is _FACTORY_CODE
+
+
 def _primed(coro: Any) -> Any:
     """A portal wrapper that is already started.
 
@@ -192,10 +262,11 @@ def _primed(coro: Any) -> Any:
     return wrapper
 
 
-@types.coroutine
-def _primed_body(coro: Any) -> Generator[Any, Any, Any]:
+async def _primed_body(coro: Any) -> Any:
+    # A native coroutine, not a generator: trio reads ``task.coro.cr_frame``
+    # (``currently_ki_protected()``, its SIGINT handler, system tasks).
     try:
-        first = yield
+        first = await _received()
     except GeneratorExit:
         # Closed before the task's next step (the swap failed, or the task is
         # being destroyed): ``coro`` stays as it is, for its owner to close.
@@ -207,7 +278,13 @@ def _primed_body(coro: Any) -> Generator[Any, Any, Any]:
         thrown = None
     resume = _FirstSend(coro, first, thrown)
     del thrown
-    return (yield from _portal(resume).__await__())
+    return await run_in_portal(resume)
+
+
+@types.coroutine
+def _received() -> Generator[None, Any, Any]:
+    """Suspend once; return what the task's next step sends (or raise what it throws)."""
+    return (yield)
 
 
 class _FirstSend:
@@ -287,3 +364,8 @@ def _close(coro: Any) -> None:
     close = getattr(coro, "close", None)
     if close is not None:
         close()
+
+
+# How `task_has_portal` recognizes a portal wrapper: by the code it runs.
+_PRIMED_CODE = _primed_body.__code__
+_FACTORY_CODE = _portal_task.__code__

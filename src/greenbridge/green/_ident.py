@@ -13,10 +13,17 @@ from __future__ import annotations
 import _thread as _real_thread
 import asyncio
 import sys
+from typing import Any
 
 from .._where import asyncio_loop
 
-__all__ = ["current_task", "get_ident", "thread_key"]
+__all__ = ["active_threads", "current_task", "get_ident", "thread_key"]
+
+#: The started, not yet ended green ``Thread`` objects by identifier (the
+#: green ``threading._active``, kept here so that modules which must
+#: recognise a green thread, such as ``green.signal``, need not import the
+#: threading module to do it).
+active_threads: dict[int, Any] = {}
 
 _real_get_ident = _real_thread.get_ident
 _current_task = asyncio.current_task

@@ -25,7 +25,6 @@ handler, never the wrapper.
 from __future__ import annotations
 
 import asyncio
-import sys
 import weakref
 from typing import Any
 
@@ -34,6 +33,7 @@ from greenlet import getcurrent
 from .. import _hub, _where
 from .._patcher import original
 from . import _util
+from ._ident import active_threads
 
 _std: Any = original("signal")
 _os_thread_ident = original("_thread").get_ident
@@ -107,7 +107,6 @@ def _is_green_thread(ident: int) -> bool:
     loop = _where.asyncio_loop()
     if loop is None:
         return False
-    green_threading = sys.modules.get("greenbridge.green.threading")
-    if green_threading is not None and ident in getattr(green_threading, "_active", {}):
+    if ident in active_threads:
         return True
     return any(id(task) == ident for task in asyncio.all_tasks(loop))

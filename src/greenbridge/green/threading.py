@@ -52,7 +52,7 @@ from .._bridge import spawn
 from .._patcher import rebind as _rebind
 from .._where import asyncio_loop
 from . import _util
-from ._ident import current_task
+from ._ident import active_threads, current_task
 from ._ident import get_ident as get_ident
 from ._local import local as local
 from ._locks import Barrier as Barrier
@@ -109,7 +109,7 @@ stack_size = _std.stack_size
 # threads
 
 _active_mutex = _real_allocate()
-_active: dict[int, Thread] = {}
+_active: dict[int, Thread] = active_threads  # the stdlib's name for it
 _limbo: dict[Thread, Thread] = {}
 _counter = itertools.count(1).__next__
 

@@ -1,0 +1,28 @@
+# Run with: python -m greenbridge patch_all_after.py
+import socket
+import threading
+import time
+
+
+def echo(conn):
+    conn.sendall(conn.recv(100).upper())
+    conn.close()
+
+
+def worker(i, replies):
+    time.sleep(0.2)
+    ours, theirs = socket.socketpair()
+    threading.Thread(target=echo, args=(theirs,)).start()
+    ours.sendall(b"hello %d" % i)
+    replies.append(ours.recv(100))
+    ours.close()
+
+
+start = time.monotonic()
+replies = []
+threads = [threading.Thread(target=worker, args=(i, replies)) for i in range(50)]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+print(len(replies), f"{time.monotonic() - start:.2f}", threading.active_count())
