@@ -16,6 +16,7 @@ import sys
 import textwrap
 import threading
 import time
+import traceback
 from collections.abc import Callable
 from typing import Any
 
@@ -446,3 +447,201 @@ def test_cli_flag(tmp_path: Any) -> None:
     bad = cli("--detect-blocking=soon", str(script))
     assert bad.returncode == 2
     assert "--detect-blocking=soon: expected a number of seconds" in bad.stderr
+
+
+# ---------------------------------------------------------------------------
+# raise_after: BlockingDetected raised in the blocked code
+
+
+def long_sleeper() -> None:
+    time.sleep(3)  # interrupted by the detector
+
+
+def long_spinner() -> None:
+    end = time.perf_counter() + 3
+    while time.perf_counter() < end:  # interrupted by the detector
+        pass
+
+
+async def raise_into(fn: Callable[[], Any]) -> tuple[float, BaseException | None, int]:
+    """Run ``fn`` under a detector with raise_after; then check the loop still works."""
+    reports: list[BlockingReport] = []
+    with detect_blocking(0.05, reports.append, raise_after=0.2):
+        start = time.monotonic()
+        error: BaseException | None = None
+        try:
+            await greenbridge.async_(fn)()
+        except greenbridge.BlockingDetected as exc:
+            error = exc
+        elapsed = time.monotonic() - start
+        # The loop and the bridge go on as before.
+        await asyncio.sleep(0.01)
+        assert await greenbridge.async_(lambda: greenbridge.await_(asyncio.sleep(0, 7)))() == 7
+    return elapsed, error, len(reports)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+@pytest.mark.parametrize("fn", [long_sleeper, long_spinner])
+def test_raise_after_in_the_main_thread(fn: Callable[[], None]) -> None:
+    import signal
+
+    before = signal.getsignal(signal.SIGURG)
+    elapsed, error, reports = asyncio.run(raise_into(fn))
+    assert isinstance(error, greenbridge.BlockingDetected)
+    assert isinstance(error, RuntimeError)
+    assert "raise_after=0.2" in str(error)
+    assert 0.15 < elapsed < 1.5  # a blocking system call is interrupted too
+    assert reports == 1  # and the stall is reported as well
+    # Raised in the blocked code (under the detector's signal handler, if any).
+    frames = [f for f, _ in traceback.walk_tb(error.__traceback__)]
+    ours = [f for f in frames if not _detector.internal_file(f.f_code.co_filename)]
+    assert ours[-1].f_code is fn.__code__
+    assert signal.getsignal(signal.SIGURG) == before  # the handler is put back
+
+
+def test_raise_after_in_another_thread() -> None:
+    results: list[tuple[float, BaseException | None, int]] = []
+
+    def run(fn: Callable[[], None]) -> None:
+        results.append(asyncio.run(raise_into(fn)))
+
+    for fn in (long_spinner, sleeper):
+        thread = threading.Thread(target=run, args=(fn,))
+        thread.start()
+        thread.join()
+    (spin_elapsed, spin_error, _), (sleep_elapsed, sleep_error, _) = results
+    # A CPU loop is interrupted at its next bytecode...
+    assert isinstance(spin_error, greenbridge.BlockingDetected)
+    assert 0.15 < spin_elapsed < 1.5
+    # ...a blocking C call only when it returns (no signal outside the main thread).
+    assert isinstance(sleep_error, greenbridge.BlockingDetected)
+    assert sleep_elapsed >= BLOCK
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_raise_after_passes_other_sigurgs_on() -> None:
+    import signal
+
+    got: list[int] = []
+
+    def mine(signum: int, frame: Any) -> None:
+        got.append(signum)
+
+    previous = signal.signal(signal.SIGURG, mine)
+    try:
+
+        async def main() -> None:
+            with detect_blocking(0.05, raise_after=0.5):
+                os.kill(os.getpid(), signal.SIGURG)
+                await asyncio.sleep(0.05)
+
+        asyncio.run(main())
+        assert got == [signal.SIGURG]
+        assert signal.getsignal(signal.SIGURG) is mine
+    finally:
+        signal.signal(signal.SIGURG, previous)
+
+
+def test_a_step_that_goes_on_blocking_gets_it_again() -> None:
+    caught: list[float] = []
+
+    def stubborn() -> None:
+        start = time.monotonic()
+        for _ in range(2):
+            try:
+                while time.monotonic() - start < 3:
+                    pass
+            except greenbridge.BlockingDetected:
+                caught.append(time.monotonic() - start)
+
+    async def main() -> None:
+        with detect_blocking(0.05, raise_after=0.2):
+            await greenbridge.async_(stubborn)()
+
+    asyncio.run(main())
+    assert len(caught) == 2
+    assert caught[1] - caught[0] >= 0.15  # raise_after apart, not a storm
+
+
+@pytest.mark.parametrize("value", [0, -1.0, float("nan")])
+def test_raise_after_must_be_positive(value: float) -> None:
+    async def main() -> None:
+        with pytest.raises(ValueError, match="raise_after must be > 0"):
+            detect_blocking(0.1, raise_after=value)
+
+    asyncio.run(main())
+
+
+# ---------------------------------------------------------------------------
+# assert_no_blocking
+
+
+async def blocks_in_a_coroutine() -> None:
+    time.sleep(BLOCK)  # blocks the loop: the line the assertion names
+
+
+async def does_not_block() -> None:
+    await asyncio.sleep(BLOCK)
+    await greenbridge.async_(lambda: greenbridge.await_(asyncio.sleep(0.01)))()
+
+
+def test_assert_no_blocking_around_asyncio_run() -> None:
+    with pytest.raises(AssertionError) as info, greenbridge.assert_no_blocking(THRESHOLD):
+        asyncio.run(blocks_in_a_coroutine())
+    message = str(info.value)
+    assert "blocked longer than 0.100 s inside assert_no_blocking() (1 stall(s))" in message
+    assert "time.sleep(BLOCK)  # blocks the loop" in message
+    with greenbridge.assert_no_blocking(THRESHOLD) as check:
+        asyncio.run(does_not_block())
+    assert check.reports == []
+
+
+def test_assert_no_blocking_around_run_until_complete() -> None:
+    loop = asyncio.new_event_loop()
+    try:
+        with pytest.raises(AssertionError), greenbridge.assert_no_blocking(THRESHOLD):
+            loop.run_until_complete(greenbridge.async_(sleeper)())
+        with greenbridge.assert_no_blocking(THRESHOLD):
+            loop.run_until_complete(does_not_block())
+        # Outside the block, nothing watches the loop any more.
+        loop.run_until_complete(blocks_in_a_coroutine())
+    finally:
+        loop.close()
+
+
+def test_assert_no_blocking_in_a_coroutine(backend: Backend) -> None:
+    async def main() -> str:
+        async with greenbridge.assert_no_blocking(THRESHOLD):
+            await backend.sleep(0.01)
+        try:
+            async with greenbridge.assert_no_blocking(THRESHOLD):
+                await greenbridge.async_(sleeper)()
+        except AssertionError as exc:
+            return str(exc)
+        return "no AssertionError"
+
+    assert "time.sleep(BLOCK)" in backend.run(main)
+
+
+def test_assert_no_blocking_in_sync_code_on_the_loop() -> None:
+    def sync() -> None:
+        with greenbridge.assert_no_blocking(THRESHOLD):
+            greenbridge.await_(asyncio.sleep(0.01))
+        with pytest.raises(AssertionError), greenbridge.assert_no_blocking(THRESHOLD):
+            sleeper()
+
+    asyncio.run(greenbridge.async_(sync)())
+
+
+def test_assert_no_blocking_leaves_the_blocks_own_error_alone() -> None:
+    async def fails() -> None:
+        time.sleep(BLOCK)
+        raise KeyError("mine")
+
+    with pytest.raises(KeyError, match="mine"), greenbridge.assert_no_blocking(THRESHOLD):
+        asyncio.run(fails())
+
+
+def test_assert_no_blocking_checks_its_threshold() -> None:
+    with pytest.raises(ValueError, match="threshold must be > 0"):
+        greenbridge.assert_no_blocking(0)

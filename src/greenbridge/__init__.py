@@ -26,7 +26,13 @@ from ._private_loop import close_private_loop
 if TYPE_CHECKING:
     # What the lazy names below resolve to, for type checkers and IDEs.
     from ._adapters import SyncContextManager, SyncIterator, sync_cm, sync_iter
-    from ._detector import BlockingDetector, BlockingReport, detect_blocking
+    from ._detector import (
+        BlockingDetected,
+        BlockingDetector,
+        BlockingReport,
+        assert_no_blocking,
+        detect_blocking,
+    )
     from ._offload import OffloadPool, offload, offload_async
     from ._patcher import (
         PatchWarning,
@@ -37,26 +43,31 @@ if TYPE_CHECKING:
         patch_blocking,
     )
     from ._reentrant import ReentrantRun, allow_reentrant_run
+    from ._stacks import SuspendedStack, dump_stacks, suspended_stacks
     from .drivers import patch_psycopg, patch_psycopg2
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "BlockingDetected",
     "BlockingDetector",
     "BlockingReport",
     "MissingBridge",
     "ReentrantRun",
     "SyncContextManager",
+    "SuspendedStack",
     "SyncIterator",
     "OffloadPool",
     "PatchWarning",
     "UnsupportedLoop",
     "__version__",
     "allow_reentrant_run",
+    "assert_no_blocking",
     "async_",
     "await_",
     "close_private_loop",
     "detect_blocking",
+    "dump_stacks",
     "ensure_portal",
     "green_module_names",
     "has_portal",
@@ -70,6 +81,7 @@ __all__ = [
     "patch_psycopg",
     "patch_psycopg2",
     "spawn",
+    "suspended_stacks",
     "sync_cm",
     "sync_iter",
 ]
@@ -81,9 +93,14 @@ _LAZY = {
     "SyncIterator": "._adapters",
     "sync_cm": "._adapters",
     "sync_iter": "._adapters",
+    "BlockingDetected": "._detector",
     "BlockingDetector": "._detector",
     "BlockingReport": "._detector",
+    "assert_no_blocking": "._detector",
     "detect_blocking": "._detector",
+    "SuspendedStack": "._stacks",
+    "dump_stacks": "._stacks",
+    "suspended_stacks": "._stacks",
     "OffloadPool": "._offload",
     "offload": "._offload",
     "offload_async": "._offload",

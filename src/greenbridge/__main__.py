@@ -32,6 +32,7 @@ import importlib
 import importlib.machinery
 import os
 import runpy
+import signal
 import sys
 import types
 import zipfile
@@ -40,6 +41,7 @@ from typing import Any
 from ._bridge import async_
 from ._detector import watch_all_loops
 from ._patcher import monkey_patch
+from ._stacks import dump_stacks
 from .green import threading as green_threading
 
 USAGE = """\
@@ -57,6 +59,9 @@ options:
   --uvloop    the same as --loop uvloop
   --detect-blocking[=SECONDS]
               log code that blocks the loop longer than SECONDS (default 0.1)
+  --dump-on-signal=SIGNAL
+              on SIGNAL (e.g. SIGUSR1), print every suspended green thread's
+              stack and what it waits on to stderr (greenbridge.dump_stacks)
   -m module   run a library module as a script (like python -m)
   -h, --help  show this help and exit
 """
@@ -234,10 +239,46 @@ def _take_detect_blocking(argv: list[str]) -> tuple[list[str], float | None]:
     return rest, threshold
 
 
+# -- --dump-on-signal=SIGNAL (issue 14) --------------------------------------
+
+
+def _take_dump_on_signal(argv: list[str]) -> tuple[list[str], signal.Signals | None]:
+    """Remove ``--dump-on-signal=SIGNAL`` from the options before the program."""
+    rest: list[str] = []
+    found: signal.Signals | None = None
+    for i, arg in enumerate(argv):
+        if arg == "--" or arg.startswith("-m") or not arg.startswith("-"):
+            return rest + argv[i:], found  # the program and its own arguments
+        if arg.startswith("--dump-on-signal"):
+            value = arg.partition("=")[2]
+            name = value.upper() if value.upper().startswith("SIG") else "SIG" + value.upper()
+            try:
+                found = signal.Signals[name] if not value.isdigit() else signal.Signals(int(value))
+            except (KeyError, ValueError):
+                raise _Usage(
+                    f"--dump-on-signal={value}: expected a signal name such as SIGUSR1"
+                ) from None
+        else:
+            rest.append(arg)
+    return rest, found
+
+
+def _dump_on(signum: signal.Signals) -> None:
+    """Dump the stacks on ``signum``, even while the loop is blocked.
+
+    A plain signal handler, not the loop's ``add_signal_handler``: that runs
+    the callback at the loop's next turn, never while a stuck loop is what
+    you want to see.  (The real ``signal`` module: this one was imported
+    before the program was patched.)
+    """
+    signal.signal(signum, lambda *_: dump_stacks(sys.stderr))
+
+
 def main(argv: list[str] | None = None) -> Any:
     """Run the command line ``python -m greenbridge ...``; return the exit status."""
     try:
         argv, detect_threshold = _take_detect_blocking(sys.argv[1:] if argv is None else argv)
+        argv, dump_signal = _take_dump_on_signal(argv)
         if detect_threshold is not None:
             watch_all_loops(detect_threshold)
         loop_name, script, module, args = _parse(argv)
@@ -252,6 +293,8 @@ def main(argv: list[str] | None = None) -> Any:
         sys.stderr.write(f"{USAGE}\npython -m greenbridge: error: {exc}\n")
         return 2
 
+    if dump_signal is not None:
+        _dump_on(dump_signal)
     # Whatever is loaded already was imported by the interpreter, site or
     # greenbridge itself, before the program could do anything: not the
     # program's early imports that PatchWarning is about.

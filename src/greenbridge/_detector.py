@@ -37,29 +37,34 @@ A value that is not a number of seconds is a `RuntimeWarning`, not an error.
 
 from __future__ import annotations
 
+import _thread
 import asyncio
 import contextlib
 import logging
 import math
 import os
+import signal
 import sys
 import threading
 import time
 import traceback
-import types
 import warnings
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from types import FrameType
+from types import FrameType, TracebackType
 from typing import Any
 
-from ._where import trio_running
+from ._stacks import SuspendedStack, internal_file, suspended_stacks
+from ._where import asyncio_loop, trio_running
 
 __all__ = [
     "ENV_VAR",
+    "BlockingAssertion",
+    "BlockingDetected",
     "BlockingDetector",
     "BlockingReport",
+    "assert_no_blocking",
     "detect_blocking",
     "internal_file",
     "watch_all_loops",
@@ -74,21 +79,8 @@ ENV_VAR = "GREENBRIDGE_DETECT_BLOCKING"
 MAX_INTERVAL = 0.05
 
 
-def _directory_of(module: types.ModuleType) -> str:
-    file = module.__file__
-    assert file is not None  # a package imported from source files
-    return os.path.dirname(os.path.abspath(file)) + os.sep
-
-
-# Frames in these directories (greenbridge, at any depth, and asyncio) are the
-# machinery between the loop and the user's code: the trampoline that runs
-# sync code, portals, the hub, the green modules, the CLI, this module.  They
-# are dropped from a report so that it shows the user's code, and a blocking
-# call made inside one of them is reported at the user's line that called it
-# (as for a C function).  The package is found through its top-level module,
-# so the test does not depend on where this file sits in it.
-_PACKAGE_DIR = _directory_of(sys.modules[__name__.partition(".")[0]])
-_ASYNCIO_DIR = _directory_of(asyncio)
+# Which frames are greenbridge's own (left out of a report): see
+# greenbridge._stacks.internal_file, shared with dump_stacks.
 
 
 @dataclass(frozen=True)
@@ -103,12 +95,17 @@ class BlockingReport:
             first; the last entry is the frame that blocked (for a blocking
             C function, the line that called it).
         task: ``repr()`` of the asyncio task that was running, if known.
+        suspended: the suspended greenbridge calls and green threads at the
+            time of the stall, with what each waits on (see
+            :func:`greenbridge.dump_stacks`); empty unless the detector was
+            made with ``suspended=True``.
     """
 
     duration: float
     threshold: float
     stack: traceback.StackSummary
     task: str | None = None
+    suspended: tuple[SuspendedStack, ...] = ()
 
     @property
     def frame(self) -> traceback.FrameSummary | None:
@@ -122,7 +119,30 @@ class BlockingReport:
             head += f" in task {self.task}"
         lines = [head + "; the blocking code (most recent call last):"]
         lines.extend(line.rstrip("\n") for line in self.stack.format())
+        if self.suspended:
+            lines.append(f"{len(self.suspended)} suspended greenbridge call(s) meanwhile:")
+            lines.extend(stack.format() for stack in self.suspended)
         return "\n".join(lines)
+
+
+class BlockingDetected(RuntimeError):
+    """Raised in the code that blocks the event loop, by ``detect_blocking(raise_after=...)``.
+
+    The message says how long the loop had been blocked and the limit.
+    Raised asynchronously, at the blocked code's next bytecode (or, in the
+    main thread, out of a blocking system call such as ``time.sleep``): see
+    :func:`detect_blocking`.
+    """
+
+    def __init__(self, *args: object) -> None:
+        if not args:  # raised by PyThreadState_SetAsyncExc, which passes none
+            args = (_messages.pop(_thread.get_ident(), _DEFAULT_MESSAGE),)
+        super().__init__(*args)
+
+
+_DEFAULT_MESSAGE = "the event loop was blocked longer than detect_blocking(raise_after=...)"
+# The message of the BlockingDetected about to be raised in each thread.
+_messages: dict[int, str] = {}
 
 
 @dataclass
@@ -130,11 +150,8 @@ class _Sample:
     seq: int
     stack: traceback.StackSummary
     task: str | None
-
-
-def internal_file(filename: str) -> bool:
-    """Return true for a frame's file that a report leaves out (see `_PACKAGE_DIR`)."""
-    return filename.startswith(_PACKAGE_DIR) or filename.startswith(_ASYNCIO_DIR)
+    at: float = 0.0  # when it was taken (time.monotonic)
+    suspended: tuple[SuspendedStack, ...] = ()
 
 
 def _extract(frame: FrameType | None) -> traceback.StackSummary:
@@ -173,10 +190,21 @@ class BlockingDetector:
         self,
         threshold: float,
         callback: Callable[[BlockingReport], object] | None,
+        raise_after: float | None = None,
+        suspended: bool = False,
     ) -> None:
         self.threshold = threshold
-        self.interval = max(0.001, min(threshold / 4, MAX_INTERVAL))
+        self.raise_after = raise_after
+        limit = threshold if raise_after is None else min(threshold, raise_after)
+        self.interval = max(0.001, min(limit / 4, MAX_INTERVAL))
         self.callback = callback
+        self.suspended = suspended
+        # The beat period in which BlockingDetected was raised last, and how late
+        # the beat was then: a step that goes on blocking (it caught the
+        # exception) gets it again every raise_after seconds.
+        self._raised_seq = -1
+        self._raised_late = 0.0
+        self._signal = False  # raise through the signal handler (see _raise_in_loop_thread)
         self.reports: list[BlockingReport] = []
         self._seen: set[tuple[Any, ...]] = set()
         # Written by the heartbeat (loop thread), read by the watcher thread.
@@ -195,7 +223,7 @@ class BlockingDetector:
     def _beat(self) -> None:
         now = time.monotonic()
         if self._thread_id is None:
-            self._thread_id = threading.get_ident()
+            self._thread_id = _thread.get_ident()
         late = now - self._due
         sample = self._sample
         if sample is not None:
@@ -210,7 +238,9 @@ class BlockingDetector:
         if key in self._seen:
             return
         self._seen.add(key)
-        report = BlockingReport(duration, self.threshold, sample.stack, sample.task)
+        report = BlockingReport(
+            duration, self.threshold, sample.stack, sample.task, sample.suspended
+        )
         self.reports.append(report)
         logger.warning("%s", report.format())
         if self.callback is not None:
@@ -226,7 +256,21 @@ class BlockingDetector:
     ) -> dict[int, FrameType] | None:
         """Take a stack sample if the loop is stuck; returns the frames used."""
         seq = self._seq
-        if now - self._due <= self.threshold:
+        late = now - self._due
+        raise_after = self.raise_after
+        if raise_after is not None and self._raised_seq == seq and self._undelivered():
+            self._raised_late = late  # the next one comes raise_after after this one
+        elif (
+            raise_after is not None
+            and late > raise_after + (self._raised_late if self._raised_seq == seq else 0.0)
+            and self._thread_id is not None
+            and self._paused_seq != seq
+            and self._is_running()
+        ):
+            self._raised_seq = seq
+            self._raised_late = late
+            self._raise_in_loop_thread(seq, late)
+        if late <= self.threshold:
             return frames
         sample = self._sample
         if sample is not None and sample.seq == seq:
@@ -249,10 +293,55 @@ class BlockingDetector:
             task = None
         stack = _extract(frame)
         del frame
+        suspended = tuple(suspended_stacks()) if self.suspended else ()
         # Keep the sample only if the loop was stuck in the same step all along.
         if self._seq == seq and self._is_running():
-            self._sample = _Sample(seq, stack, task)
+            self._sample = _Sample(seq, stack, task, now, suspended)
         return frames
+
+    def _raise_in_loop_thread(self, seq: int, late: float) -> None:
+        """Raise `BlockingDetected` in the code that blocks the loop (watcher thread).
+
+        In the main thread, through a signal (see `_SignalRaiser`): it interrupts
+        a blocking system call too, and its handler checks, in the loop's thread,
+        that the loop is still stuck in the same step.  In any other thread,
+        with ``PyThreadState_SetAsyncExc``: raised at the next bytecode, so a
+        blocking C call ends first.
+        """
+        tid = self._thread_id
+        assert tid is not None
+        message = (
+            f"the event loop was blocked for more than {late:.3f} s "
+            f"(detect_blocking(raise_after={self.raise_after}))"
+        )
+        if self._signal and _raiser.send(self, seq, message, tid):
+            return
+        _messages[tid] = message
+        _set_async_exc(tid, BlockingDetected)
+
+    def _prime(self) -> None:
+        """Start watching at once, from the loop's thread (not from the first beat on).
+
+        The first beat runs at the loop's next turn: without this, a step
+        that blocks right after the detector starts (the rest of the step
+        that started it, or a task step queued before the beat) went unseen.
+        """
+        self._thread_id = _thread.get_ident()
+        self._due = time.monotonic() + self.interval
+
+    def _undelivered(self) -> bool:
+        """Whether the last BlockingDetected sent is not raised yet."""
+        pending = _raiser.pending
+        return (pending is not None and pending[0] is self) or self._thread_id in _messages
+
+    def _flush(self) -> None:
+        """Report a stall that was sampled but not reported yet (its loop stopped first)."""
+        sample = self._sample
+        if sample is not None and sample.seq == self._seq:
+            self._sample = None
+            late = sample.at - self._due
+            if late > self.threshold:
+                self._report(late, sample)
 
     # -- control ------------------------------------------------------------
 
@@ -268,6 +357,9 @@ class BlockingDetector:
         self._stopped = True
         _watcher.remove(self)
         self._cancel()
+        if self._signal:
+            self._signal = False
+            _raiser.release()
 
     def __enter__(self) -> BlockingDetector:
         return self
@@ -328,13 +420,103 @@ _watcher = _Watcher()
 
 
 # ---------------------------------------------------------------------------
+# raising in the blocked code (raise_after)
+#
+# Two ways to raise in another thread, each with its limit.  A signal handler
+# runs only in the main thread, but the signal also interrupts a blocking
+# system call there (time.sleep, select, recv: EINTR, and the call raises
+# what the handler raises instead of retrying, PEP 475); the handler runs in
+# the loop's thread, so it can check that the loop is still stuck in the same
+# step before raising.  PyThreadState_SetAsyncExc reaches any thread, but only
+# at its next bytecode: a C call that blocks is not interrupted, the exception
+# comes when it returns.  So: the signal when the loop runs in the main thread
+# (and the handler could be installed), the asynchronous exception otherwise.
+
+# SIGURG: ignored by default and next to never used by Python programs (Go's
+# runtime preempts goroutines with it for the same reasons).  None on Windows.
+_RAISE_SIGNAL: int | None = getattr(signal, "SIGURG", None)
+
+
+def _set_async_exc(thread_id: int, exc_type: type[BaseException]) -> None:
+    import ctypes
+
+    set_exc = ctypes.pythonapi.PyThreadState_SetAsyncExc
+    set_exc(ctypes.c_ulong(thread_id), ctypes.py_object(exc_type))
+
+
+class _SignalRaiser:
+    """The ``SIGURG`` handler that raises `BlockingDetected` in the main thread.
+
+    Installed while a detector with ``raise_after`` watches a loop of the main
+    thread; a ``SIGURG`` that is not ours goes to the handler installed before.
+    """
+
+    def __init__(self) -> None:
+        self.users = 0
+        self.installed = False
+        self.previous: Any = None
+        self.pending: tuple[BlockingDetector, int, str] | None = None
+
+    def acquire(self) -> bool:
+        """Install the handler (main thread only); return whether it is in place."""
+        if _RAISE_SIGNAL is None or not hasattr(signal, "pthread_kill"):
+            return False  # pragma: no cover - Windows
+        if not self.installed:
+            try:
+                previous = signal.signal(_RAISE_SIGNAL, self.handler)
+            except ValueError:  # not the main thread
+                return False
+            self.previous = previous
+            self.installed = True
+        self.users += 1
+        return True
+
+    def release(self) -> None:
+        """One user fewer; the last one puts the previous handler back (if in the main thread)."""
+        self.users -= 1
+        if self.users or _RAISE_SIGNAL is None:
+            return
+        with contextlib.suppress(ValueError):  # not the main thread: it stays, and chains
+            if signal.getsignal(_RAISE_SIGNAL) == self.handler:
+                signal.signal(_RAISE_SIGNAL, self.previous)
+            self.installed = False
+            self.previous = None
+
+    def send(self, detector: BlockingDetector, seq: int, message: str, thread_id: int) -> bool:
+        self.pending = (detector, seq, message)
+        try:
+            signal.pthread_kill(thread_id, _RAISE_SIGNAL)  # type: ignore[arg-type]
+        except OSError:  # pragma: no cover - the thread is gone
+            self.pending = None
+            return False
+        return True
+
+    def handler(self, signum: int, frame: FrameType | None) -> Any:
+        pending = self.pending
+        if pending is not None:
+            self.pending = None
+            detector, seq, message = pending
+            # Still stuck in the step the watcher saw: raise in it.
+            if detector._seq == seq and not detector._stopped:
+                raise BlockingDetected(message)
+            return None
+        previous = self.previous
+        if callable(previous):
+            return previous(signum, frame)
+        return None
+
+
+_raiser = _SignalRaiser()
+
+
+# ---------------------------------------------------------------------------
 # attaching to a loop
 
 
-def _check_threshold(threshold: float) -> float:
+def _check_threshold(threshold: float, name: str = "threshold") -> float:
     threshold = float(threshold)
     if not threshold > 0:
-        raise ValueError(f"detect_blocking(): threshold must be > 0 seconds, got {threshold!r}")
+        raise ValueError(f"detect_blocking(): {name} must be > 0 seconds, got {threshold!r}")
     return threshold
 
 
@@ -410,6 +592,8 @@ def detect_blocking(
     callback: Callable[[BlockingReport], object] | None = None,
     *,
     loop: asyncio.AbstractEventLoop | None = None,
+    raise_after: float | None = None,
+    suspended: bool = False,
 ) -> BlockingDetector:
     """Report code that blocks the event loop for longer than ``threshold`` seconds.
 
@@ -425,25 +609,54 @@ def detect_blocking(
         with greenbridge.detect_blocking(0.05, callback=reports.append):
             await main()
 
+    With ``raise_after``, a step that lasts longer than that many seconds
+    is also ended: `BlockingDetected` is raised *in the blocked code*, once
+    per stall (the stall is reported as well when the loop comes back).
+    When the loop runs in the main thread the detector sends it a ``SIGURG``
+    whose handler raises (installed while the detector runs; a ``SIGURG``
+    that is not the detector's goes to the previous handler), which also
+    interrupts a blocking system call such as ``time.sleep`` or
+    ``socket.recv``.  In any other thread it is raised with
+    ``PyThreadState_SetAsyncExc``, at the blocked code's next bytecode: a
+    blocking C call is not interrupted, the exception comes when it returns.
+    Either way it can land anywhere in the blocked step, as a
+    ``KeyboardInterrupt`` does: code that must not be interrupted should not
+    run under ``raise_after``; the loop itself is unharmed (an exception in a
+    callback is logged, in a task it ends the task).
+
     Args:
         threshold: the longest step, in seconds, that is not reported.
         callback: called with a :class:`BlockingReport` for each new report.
         loop: the asyncio loop to watch (it may run in another thread);
             defaults to the running loop of this thread (asyncio, uvloop or
             trio).
+        raise_after: seconds after which a blocked step gets `BlockingDetected`
+            raised in it; None (the default) only reports.
+        suspended: also record, in each report, every suspended greenbridge
+            call with what it waits on (`BlockingReport.suspended`, as
+            :func:`greenbridge.dump_stacks` prints them); off by default, as it
+            walks the frames of every suspended call at each stall.
 
     Raises:
-        ValueError: ``threshold`` is not a positive number.
+        ValueError: ``threshold`` or ``raise_after`` is not a positive number.
         RuntimeError: no ``loop`` was given and no event loop runs in this
             thread.
     """
     threshold = _check_threshold(threshold)
-    detector = BlockingDetector(threshold, callback)
+    if raise_after is not None:
+        raise_after = _check_threshold(raise_after, "raise_after")
+    detector = BlockingDetector(threshold, callback, raise_after, suspended)
+    here = False  # does the loop run in this thread?
     if loop is None:
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
             loop = None
+        here = loop is not None or trio_running()
+    if here:
+        detector._prime()
+        if raise_after is not None:
+            detector._signal = _raiser.acquire()  # only in the main thread
     if loop is not None:
         _attach_asyncio(detector, loop)
     elif trio_running():
@@ -457,6 +670,150 @@ def detect_blocking(
         )
     _watcher.add(detector)
     return detector
+
+
+# ---------------------------------------------------------------------------
+# assert_no_blocking
+
+
+class _Asserting(threading.local):
+    def __init__(self) -> None:
+        # The sync assertions open in this thread, watching the loops it runs.
+        self.active: list[BlockingAssertion] = []
+
+
+_asserting = _Asserting()
+
+
+def _wrap_for_assertions(cls: Any) -> None:
+    """Make ``cls.run_forever`` watch the loop for the thread's open assertions."""
+    original = cls.run_forever
+    if getattr(original, "__greenbridge_assertions__", False):
+        return
+
+    def run_forever(self: asyncio.AbstractEventLoop) -> None:
+        active = _asserting.active
+        if not active:
+            original(self)
+            return
+        detectors = [assertion._watch(self) for assertion in active]
+        try:
+            original(self)
+        finally:
+            for detector in detectors:
+                detector._flush()  # a stall at the very end: the loop stopped first
+                detector.stop()
+
+    run_forever.__greenbridge_assertions__ = True  # type: ignore[attr-defined]
+    run_forever.__wrapped__ = original  # type: ignore[attr-defined]
+    run_forever.__doc__ = original.__doc__
+    cls.run_forever = run_forever
+
+
+class BlockingAssertion:
+    """What :func:`assert_no_blocking` returns: a sync and async context manager.
+
+    ``reports`` lists the stalls seen so far inside the block.
+    """
+
+    def __init__(self, threshold: float) -> None:
+        self.threshold = _check_threshold(threshold)
+        self.reports: list[BlockingReport] = []
+        self._detector: BlockingDetector | None = None
+        self._pushed = False
+
+    def _watch(self, loop: asyncio.AbstractEventLoop) -> BlockingDetector:
+        detector = BlockingDetector(self.threshold, self.reports.append)
+        _attach_asyncio(detector, loop)
+        detector._prime()  # the loop runs in this thread, from now on
+        _watcher.add(detector)
+        return detector
+
+    def __enter__(self) -> BlockingAssertion:
+        if asyncio_loop() is not None or trio_running():
+            # Sync code on a running loop (under greenbridge): watch that loop.
+            self._detector = detect_blocking(self.threshold, self.reports.append)
+        else:
+            # Around loop.run_until_complete() or asyncio.run(): watch every
+            # loop this thread runs until the block ends.
+            _wrap_for_assertions(asyncio.BaseEventLoop)
+            uvloop = sys.modules.get("uvloop")  # not imported: no uvloop loop can run
+            if uvloop is not None:
+                _wrap_for_assertions(uvloop.Loop)
+            _asserting.active.append(self)
+            self._pushed = True
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._pushed:
+            self._pushed = False
+            with contextlib.suppress(ValueError):
+                _asserting.active.remove(self)
+        detector, self._detector = self._detector, None
+        if detector is not None:
+            detector._flush()  # a stall that is still going on, in this very step
+            detector.stop()
+        if exc_type is None:
+            self.check()
+
+    async def __aenter__(self) -> BlockingAssertion:
+        self._detector = detect_blocking(self.threshold, self.reports.append)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.__exit__(exc_type, exc, tb)
+
+    def check(self) -> None:
+        """Raise AssertionError if the loop was blocked beyond the threshold so far."""
+        if self.reports:
+            lines = [
+                f"the event loop was blocked longer than {self.threshold:.3f} s "
+                f"inside assert_no_blocking() ({len(self.reports)} stall(s)):"
+            ]
+            lines.extend(report.format() for report in self.reports)
+            raise AssertionError("\n".join(lines))
+
+
+def assert_no_blocking(threshold: float = 0.1) -> BlockingAssertion:
+    """Fail (AssertionError) when code inside the block blocks the event loop.
+
+    For tests.  As a sync context manager around code that runs a loop
+    (``loop.run_until_complete(...)``, ``asyncio.run(...)``: every asyncio or
+    uvloop loop this thread runs inside the block is watched), or inside
+    sync code running on a loop under greenbridge; or as an async context
+    manager inside a coroutine (asyncio, uvloop or trio)::
+
+        with greenbridge.assert_no_blocking(0.05):
+            asyncio.run(main())
+
+        async def test_handler() -> None:
+            async with greenbridge.assert_no_blocking(0.05):
+                await handler()
+
+    When the block ends (without an exception of its own), AssertionError
+    lists every stall longer than ``threshold`` seconds that
+    :func:`detect_blocking` reported inside it, with the blocking code's
+    stack.  The stalls are logged as well, as the detector logs them.
+
+    The first sync use around a loop wraps ``run_forever`` of asyncio's
+    loops (and uvloop's, if imported) for good, as the environment variable
+    ``GREENBRIDGE_DETECT_BLOCKING`` does: outside the block the wrapper only
+    looks at an empty per-thread list.
+
+    Raises:
+        ValueError: ``threshold`` is not a positive number.
+    """
+    return BlockingAssertion(threshold)
 
 
 # ---------------------------------------------------------------------------

@@ -66,6 +66,7 @@ __all__ = [
     "handled_exception",
     "iterator",
     "launch",
+    "live_workers",
     "parked_workers",
     "serve_parking",
     "step",
@@ -434,8 +435,36 @@ def _new_worker(pool: _Bucket) -> Worker:
     if workers is None:
         workers = _state.workers = weakref.WeakSet()
         _watch_dead_loops()
+        _thread_workers.append(weakref.ref(workers))  # once per thread: see live_workers
     workers.add(worker)
     return worker
+
+
+# The live-worker sets of every thread that made a worker (weakly: a thread's
+# set goes with the thread), for live_workers.  Appended to once per thread,
+# never on a call's path.
+_thread_workers: list[weakref.ref[weakref.WeakSet[Worker]]] = []
+
+
+def live_workers() -> list[Worker]:
+    """Every live worker of every thread, pooled or in a call (for greenbridge._stacks).
+
+    Any thread may call it; a set that another thread changes meanwhile is
+    read again.
+    """
+    _thread_workers[:] = [ref for ref in _thread_workers if ref() is not None]
+    found: list[Worker] = []
+    for ref in list(_thread_workers):
+        workers = ref()
+        if workers is None:
+            continue
+        for _ in range(10):
+            try:
+                found.extend(list(workers))
+                break
+            except RuntimeError:  # changed size during iteration (another thread)
+                continue
+    return found
 
 
 def parked_workers() -> list[Worker]:
