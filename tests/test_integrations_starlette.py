@@ -1,16 +1,16 @@
 """greenbridge.integrations.starlette against real FastAPI/Starlette apps under uvicorn.
 
 The apps run under a real uvicorn server on loopback, in a thread with its own
-asyncio loop; the tests are its HTTP clients (httpx).  The same FastAPI app is
-served "stock" (anyio's thread pool) and "green" (after ``install()``), and
-the answers are compared; a heartbeat on the server's loop proves that the
-green ``def`` code never stalled it.
+asyncio (or uvloop) loop (``web_servers.Uvicorn``); the tests are its HTTP
+clients (httpx).  The same FastAPI app is served "stock" (anyio's thread
+pool) and "green" (after ``install()``), and the answers are compared; a
+heartbeat on the server's loop proves that the green ``def`` code never
+stalled it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import contextvars
 import logging
 import threading
@@ -41,79 +41,8 @@ import greenbridge  # noqa: E402
 from greenbridge.green import time as green_time  # noqa: E402
 from greenbridge.integrations import starlette as gs  # noqa: E402
 
-from .helpers import Heartbeat, require_postgres  # noqa: E402
-
-# ---------------------------------------------------------------- the server
-
-
-class _Beat:
-    max_gap = 0.0
-
-
-class Server:
-    """uvicorn serving ``app`` on a free loopback port, in a thread running its own loop."""
-
-    def __init__(self, app: Any, loop: str = "asyncio") -> None:
-        config = uvicorn.Config(
-            app, host="127.0.0.1", port=0, log_level="critical", lifespan="off", loop="none"
-        )
-        self.loop_name = loop
-        self.server = uvicorn.Server(config)
-        self.loop: asyncio.AbstractEventLoop | None = None
-        self.thread = threading.Thread(target=self._run, name="uvicorn-test-server")
-        self.thread.start()
-        deadline = time.monotonic() + 10
-        while not self.server.started:
-            assert self.thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-            time.sleep(0.01)
-        self.port = self.server.servers[0].sockets[0].getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-
-    def _run(self) -> None:
-        async def main() -> None:
-            self.loop = asyncio.get_running_loop()
-            await self.server.serve()
-
-        if self.loop_name == "uvloop":
-            import uvloop
-
-            loop = uvloop.new_event_loop()
-            try:
-                loop.run_until_complete(main())
-            finally:
-                loop.close()
-        else:
-            asyncio.run(main())
-
-    def close(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(10)
-
-    @contextlib.contextmanager
-    def heartbeat(self) -> Iterator[_Beat]:
-        """Ticks on the server's loop meanwhile; ``.max_gap`` is set on exit."""
-        assert self.loop is not None
-        stop = threading.Event()
-        result = _Beat()
-
-        async def beat() -> float:
-            async with Heartbeat() as hb:
-                while not stop.is_set():
-                    await asyncio.sleep(0.005)
-            return hb.max_gap
-
-        future = asyncio.run_coroutine_threadsafe(beat(), self.loop)
-        time.sleep(0.02)
-        try:
-            yield result
-        finally:
-            stop.set()
-            result.max_gap = future.result(10)
-
-
-def on_server_loop(server: Server) -> bool:
-    return threading.get_ident() == server.thread.ident
-
+from .helpers import require_postgres  # noqa: E402
+from .web_servers import Uvicorn  # noqa: E402
 
 # ---------------------------------------------------------------- the FastAPI app
 
@@ -149,7 +78,7 @@ def failing_teardown() -> Iterator[str]:
 
 
 def green_sleep_dependency() -> Iterator[None]:
-    events.append(("dep enter", on_server_loop(SERVER[0])))
+    events.append(("dep enter", SERVER[0].on_loop()))
     try:
         yield
     finally:
@@ -157,7 +86,7 @@ def green_sleep_dependency() -> Iterator[None]:
         events.append(("dep exit", None))
 
 
-SERVER: list[Server] = []
+SERVER: list[Uvicorn] = []
 
 
 def build_fastapi() -> FastAPI:
@@ -183,7 +112,7 @@ def build_fastapi() -> FastAPI:
 
     @app.exception_handler(Teapot)
     def teapot_handler(request: Request, exc: Teapot) -> JSONResponse:
-        state["handler_on_loop"] = on_server_loop(SERVER[0])
+        state["handler_on_loop"] = SERVER[0].on_loop()
         return JSONResponse({"teapot": True}, status_code=418)
 
     @app.get("/dep-var")
@@ -197,7 +126,7 @@ def build_fastapi() -> FastAPI:
 
     @app.get("/where")
     def where() -> dict[str, Any]:
-        return {"on_loop": on_server_loop(SERVER[0])}
+        return {"on_loop": SERVER[0].on_loop()}
 
     @app.get("/yield/{how}")
     def yielding(how: str, resource: str = Depends(yield_dependency)) -> dict[str, str]:
@@ -237,7 +166,7 @@ def build_fastapi() -> FastAPI:
         def chunks() -> Iterator[bytes]:
             state["chunks"] = 0
             state["closed"] = False
-            state["stream_on_loop"] = on_server_loop(SERVER[0])
+            state["stream_on_loop"] = SERVER[0].on_loop()
             try:
                 while True:
                     green_time.sleep(0)
@@ -263,7 +192,7 @@ def build_fastapi() -> FastAPI:
     def background(tasks: BackgroundTasks) -> dict[str, str]:
         def later() -> None:
             green_time.sleep(0.3)
-            state["background"] = (time.monotonic(), on_server_loop(SERVER[0]))
+            state["background"] = (time.monotonic(), SERVER[0].on_loop())
 
         tasks.add_task(later)
         return {"ok": "yes"}
@@ -297,14 +226,13 @@ class CancelAfter:
 
 
 @pytest.fixture
-def server() -> Iterator[Server]:
+def server() -> Iterator[Uvicorn]:
     # One per test: the server thread's greenbridge workers end with it.
-    srv = Server(CancelAfter(build_fastapi()))
-    SERVER[:] = [srv]
     try:
-        yield srv
+        with Uvicorn(CancelAfter(build_fastapi())) as srv:
+            SERVER[:] = [srv]
+            yield srv
     finally:
-        srv.close()
         gs.uninstall()
 
 
@@ -334,7 +262,7 @@ def green() -> Iterator[None]:
         gs.uninstall()
 
 
-def get(server: Server, path: str) -> httpx.Response:
+def get(server: Uvicorn, path: str) -> httpx.Response:
     with httpx.Client(base_url=server.url, timeout=10) as client:
         return client.get(path)
 
@@ -342,11 +270,11 @@ def get(server: Server, path: str) -> httpx.Response:
 # ---------------------------------------------------------------- FastAPI
 
 
-def test_def_code_runs_on_the_loop_only_when_installed(server: Server, mode: str) -> None:
+def test_def_code_runs_on_the_loop_only_when_installed(server: Uvicorn, mode: str) -> None:
     assert get(server, "/where").json() == {"on_loop": mode == "green"}
 
 
-def test_contextvars_set_in_def_code_are_seen_by_the_request(server: Server, mode: str) -> None:
+def test_contextvars_set_in_def_code_are_seen_by_the_request(server: Uvicorn, mode: str) -> None:
     # FastAPI #953: stock runs def code in a copy of the Context, so the value is lost.
     expected_dep = "set by a def dependency" if mode == "green" else "unset"
     assert get(server, "/dep-var").json() == {"var": expected_dep}
@@ -370,7 +298,7 @@ PATHS = [
 TEARDOWNS = ("/teardown-raises",)
 
 
-def _answers(server: Server) -> list[tuple[Any, ...]]:
+def _answers(server: Uvicorn) -> list[tuple[Any, ...]]:
     answers = []
     for path in PATHS:
         events.clear()
@@ -387,7 +315,7 @@ def _answers(server: Server) -> list[tuple[Any, ...]]:
 
 
 @ANYIO_THREADS
-def test_same_answers_and_teardowns_as_stock(server: Server) -> None:
+def test_same_answers_and_teardowns_as_stock(server: Uvicorn) -> None:
     stock = _answers(server)
     gs.install()
     try:
@@ -410,27 +338,24 @@ def test_same_answers_and_teardowns_as_stock(server: Server) -> None:
     assert ("teardown raises", None) in by_path["/teardown-raises"][4]
 
 
-def test_def_exception_handler_runs_on_the_loop(server: Server, green: None) -> None:
+def test_def_exception_handler_runs_on_the_loop(server: Uvicorn, green: None) -> None:
     r = get(server, "/yield/teapot")
     assert (r.status_code, r.json()) == (418, {"teapot": True})
     assert state["handler_on_loop"] is True
 
 
-def test_many_green_def_endpoints_run_at_once(server: Server, mode: str) -> None:
+def test_many_green_def_endpoints_run_at_once(server: Uvicorn, mode: str) -> None:
     many_at_once(server, mode)
 
 
 def test_many_green_def_endpoints_run_at_once_on_uvloop(green: None) -> None:
     pytest.importorskip("uvloop")
-    srv = Server(build_fastapi(), loop="uvloop")
-    SERVER[:] = [srv]
-    try:
+    with Uvicorn(build_fastapi(), loop="uvloop") as srv:
+        SERVER[:] = [srv]
         many_at_once(srv, "green")
-    finally:
-        srv.close()
 
 
-def many_at_once(server: Server, mode: str) -> None:
+def many_at_once(server: Uvicorn, mode: str) -> None:
     # 200 requests that each wait 0.25 s green: stock runs at most 40 at a
     # time (anyio's thread limit); installed, all of them wait together.
     n, seconds = 200, 0.25
@@ -464,7 +389,7 @@ def many_at_once(server: Server, mode: str) -> None:
         assert state["max_in_flight"] <= 40, state
 
 
-def test_streaming_sync_iterator_back_pressure_and_close(server: Server, green: None) -> None:
+def test_streaming_sync_iterator_back_pressure_and_close(server: Uvicorn, green: None) -> None:
     with server.heartbeat() as beat:
         with httpx.Client(base_url=server.url, timeout=10) as client:  # noqa: SIM117
             with client.stream("GET", "/stream") as r:
@@ -486,7 +411,7 @@ def test_streaming_sync_iterator_back_pressure_and_close(server: Server, green: 
     assert beat.max_gap < 0.25, beat.max_gap
 
 
-def test_background_task_runs_green_after_the_response(server: Server, green: None) -> None:
+def test_background_task_runs_green_after_the_response(server: Uvicorn, green: None) -> None:
     state.pop("background", None)
     r = get(server, "/background")
     answered = time.monotonic()
@@ -501,7 +426,9 @@ def test_background_task_runs_green_after_the_response(server: Server, green: No
     assert on_loop is True
 
 
-def test_cancelled_request_runs_its_teardown_and_leaks_nothing(server: Server, green: None) -> None:
+def test_cancelled_request_runs_its_teardown_and_leaks_nothing(
+    server: Uvicorn, green: None
+) -> None:
     events.clear()
     state["in_flight"] = 0
     with server.heartbeat() as beat:
@@ -517,7 +444,7 @@ def test_cancelled_request_runs_its_teardown_and_leaks_nothing(server: Server, g
 
 
 def test_detect_blocking_names_the_blocking_line(
-    server: Server, caplog: pytest.LogCaptureFixture
+    server: Uvicorn, caplog: pytest.LogCaptureFixture
 ) -> None:
     reports: list[greenbridge.BlockingReport] = []
     gs.install(detect_blocking=0.1, on_blocking=reports.append)
@@ -548,17 +475,17 @@ def build_starlette() -> Starlette:
     def endpoint(request: Request) -> Response:
         request_var.set("endpoint")
         return PlainTextResponse(
-            str(on_server_loop(SERVER[0])),
-            background=BackgroundTask(lambda: events.append(("task", on_server_loop(SERVER[0])))),
+            str(SERVER[0].on_loop()),
+            background=BackgroundTask(lambda: events.append(("task", SERVER[0].on_loop()))),
         )
 
     class Methods(HTTPEndpoint):
         def get(self, request: Request) -> Response:
-            return PlainTextResponse(str(on_server_loop(SERVER[0])))
+            return PlainTextResponse(str(SERVER[0].on_loop()))
 
     def stream(request: Request) -> Response:
         def chunks() -> Iterator[str]:
-            yield str(on_server_loop(SERVER[0]))
+            yield str(SERVER[0].on_loop())
             green_time.sleep(0.01)
             yield "!"
 
@@ -568,7 +495,7 @@ def build_starlette() -> Starlette:
         raise KeyError("x")
 
     def handler(request: Request, exc: Exception) -> Response:
-        return PlainTextResponse(f"handled {on_server_loop(SERVER[0])}", status_code=409)
+        return PlainTextResponse(f"handled {SERVER[0].on_loop()}", status_code=409)
 
     return Starlette(
         routes=[
@@ -589,10 +516,9 @@ def test_plain_starlette_def_code(installed: bool, request: pytest.FixtureReques
         request.node.add_marker(ANYIO_THREADS)
     try:
         app = build_starlette()  # after install(): Route picks its runner when created
-        srv = Server(app)
-        SERVER[:] = [srv]
-        events.clear()
-        try:
+        with Uvicorn(app) as srv:
+            SERVER[:] = [srv]
+            events.clear()
             with httpx.Client(base_url=srv.url, timeout=10) as client:
                 expected = str(installed)
                 assert client.get("/endpoint").text == expected
@@ -605,8 +531,6 @@ def test_plain_starlette_def_code(installed: bool, request: pytest.FixtureReques
                 assert time.monotonic() < deadline
                 time.sleep(0.01)
             assert events == [("task", installed)]
-        finally:
-            srv.close()
     finally:
         gs.uninstall()
 
@@ -801,12 +725,10 @@ def test_the_3205_setup_completes_when_installed(green: None) -> None:
 
     greenbridge.patch_psycopg2()
     engine = create_engine(PG_URL, pool_size=5, max_overflow=0, pool_timeout=10)
-    srv = Server(build_3205(engine))
     try:
-        with srv.heartbeat() as beat:
+        with Uvicorn(build_3205(engine)) as srv, srv.heartbeat() as beat:
             statuses = asyncio.run(burst(srv.port, "/item", 100))
     finally:
-        srv.close()
         engine.dispose()
     assert statuses == [200] * 100
     assert beat.max_gap < 0.25, beat.max_gap
@@ -821,11 +743,10 @@ def test_the_3205_setup_starves_stock() -> None:
     sa = pytest.importorskip("sqlalchemy")
 
     engine = sa.create_engine(PG_URL, pool_size=5, max_overflow=0, pool_timeout=1)
-    srv = Server(build_3205(engine))
     try:
-        statuses = asyncio.run(burst(srv.port, "/item", 100))
+        with Uvicorn(build_3205(engine)) as srv:
+            statuses = asyncio.run(burst(srv.port, "/item", 100))
     finally:
-        srv.close()
         engine.dispose()
     assert 500 in statuses, statuses
 

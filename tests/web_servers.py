@@ -1,14 +1,20 @@
 """Real servers for the web-integration tests: uvicorn in a thread, gunicorn in a subprocess.
 
 ``Uvicorn(app)`` serves an ASGI app on a free loopback port from a thread of
-its own, with a ``Heartbeat`` ticking on the server's loop the whole time:
+its own, running a loop of its own (asyncio's, or uvloop's with
+``loop="uvloop"``), with a ``Heartbeat`` ticking on that loop the whole time:
 after the ``with`` block, ``server.max_gap`` is the proof that no request
-stalled the loop.
+stalled the loop.  ``with server.heartbeat() as beat:`` measures a window
+only (``beat.max_gap`` once the block is left), for a test whose server also
+did slow things outside the part it checks (a fixture's server, a stock
+run).  ``server.on_loop()`` tells whether the caller runs on the server's
+loop, i.e. whether sync app code ran green rather than in a worker thread.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import socket
@@ -16,6 +22,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -23,6 +30,7 @@ from typing import Any
 from .helpers import Heartbeat
 
 ROOT = Path(__file__).resolve().parents[1]
+LOOPS = ("asyncio", "uvloop")
 
 
 def free_port() -> int:
@@ -31,17 +39,37 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-class Uvicorn:
-    """``with Uvicorn(app) as server:`` serves ``app`` at ``server.url`` (a thread, one loop)."""
+class HeartbeatWindow:
+    """What ``Uvicorn.heartbeat()`` measured: ``max_gap``, set when its block is left."""
 
-    def __init__(self, app: Any, **config: Any) -> None:
+    max_gap = 0.0
+
+
+class Uvicorn:
+    """``with Uvicorn(app) as server:`` serves ``app`` at ``server.url`` (a thread, one loop).
+
+    ``loop`` is the loop the thread runs: "asyncio" or "uvloop".  ``config``
+    goes to ``uvicorn.Config`` (``log_level`` "warning" and ``lifespan``
+    "off" unless given).  Leaving the ``with`` block stops the server (and may
+    be done early, by calling ``__exit__``: a second exit does nothing more);
+    an exception that ended the server's thread is raised there.
+    """
+
+    def __init__(self, app: Any, *, loop: str = "asyncio", **config: Any) -> None:
         import uvicorn
 
+        if loop not in LOOPS:
+            raise ValueError(f"loop must be one of {LOOPS}, not {loop!r}")
+        if loop == "uvloop":
+            import uvloop  # here, not in the thread: a missing uvloop fails the test plainly
+
+            self._new_loop: Any = uvloop.new_event_loop
+        else:
+            self._new_loop = None  # asyncio.run's own
         config.setdefault("log_level", "warning")
         config.setdefault("lifespan", "off")
-        self.config = uvicorn.Config(
-            app, log_config=None, access_log=False, loop="asyncio", **config
-        )
+        # loop="none": the thread runs the loop itself (uvicorn.Server.serve sets none up).
+        self.config = uvicorn.Config(app, log_config=None, access_log=False, loop="none", **config)
         self.server = uvicorn.Server(self.config)
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
@@ -49,7 +77,7 @@ class Uvicorn:
         self.url = f"http://127.0.0.1:{self.port}"
         self.max_gap = 0.0
         self.loop: asyncio.AbstractEventLoop | None = None
-        self._thread = threading.Thread(target=self._run, name="uvicorn", daemon=True)
+        self.thread = threading.Thread(target=self._run, name="uvicorn", daemon=True)
         self._error: BaseException | None = None
 
     def _run(self) -> None:
@@ -62,18 +90,56 @@ class Uvicorn:
                     self.max_gap = beat.max_gap
 
         try:
-            asyncio.run(main())
+            if self._new_loop is None:
+                asyncio.run(main())
+            else:
+                loop = self._new_loop()
+                try:
+                    loop.run_until_complete(main())
+                finally:
+                    loop.close()
         except BaseException as exc:  # reported by __exit__
             self._error = exc
 
+    def on_loop(self) -> bool:
+        """Whether the caller runs on the server's thread, the one running its loop."""
+        return threading.get_ident() == self.thread.ident
+
+    @contextlib.contextmanager
+    def heartbeat(self) -> Iterator[HeartbeatWindow]:
+        """Ticks on the server's loop during the block; ``.max_gap`` is set on exit."""
+        assert self.loop is not None, "the server is not running"
+        stop = threading.Event()
+        window = HeartbeatWindow()
+
+        async def beat() -> float:
+            async with Heartbeat() as hb:
+                while not stop.is_set():
+                    await asyncio.sleep(0.005)
+            return hb.max_gap
+
+        future = asyncio.run_coroutine_threadsafe(beat(), self.loop)
+        time.sleep(0.02)  # the heartbeat ticks before the block starts
+        try:
+            yield window
+        finally:
+            stop.set()
+            window.max_gap = future.result(10)
+
     def __enter__(self) -> Uvicorn:
-        self._thread.start()
+        self.thread.start()
         deadline = time.monotonic() + 10
         while not self.server.started:
-            if not self._thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError(f"uvicorn did not start: {self._error!r}")
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                self._stop()
+                raise RuntimeError(f"uvicorn did not start: {self._error!r}") from self._error
             time.sleep(0.01)
         return self
+
+    def _stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+        self.sock.close()
 
     def __exit__(
         self,
@@ -81,9 +147,7 @@ class Uvicorn:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self.server.should_exit = True
-        self._thread.join(10)
-        self.sock.close()
+        self._stop()
         if self._error is not None and exc is None:
             raise self._error
 
