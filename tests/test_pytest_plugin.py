@@ -310,3 +310,31 @@ def test_zz_cleanup():
             "*pending task <Task pending name='left-behind'*",
         ]
     )
+
+
+def test_async_tests_are_left_to_their_plugin(pytester: pytest.Pytester) -> None:
+    pytest.importorskip("anyio")
+    result = run(
+        pytester,
+        """
+@pytest.fixture
+def anyio_backend():
+    return "asyncio"
+
+@pytest.mark.anyio
+async def test_async():
+    await asyncio.sleep(0)
+    assert greenbridge.await_ is not None
+
+@pytest.mark.anyio
+@pytest.mark.greenbridge
+async def test_async_marked():
+    await greenbridge.async_(lambda: greenbridge.await_(asyncio.sleep(0)))()
+
+def test_sync():
+    greenbridge.await_(asyncio.sleep(0))
+    asyncio.get_running_loop()
+""",
+        "--greenbridge-sync-tests",
+    )
+    result.assert_outcomes(passed=3)

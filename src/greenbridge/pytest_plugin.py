@@ -41,6 +41,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import inspect
+import weakref
 from collections.abc import Callable, Container, Coroutine, Generator
 from typing import Any
 
@@ -62,7 +63,7 @@ __all__ = [
 
 _BEFORE = pytest.StashKey[set[int]]()
 _PENDING_BEFORE = pytest.StashKey[set[tuple[Any, ...]]]()
-_LOOPS_BEFORE = pytest.StashKey[set[asyncio.AbstractEventLoop]]()
+_LOOPS_BEFORE = pytest.StashKey["weakref.WeakSet[asyncio.AbstractEventLoop]"]()
 _LOOPS = ("asyncio", "uvloop")
 
 
@@ -141,17 +142,23 @@ def _suspended_ids() -> set[int]:
 
 
 def _pending(loop: asyncio.AbstractEventLoop) -> set[tuple[Any, ...]]:
-    """Our registrations and the pending tasks on ``loop``, as comparable keys."""
+    """Our registrations and the pending tasks on ``loop``, as comparable keys.
+
+    The keys hold weak references (equal while their objects live): the
+    snapshot taken at setup must not keep a loop or a task, and the calls
+    suspended in it, alive for the collector of the suspended-calls check.
+    """
     found: set[tuple[Any, ...]] = set()
+    loop_ref = weakref.ref(loop)
     reg = registries.get(loop)
     if reg is not None:
-        found.update(("reader", loop, fd) for fd in list(reg.readers))
-        found.update(("writer", loop, fd) for fd in list(reg.writers))
+        found.update(("reader", loop_ref, fd) for fd in list(reg.readers))
+        found.update(("writer", loop_ref, fd) for fd in list(reg.writers))
     try:
         tasks = list(asyncio.all_tasks(loop))
     except RuntimeError:  # changed size (another thread)
         tasks = []
-    found.update(("task", loop, task) for task in tasks if not task.done())
+    found.update(("task", loop_ref, weakref.ref(task)) for task in tasks if not task.done())
     return found
 
 
@@ -174,11 +181,11 @@ def _all_pending(tasks_on: Container[object] | None = None) -> set[tuple[Any, ..
 
 def _describe(pending: set[tuple[Any, ...]]) -> list[str]:
     lines = []
-    for kind, loop, what in sorted(pending, key=lambda key: (key[0], id(key[1]), str(key[2]))):
+    for kind, loop_ref, what in sorted(pending, key=lambda key: (key[0], str(key[2]))):
         if kind == "task":
-            lines.append(f"  pending task {what!r}")
+            lines.append(f"  pending task {what()!r}")
         else:
-            lines.append(f"  {kind} registered by greenbridge on fd {what} of {loop!r}")
+            lines.append(f"  {kind} registered by greenbridge on fd {what} of {loop_ref()!r}")
     return lines
 
 
@@ -193,7 +200,7 @@ def _run_bridged(
         this = asyncio.current_task()
         # Described now: asyncio.run cancels them next.
         left.extend(
-            _describe({key for key in _pending(asyncio.get_running_loop()) if key[2] is not this})
+            _describe({key for key in _pending(asyncio.get_running_loop()) if key[2]() is not this})
         )
 
     if loop == "uvloop":
@@ -236,7 +243,9 @@ def pytest_runtest_setup(item: pytest.Item) -> Generator[None, Any, Any]:
     finally:
         item.stash[_BEFORE] = _suspended_ids()
         item.stash[_PENDING_BEFORE] = _all_pending()
-        item.stash[_LOOPS_BEFORE] = {loop for loop in list(registries) if not loop.is_closed()}
+        item.stash[_LOOPS_BEFORE] = weakref.WeakSet(
+            loop for loop in list(registries) if not loop.is_closed()
+        )
 
 
 @pytest.hookimpl(wrapper=True)
@@ -269,8 +278,8 @@ def _left_pending(item: pytest.Item) -> list[str]:
     if item.get_closest_marker("greenbridge_allow_pending") is not None:
         return []
     before: set[tuple[Any, ...]] = item.stash.get(_PENDING_BEFORE, set())
-    loops: set[asyncio.AbstractEventLoop] = item.stash.get(_LOOPS_BEFORE, set())
-    left = _all_pending(loops) - before
+    loops = item.stash.get(_LOOPS_BEFORE, None)
+    left = _all_pending(() if loops is None else loops) - before
     if not left:
         return []
     lines = [f"the test left {len(left)} task(s)/registration(s) pending on open loops:"]
@@ -283,9 +292,6 @@ def pytest_runtest_teardown(item: pytest.Item) -> Generator[None, Any, Any]:
     """After the fixtures' teardown: fail for the calls, tasks and registrations left behind."""
     result = yield
     lines = _left_suspended(item) + _left_pending(item)
-    # Drop the references to the tasks and loops.
-    item.stash[_PENDING_BEFORE] = set()
-    item.stash[_LOOPS_BEFORE] = set()
     if lines:
         pytest.fail("\n".join(lines), pytrace=False)
     return result
