@@ -124,6 +124,10 @@ def test_bridged(value, request):
     assert request.node.name == "test_bridged"
 
 @pytest.mark.greenbridge
+def test_returns():
+    return greenbridge.await_(asyncio.sleep(0, result=1))
+
+@pytest.mark.greenbridge
 def test_bridged_fails():
     assert greenbridge.await_(asyncio.sleep(0, result=1)) == 2
 
@@ -131,8 +135,9 @@ def test_not_bridged():
     asyncio.get_running_loop()
 """,
     )
-    result.assert_outcomes(passed=1, failed=2)
+    result.assert_outcomes(passed=2, failed=2, warnings=1)
     result.stdout.fnmatch_lines(["*test_bridged_fails*", "*assert 1 == 2*"])
+    result.stdout.fnmatch_lines(["*test_returns*returned <class 'int'>*"])
     result.stdout.fnmatch_lines(["*test_not_bridged*", "*RuntimeError: no running event loop*"])
 
 

@@ -41,6 +41,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import inspect
+import warnings
 import weakref
 from collections.abc import Callable, Container, Coroutine, Generator
 from typing import Any
@@ -130,9 +131,10 @@ def _bridged_loop(item: pytest.Function) -> str | None:
         return "asyncio" if item.config.getoption("--greenbridge-sync-tests") else None
     loop = str(marker.kwargs.get("loop", marker.args[0] if marker.args else "asyncio"))
     if loop not in _LOOPS:
-        raise pytest.UsageError(
+        pytest.fail(
             f"@pytest.mark.greenbridge(loop={loop!r}) on {item.nodeid}: "
-            f"loop must be one of {', '.join(map(repr, _LOOPS))}"
+            f"loop must be one of {', '.join(map(repr, _LOOPS))}",
+            pytrace=False,
         )
     return loop
 
@@ -194,9 +196,10 @@ def _run_bridged(
 ) -> None:
     """Run ``function(**kwargs)`` inside ``async_`` on a fresh loop; fail for what it leaves."""
     left: list[str] = []
+    returned: list[Any] = []
 
     async def main() -> None:
-        await async_(function)(**kwargs)
+        returned.append(await async_(function)(**kwargs))
         this = asyncio.current_task()
         # Described now: asyncio.run cancels them next.
         left.extend(
@@ -212,6 +215,15 @@ def _run_bridged(
     else:
         run = asyncio.run
     run(main())  # which cancels the tasks left, then closes the loop
+    if returned and returned[0] is not None:
+        # As pytest does for the tests it calls itself.
+        warnings.warn(
+            pytest.PytestReturnNotNoneWarning(
+                f"Test functions should return None, but {item.nodeid} returned "
+                f"{type(returned[0])!r}.\nDid you mean to use `assert` instead of `return`?"
+            ),
+            stacklevel=1,
+        )
     if left and item.get_closest_marker("greenbridge_allow_pending") is None:
         lines = [f"the test returned with {len(left)} task(s)/registration(s) pending on its loop:"]
         lines.extend(left)
