@@ -106,3 +106,240 @@ def test_zz_cleanup():
             "*line * in waits*",
         ]
     )
+
+
+def test_a_marked_sync_test_runs_under_a_bridge(pytester: pytest.Pytester) -> None:
+    result = run(
+        pytester,
+        """
+@pytest.fixture
+def value():
+    yield 21
+
+@pytest.mark.greenbridge
+def test_bridged(value, request):
+    loop = asyncio.get_running_loop()
+    assert greenbridge.await_(asyncio.sleep(0.01, result=value)) == 21
+    assert asyncio.get_running_loop() is loop
+    assert request.node.name == "test_bridged"
+
+@pytest.mark.greenbridge
+def test_returns():
+    return greenbridge.await_(asyncio.sleep(0, result=1))
+
+@pytest.mark.greenbridge
+def test_bridged_fails():
+    assert greenbridge.await_(asyncio.sleep(0, result=1)) == 2
+
+def test_not_bridged():
+    asyncio.get_running_loop()
+""",
+    )
+    result.assert_outcomes(passed=2, failed=2, warnings=1)
+    result.stdout.fnmatch_lines(["*test_bridged_fails*", "*assert 1 == 2*"])
+    result.stdout.fnmatch_lines(["*test_returns*returned <class 'int'>*"])
+    result.stdout.fnmatch_lines(["*test_not_bridged*", "*RuntimeError: no running event loop*"])
+
+
+def test_each_bridged_test_gets_a_fresh_loop(pytester: pytest.Pytester) -> None:
+    result = run(
+        pytester,
+        """
+seen = []
+
+@pytest.mark.greenbridge
+@pytest.mark.parametrize("n", [1, 2])
+def test_loop(n):
+    seen.append(asyncio.get_running_loop())
+    assert len(set(map(id, seen))) == n
+    greenbridge.await_(asyncio.sleep(0))
+
+def test_closed():
+    assert all(loop.is_closed() for loop in seen)
+""",
+        "-p",
+        "no:randomly",
+    )
+    result.assert_outcomes(passed=3)
+
+
+def test_the_sync_tests_option_bridges_every_sync_test(pytester: pytest.Pytester) -> None:
+    body = """
+def test_awaits():
+    asyncio.get_running_loop()
+    assert greenbridge.await_(asyncio.sleep(0, result=3)) == 3
+"""
+    run(pytester, body).assert_outcomes(failed=1)
+    run(pytester, body, "--greenbridge-sync-tests").assert_outcomes(passed=1)
+
+
+def test_a_bridged_test_can_run_on_uvloop(pytester: pytest.Pytester) -> None:
+    pytest.importorskip("uvloop")
+    result = run(
+        pytester,
+        """
+import uvloop
+
+@pytest.mark.greenbridge(loop="uvloop")
+def test_on_uvloop():
+    assert isinstance(asyncio.get_running_loop(), uvloop.Loop)
+    greenbridge.await_(asyncio.sleep(0.01))
+
+@pytest.mark.greenbridge(loop="trio")
+def test_unknown_loop():
+    pass
+""",
+    )
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["*loop must be one of 'asyncio', 'uvloop'*"])
+
+
+def test_a_bridged_test_that_blocks_its_loop_fails(pytester: pytest.Pytester) -> None:
+    result = run(
+        pytester,
+        """
+@pytest.mark.greenbridge
+@pytest.mark.greenbridge_no_blocking(threshold=0.1)
+def test_blocks():
+    time.sleep(0.3)  # the blocking line
+
+@pytest.mark.greenbridge
+@pytest.mark.greenbridge_no_blocking(threshold=0.1)
+def test_waits():
+    greenbridge.await_(asyncio.sleep(0.3))
+""",
+    )
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["*time.sleep(0.3)  # the blocking line*"])
+
+
+def test_a_bridged_test_that_leaves_a_task_fails(pytester: pytest.Pytester) -> None:
+    result = run(
+        pytester,
+        """
+@pytest.mark.greenbridge
+def test_leaves_a_task():
+    asyncio.get_running_loop().create_task(asyncio.sleep(10), name="left-behind")
+
+@pytest.mark.greenbridge
+@pytest.mark.greenbridge_allow_pending
+def test_allowed():
+    asyncio.get_running_loop().create_task(asyncio.sleep(10))
+
+@pytest.mark.greenbridge
+def test_clean():
+    task = asyncio.get_running_loop().create_task(asyncio.sleep(0.01))
+    greenbridge.await_(task)
+""",
+    )
+    result.assert_outcomes(passed=2, failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*the test returned with 1 task(s)/registration(s) pending on its loop:*",
+            "*pending task <Task pending name='left-behind'*",
+        ]
+    )
+
+
+def test_tasks_and_registrations_left_on_an_open_loop_fail(pytester: pytest.Pytester) -> None:
+    result = run(
+        pytester,
+        """
+from greenbridge.green import socket as gsocket
+
+loop = asyncio.new_event_loop()
+a, b = gsocket.socketpair()
+kept = []
+
+@pytest.fixture(scope="module")
+def module_task():
+    # a wider fixture's task is not the test's own
+    task = loop.create_task(asyncio.sleep(10))
+    yield  # test_zz_cleanup cancels it
+
+@pytest.fixture(scope="module")
+def another_module_task():
+    task = loop.create_task(asyncio.sleep(10))
+    yield
+
+def test_uses_the_hub(module_task):
+    task = loop.create_task(greenbridge.async_(a.recv)(1))
+    loop.run_until_complete(asyncio.sleep(0.01))  # waits: the hub registers a reader
+    b.send(b"x")
+    assert loop.run_until_complete(task) == b"x"
+
+@pytest.mark.greenbridge_allow_suspended
+def test_leaves_a_reader():
+    kept.append(loop.create_task(greenbridge.async_(a.recv)(1)))
+    loop.run_until_complete(asyncio.sleep(0.01))
+
+def test_leaves_a_task(another_module_task):
+    kept.append(loop.create_task(asyncio.sleep(10), name="left-behind"))
+    loop.run_until_complete(asyncio.sleep(0))
+
+@pytest.mark.greenbridge_allow_pending
+@pytest.mark.greenbridge_allow_suspended
+def test_allowed():
+    kept.append(loop.create_task(asyncio.sleep(10)))
+    loop.run_until_complete(asyncio.sleep(0))
+
+@pytest.mark.greenbridge_allow_pending
+@pytest.mark.greenbridge_allow_suspended
+def test_zz_cleanup():
+    b.send(b"y")
+    tasks = [task for task in asyncio.all_tasks(loop) if task is not kept[0]]
+    for task in tasks:
+        task.cancel()
+    loop.run_until_complete(asyncio.gather(*kept, *tasks, return_exceptions=True))
+    loop.run_until_complete(asyncio.sleep(0))
+    a.close()
+    b.close()
+    loop.close()
+""",
+        "-p",
+        "no:randomly",
+    )
+    result.assert_outcomes(passed=5, errors=2)
+    result.stdout.fnmatch_lines(
+        [
+            "*ERROR at teardown of test_leaves_a_reader*",
+            "*the test left 2 task(s)/registration(s) pending on open loops:*",
+            "*reader registered by greenbridge on fd * of <*EventLoop*",
+            "*pending task <Task pending*recv*",
+        ]
+    )
+    result.stdout.fnmatch_lines(
+        [
+            "*ERROR at teardown of test_leaves_a_task*",
+            "*the test left 1 task(s)/registration(s) pending on open loops:*",
+            "*pending task <Task pending name='left-behind'*",
+        ]
+    )
+
+
+def test_async_tests_are_left_to_their_plugin(pytester: pytest.Pytester) -> None:
+    pytest.importorskip("anyio")
+    result = run(
+        pytester,
+        """
+@pytest.fixture
+def anyio_backend():
+    return "asyncio"
+
+@pytest.mark.anyio
+async def test_async():
+    await asyncio.sleep(0)
+    assert greenbridge.await_ is not None
+
+@pytest.mark.anyio
+@pytest.mark.greenbridge
+async def test_async_marked():
+    await greenbridge.async_(lambda: greenbridge.await_(asyncio.sleep(0)))()
+
+def test_sync():
+    greenbridge.await_(asyncio.sleep(0))
+    asyncio.get_running_loop()
+""",
+        "--greenbridge-sync-tests",
+    )
+    result.assert_outcomes(passed=3)
