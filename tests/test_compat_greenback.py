@@ -130,7 +130,8 @@ def test_ensure_portal_delivers_a_cancellation(backend: Backend) -> None:
             task.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await greenback.ensure_portal()
-            task.uncancel()
+            if sys.version_info >= (3, 11):  # no cancellation count to undo before
+                task.uncancel()
         else:
             import trio
 
@@ -206,7 +207,8 @@ def test_await_is_cancelled_with_its_task(backend: Backend) -> None:
             asyncio.get_running_loop().call_later(0.01, current_task(backend).cancel)
             with pytest.raises(asyncio.CancelledError):
                 blocked()
-            current_task(backend).uncancel()
+            if sys.version_info >= (3, 11):
+                current_task(backend).uncancel()
         else:
             import trio
 

@@ -49,7 +49,8 @@ def test_producer_consumer_1000_threads_queue(aio: Backend) -> None:
 
     got, max_gap = run_green(aio, main, heartbeat=True)
     assert sorted(got) == list(range(2000))
-    assert max_gap < 0.1
+    # A loop turn resumes up to a thousand green threads: generous, for loaded machines.
+    assert max_gap < 0.2
 
 
 def test_timeouts_and_exceptions(aio: Backend) -> None:

@@ -39,7 +39,7 @@ def test_pipelines_run_concurrently_without_stalling_the_loop(aio: Backend) -> N
     (results, elapsed), max_gap = run_green(aio, main, heartbeat=True)
     assert sorted(map(str, results)) == ["(True, 0)"] * 4 + ["0"] * 4
     assert elapsed < 0.9  # four 0.3 s sleeps overlapped (< 3x one)
-    assert max_gap < 0.1
+    assert max_gap < 0.2  # a blocking wait would stall it for a whole 0.3 s sleep
 
 
 def test_chained_pipes_cat_into_cat(aio: Backend) -> None:
