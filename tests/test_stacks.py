@@ -116,6 +116,10 @@ def check_waits(stacks: list[SuspendedStack]) -> None:
     assert named["locker"].waiting_on == "green Lock.acquire"
     assert named["getter"].waiting_on.startswith("green Condition.wait")
     assert named["joiner"].waiting_on == "green Thread.join"
+    for name in ("reader", "locker", "getter", "joiner"):
+        # Untimed waits: their age is the time since the worker last suspended.
+        age = named[name].age
+        assert age is not None and 0.0 < age < 5, (name, age)
     for name, marker in [
         ("sleepy", "sleepy"),
         ("reader", "reader"),
@@ -170,7 +174,7 @@ def test_dump_stacks_prints_like_faulthandler() -> None:
     assert "(most recent call first):" in text
     assert "Green thread 'sleepy' (task 'Task-" in text
     assert "waiting on sleep(30) (for 0." in text
-    assert "Green thread 'locker'" in text and "waiting on green Lock.acquire (age unknown)" in text
+    assert "Green thread 'locker'" in text and "waiting on green Lock.acquire (for " in text
     assert f'File "{__file__}", line ' in text
 
 
@@ -256,7 +260,7 @@ def test_cli_dump_on_signal(tmp_path: Any) -> None:
     assert result.returncode == 0, result.stderr
     assert result.stdout == "done\n"
     assert "Green thread 'the-reader' (task 'Task-" in result.stderr
-    assert "waiting on fd " in result.stderr and " readable (age unknown)" in result.stderr
+    assert "waiting on fd " in result.stderr and " readable (for " in result.stderr
     assert "a.recv(1)" not in result.stderr  # faulthandler style: file and line only
     assert f'File "{script}", line 5 in worker' in result.stderr
 

@@ -18,6 +18,7 @@ import contextvars
 import functools
 import inspect
 import sys
+import time
 import types
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any, TypeVar, cast, overload
@@ -30,6 +31,8 @@ from ._trampoline import Pending, Worker, chain_thrown, handled_exception, itera
 
 if sys.version_info >= (3, 10) or TYPE_CHECKING:
     from typing import ParamSpec
+
+_monotonic = time.monotonic
 
 __all__ = ["async_", "await_", "spawn"]
 
@@ -245,6 +248,7 @@ def await_(awaitable: Any) -> Any:
             if not awaitable.done():
                 awaitable._asyncio_future_blocking = True
                 handled = handled_exception()
+                current.since = _monotonic()  # for dump_stacks
                 try:
                     current.parent.switch(awaitable)  # type: ignore[union-attr]
                 except BaseException as exc:
@@ -292,4 +296,3 @@ def _sync_wrapper(fn: Callable[P, Awaitable[T]]) -> Callable[P, T]:
         return await_(fn(*args, **kwargs))
 
     return call
-

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import time
 from collections.abc import Generator
 from typing import Any
 
@@ -48,6 +49,7 @@ from ._trampoline import (
 
 __all__ = ["PARK", "RESUME", "park", "wake"]
 
+_monotonic = time.monotonic
 _current_task = asyncio.current_task
 _Future = asyncio.Future
 _enter_task = asyncio.tasks._enter_task
@@ -181,8 +183,10 @@ def park() -> Any:
     exception thrown into the task (a cancellation) is raised here.
     """
     handled = handled_exception()
+    current = getcurrent()
+    current.since = _monotonic()  # type: ignore[attr-defined]  # for dump_stacks
     try:
-        return getcurrent().parent.switch(PARK)  # type: ignore[union-attr]
+        return current.parent.switch(PARK)  # type: ignore[union-attr]
     except BaseException as exc:
         if handled is not None:
             chain_thrown(exc, handled)

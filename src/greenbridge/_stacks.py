@@ -6,8 +6,9 @@ lock, a Future) is a *suspended worker greenlet*: no OS thread runs it, so
 finds every one of them and says what it waits on, the way
 ``faulthandler.dump_traceback(all_threads=True)`` prints threads.
 
-How, at no cost to the code that waits: nothing is recorded when a worker
-suspends.  The trampoline already keeps a weak set of its live workers per
+How, at almost no cost to the code that waits: the only thing recorded
+when a worker suspends is the time (``Worker.since``, one clock read beside
+the greenlet switch).  The trampoline already keeps a weak set of its live workers per
 thread (`greenbridge._trampoline.live_workers` reads them all); a worker is
 suspended when its greenlet has a frame that is not the idle loop of a
 pooled worker.  What it waits on is read from its innermost frames, which
@@ -16,8 +17,8 @@ are greenbridge's own and hold the facts in their locals: the hub's ``wait``
 (and the green primitive that called it: ``Lock.acquire``, ``Queue.get``,
 ``Thread.join``...), or ``await_`` (the awaitable).  Since when: a timed
 wait has a loop timer whose deadline, minus the timeout, is when the wait
-began; an untimed wait leaves no trace of its start, so its age is unknown
-(recording it would cost every wait a clock read).
+began; any other wait of a worker began when the worker last suspended.
+(SQLAlchemy's greenlets record nothing: their age is unknown.)
 
 Its green thread: the task that drives a worker awaits the trampoline's
 `~greenbridge._trampoline.Pending`, found by walking the await chain of the
@@ -314,6 +315,8 @@ def suspended_stacks() -> list[SuspendedStack]:
     for worker, frame in workers:
         frames = _frames(frame)
         waiting_on, since = _describe(frames)
+        if since is None:
+            since = worker.since or None  # when the call last suspended
         task = tasks.get(worker)
         out.append(
             SuspendedStack(

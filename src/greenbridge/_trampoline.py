@@ -36,6 +36,7 @@ import gc
 import inspect
 import sys
 import threading
+import time
 import types
 import weakref
 from collections.abc import Callable, Generator
@@ -47,6 +48,8 @@ from ._where import BridgeGreenlet, asyncio_loop
 
 if TYPE_CHECKING:
     import asyncio
+
+_monotonic = time.monotonic
 
 __all__ = [
     "ENDED_IN_CALLBACK",
@@ -119,7 +122,7 @@ class Worker(BridgeGreenlet):
     parent chain.
     """
 
-    __slots__ = ("value", "free", "drv", "home", "pending", "inherited")
+    __slots__ = ("value", "free", "drv", "home", "pending", "inherited", "since")
 
     def __init__(self, home: _Bucket) -> None:
         super().__init__(_worker_main)
@@ -138,6 +141,10 @@ class Worker(BridgeGreenlet):
         # During a call made from an ``except`` block: the caller's exception,
         # handled here too (see call_handling), but not by the sync code itself.
         self.inherited: BaseException | None = None
+        # When the call last suspended (time.monotonic), for greenbridge.dump_stacks:
+        # set on the suspending paths only (one clock read next to a greenlet
+        # switch and a loop turn), never read by the bridge itself.
+        self.since = 0.0
 
 
 # What the stepper yields when the awaitable it steps has ended.
@@ -863,6 +870,7 @@ def step(it: Any, worker: Worker) -> Any:
                     if exc.__context__ is not context and exc.__context__ is worker.inherited:
                         exc.__context__ = context
                     del exc, context
+            worker.since = _monotonic()
             try:
                 sent = switch(msg)
             except BaseException as exc:  # noqa: BLE001 - thrown in by the loop

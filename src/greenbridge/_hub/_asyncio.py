@@ -391,6 +391,7 @@ def wait(
             if waiter.worker is not None:
                 # park(), inlined: the one place the hub does it (see below).
                 handled = handled_exception()
+                current.since = _monotonic()  # for dump_stacks
                 try:
                     value = current.parent.switch(PARK)
                 except BaseException as exc:
