@@ -130,8 +130,19 @@ def _code_of(module_name: str, *path: str) -> CodeType | None:
     return getattr(obj, "__code__", None)
 
 
-def _name(code: CodeType) -> str:
-    return getattr(code, "co_qualname", code.co_name)
+def _name(frame: FrameType) -> str:
+    """The qualified name of the function ``frame`` runs (``Lock.acquire``)."""
+    code = frame.f_code
+    qualname: str | None = getattr(code, "co_qualname", None)  # 3.11+
+    if qualname is not None:
+        return qualname
+    # 3.9/3.10: find the class that defines the method ``self`` runs.
+    this = frame.f_locals.get("self")
+    if this is not None:
+        for cls in type(this).__mro__:
+            if getattr(cls.__dict__.get(code.co_name), "__code__", None) is code:
+                return f"{cls.__qualname__}.{code.co_name}"
+    return code.co_name
 
 
 def _timer_start(timer: Any, timeout: Any, loop: Any) -> float | None:
@@ -216,12 +227,12 @@ def _describe(frames: list[FrameType]) -> tuple[str, float | None]:
             found = _describe_hub(frame.f_locals)
         elif code is waiter_wait:
             locs = frame.f_locals
-            what = "green " + (_name(run[i + 1].f_code) if i + 1 < len(run) else "waiter")
+            what = "green " + (_name(run[i + 1]) if i + 1 < len(run) else "waiter")
             if i + 2 < len(run) < len(frames):
                 # The green call the user's code made: Event.wait for its Condition.wait.
                 # (When no frame of the user's is left, a green thread's target is
                 # the primitive itself: its stack shows it.)
-                what += f" (in {_name(run[-1].f_code)})"
+                what += f" (in {_name(run[-1])})"
             loop = getattr(locs.get("self"), "_loop", None)
             start = _timer_start(locs.get("timer"), locs.get("timeout"), loop)
             found = what + _timeout(locs.get("timeout")), start
