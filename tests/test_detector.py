@@ -542,6 +542,11 @@ def test_raise_after_passes_other_sigurgs_on() -> None:
         signal.signal(signal.SIGURG, previous)
 
 
+@pytest.mark.skipif(
+    sys.version_info[:3] == (3, 13, 0),
+    reason="CPython 3.13.0 may let an exception raised by a signal handler in a loop "
+    "escape the try around it (python/cpython#108214; docs/detector.md)",
+)
 def test_a_step_that_goes_on_blocking_gets_it_again() -> None:
     caught: list[float] = []
 
