@@ -46,6 +46,8 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
+from _http import free_port, get, wait_for_port
+
 URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/test"
 DSN = "postgresql://postgres@127.0.0.1:5432/test"
 QUERY = "SELECT pg_sleep(0.05)"
@@ -167,12 +169,6 @@ def serve(mode: str, port: int, pool: int, pool_timeout: float) -> None:
 # ---------------------------------------------------------------- servers and the client
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @contextmanager
 def server(mode: str, pool: int, pool_timeout: float = 20) -> Iterator[int]:
     port = free_port()
@@ -180,34 +176,11 @@ def server(mode: str, pool: int, pool_timeout: float = 20) -> Iterator[int]:
     args += ["--pool", str(pool), "--pool-timeout", str(pool_timeout)]
     proc = subprocess.Popen(args, env=dict(os.environ))
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"the {mode} server exited with {proc.returncode}")
-            try:
-                socket.create_connection(("127.0.0.1", port), 0.2).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
+        wait_for_port(port, proc)
         yield port
     finally:
         proc.terminate()
         proc.wait(10)
-
-
-async def get(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, path: str) -> int:
-    """One keep-alive GET; its status (the body is read and dropped)."""
-    writer.write(f"GET {path} HTTP/1.1\r\nHost: bench\r\n\r\n".encode())
-    head = await reader.readuntil(b"\r\n\r\n")
-    status = int(head.split(b" ", 2)[1])
-    length = 0
-    for line in head.split(b"\r\n"):
-        if line.lower().startswith(b"content-length:"):
-            length = int(line.split(b":", 1)[1])
-    await reader.readexactly(length)
-    return status
 
 
 async def load(port: int, path: str, clients: int, seconds: float) -> dict[str, float]:

@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -36,28 +35,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from _http import free_port, get, wait_for_port
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 UPSTREAM = ROOT / "examples" / "asgi_app" / "upstream.py"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_for_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{proc.args!r} exited with {proc.returncode}")
-        try:
-            socket.create_connection(("127.0.0.1", port), 0.2).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise TimeoutError(f"nothing listens on port {port} after {timeout} s")
 
 
 def cpu_seconds(root: int) -> float:
@@ -126,20 +108,6 @@ def contenders(python: str, gevent_python: str | None) -> list[tuple[str, str, s
         gevent = [gevent_python, *gunicorn[1:], "-k", "gevent", "--worker-connections", "1000"]
         found.append(("gunicorn gevent", "gevent", gevent_python, [*gevent, "web_wsgi_app:app"]))
     return found
-
-
-async def get(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, path: str) -> int:
-    """One keep-alive GET: the status (the body is read and dropped)."""
-    writer.write(f"GET {path} HTTP/1.1\r\nHost: bench\r\n\r\n".encode())
-    head = await reader.readuntil(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
-    length = 0
-    for line in lines[1:]:
-        name, _, value = line.partition(":")
-        if name.lower() == "content-length":
-            length = int(value)
-    await reader.readexactly(length)
-    return int(lines[0].split(" ")[1])
 
 
 async def drive(port: int, prefix: str, clients: int, seconds: float) -> tuple[list[float], int]:
