@@ -30,9 +30,10 @@ and Django's test clients keep Django's behaviour in the same process.
 2. **The ORM's async-safety guard.**  ``django.utils.asyncio.async_unsafe``
    raises ``SynchronousOnlyOperation`` when ``get_running_loop()`` finds a
    loop.  Its module's ``get_running_loop`` becomes a function that reports
-   "no running loop" in a greenbridge worker greenlet (bridged sync code,
-   which never runs in parallel with the loop) and asks asyncio everywhere
-   else, so a plain coroutine still gets the exception.
+   "no running loop" to bridged sync code (in a greenbridge worker
+   greenlet, with no coroutine frame between it and the worker's start:
+   it never runs in parallel with the loop) and asks asyncio everywhere
+   else, so a coroutine still gets the exception.
    ``DJANGO_ALLOW_ASYNC_UNSAFE`` is never set.
 3. **One set of connections per request.**  ``django.db.connections`` keeps
    connections in an asgiref ``Local(thread_critical=True)``: one per OS
@@ -63,10 +64,12 @@ import asyncio
 import contextvars
 import functools
 import importlib
+import inspect
 import logging
 import re
 import sys
 import threading
+import types
 import weakref
 from collections.abc import Awaitable, Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
@@ -360,10 +363,29 @@ _ORIGINALS = {"sync_to_async": _asgiref_sync_to_async, "async_to_sync": _asgiref
 # ---------------------------------------------------------------- the async-safety guard
 
 
+# A frame of a coroutine (or async generator) function.
+_ASYNC_CODE = inspect.CO_COROUTINE | inspect.CO_ASYNC_GENERATOR
+
+
 def _guard_get_running_loop() -> asyncio.AbstractEventLoop:
-    """``get_running_loop`` as Django's ``async_unsafe`` sees it: no loop in bridged code."""
+    """``get_running_loop`` as Django's ``async_unsafe`` sees it: no loop in bridged code.
+
+    Bridged sync code is what runs in a worker greenlet, but not everything
+    that runs there is sync code: ``await_`` steps the awaited coroutine
+    right there (see greenbridge._trampoline).  A Django async view reached
+    from a sync middleware's ``async_to_sync`` runs so, and must still be
+    refused the sync ORM, as natively.  So the frames of the call are walked
+    up to the worker's first one (a greenlet's frame chain ends there): a
+    coroutine frame on the way means the caller is async code.
+    """
     if isinstance(getcurrent(), BridgeGreenlet):
-        raise RuntimeError("no running event loop")
+        frame: types.FrameType | None = sys._getframe(1)
+        while frame is not None:
+            if frame.f_code.co_flags & _ASYNC_CODE:
+                break
+            frame = frame.f_back
+        else:
+            raise RuntimeError("no running event loop")
     return _real_get_running_loop()
 
 

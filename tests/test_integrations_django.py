@@ -1,0 +1,537 @@
+"""greenbridge.integrations.django against a real Django project under uvicorn, on PostgreSQL.
+
+The project (``tests/django_project``: settings, URLs, views, a model and its
+migration) is configured with ``settings.configure()`` when this module is
+imported: no ``DJANGO_SETTINGS_MODULE``, so pytest-django (installed with
+the test extra) stays out of the rest of the suite.  The app runs under a
+real uvicorn server on loopback in a thread with its own loop
+(``web_servers.Uvicorn``, with a heartbeat on that loop); the tests are its
+HTTP clients.  The same project is also served by Django's stock
+``get_asgi_application()`` in the same process: the native twin, whose
+answers the green ones must equal (only the thread differs).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextvars
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+django = pytest.importorskip("django")
+asgiref_sync = pytest.importorskip("asgiref.sync")
+httpx = pytest.importorskip("httpx")
+pytest.importorskip("uvicorn")
+psycopg = pytest.importorskip("psycopg")
+
+from django.conf import settings  # noqa: E402
+
+from .django_project import settings as project_settings  # noqa: E402
+from .helpers import PG_DSN, require_postgres  # noqa: E402
+from .web_servers import Uvicorn  # noqa: E402
+
+if not settings.configured:
+    settings.configure(
+        **{
+            name: getattr(project_settings, name)
+            for name in dir(project_settings)
+            if name.isupper()
+        }
+    )
+
+import greenbridge  # noqa: E402
+from greenbridge.integrations import django as gd  # noqa: E402
+
+APP = project_settings.APPLICATION_NAME
+HAS_POOL = django.VERSION >= (5, 1)
+
+
+# ---------------------------------------------------------------- fixtures and helpers
+
+
+def server_connections() -> int:
+    """The project's connections open on the server (``pg_stat_activity``)."""
+    with psycopg.connect(PG_DSN, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s "
+            "AND pid <> pg_backend_pid()",
+            [APP],
+        ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def wait_for_connections(expected: int, timeout: float = 10) -> int:
+    """Poll until the project has ``expected`` connections (closing happens after the reply)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        now = server_connections()
+        if now == expected or time.monotonic() > deadline:
+            return now
+        time.sleep(0.02)
+
+
+def close_django_connections() -> None:
+    """Close what the test thread opened through Django (the test client, checks)."""
+    from django.db import connections
+
+    connections.close_all()
+
+
+@pytest.fixture(scope="module")
+def project() -> Iterator[None]:
+    """Django set up, the table migrated, greenbridge's handler installed; undone at the end."""
+    require_postgres()
+    from django.core.management import call_command
+
+    django.setup(set_prefix=False)
+    call_command("migrate", verbosity=0)
+    close_django_connections()
+    try:
+        yield
+    finally:
+        gd.uninstall()
+        close_django_connections()
+
+
+@pytest.fixture(scope="module")
+def green_app(project: None) -> Any:
+    return gd.get_asgi_application()
+
+
+@pytest.fixture
+def server(green_app: Any) -> Iterator[Uvicorn]:
+    # One per test: the server thread's greenbridge workers end with it.
+    with Uvicorn(green_app) as running:
+        yield running
+
+
+@pytest.fixture
+def stock_server(project: None) -> Iterator[Uvicorn]:
+    from django.core.asgi import get_asgi_application
+
+    with Uvicorn(get_asgi_application()) as running:
+        yield running
+
+
+@pytest.fixture(autouse=True)
+def _clean_table(request: pytest.FixtureRequest) -> Iterator[None]:
+    yield
+    if "project" in request.fixturenames:
+        with psycopg.connect(PG_DSN, autocommit=True) as conn:
+            conn.execute("DELETE FROM greenbridge_django_item")
+        close_django_connections()
+
+
+def get(url: str, **params: Any) -> httpx.Response:
+    return httpx.get(url, params=params, timeout=30)
+
+
+def get_many(urls: list[tuple[str, dict[str, Any]]]) -> list[httpx.Response]:
+    async def main() -> list[httpx.Response]:
+        async with httpx.AsyncClient(timeout=30) as client:
+            return list(await asyncio.gather(*(client.get(u, params=p) for u, p in urls)))
+
+    return asyncio.run(main())
+
+
+# ---------------------------------------------------------------- the handler
+
+
+def test_sync_views_and_middleware_run_on_the_loop_thread(server: Uvicorn) -> None:
+    response = get(server.url + "/sleep")
+    assert response.status_code == 200
+    assert response.json()["thread"] == server.thread.name
+    assert response.headers["X-Middleware-Thread"] == server.thread.name
+
+
+def test_stock_handler_in_the_same_process_keeps_its_threads(
+    server: Uvicorn, stock_server: Uvicorn
+) -> None:
+    """The native twin: same answers, but asgiref's executor threads run its sync code."""
+    stock = get(stock_server.url + "/count", name="x")
+    green = get(server.url + "/count", name="x")
+    assert stock.status_code == green.status_code == 200
+    assert stock.json()["count"] == green.json()["count"] == 0
+    assert stock.json()["thread"] != stock_server.thread.name
+    assert stock.headers["X-Middleware-Thread"] != stock_server.thread.name
+    assert green.json()["thread"] == server.thread.name
+    assert wait_for_connections(0) == 0
+
+
+def test_concurrent_slow_views_overlap(server: Uvicorn) -> None:
+    n, seconds = 8, 0.5
+    with server.heartbeat() as beat:
+        started = time.monotonic()
+        responses = get_many([(server.url + "/sleep", {"t": seconds})] * n)
+        elapsed = time.monotonic() - started
+    assert [r.status_code for r in responses] == [200] * n
+    # One connection each (a thread's worth of state per request)...
+    assert len({r.json()["pid"] for r in responses}) == n
+    # ...and about one view's time for all (serially: n * seconds = 4 s).
+    assert elapsed < n * seconds / 2, elapsed
+    assert beat.max_gap < seconds, beat.max_gap
+
+
+def test_per_request_connections_are_closed(server: Uvicorn) -> None:
+    """CONN_MAX_AGE=0: each request's connection is closed when it ends."""
+    responses = get_many([(server.url + "/sleep", {"t": 0.1})] * 5)
+    assert [r.status_code for r in responses] == [200] * 5
+    assert wait_for_connections(0) == 0
+
+
+def test_transactions_are_isolated_between_concurrent_requests(server: Uvicorn) -> None:
+    async def main() -> tuple[Any, Any, Any]:
+        async with httpx.AsyncClient(timeout=30) as client:
+            writer = asyncio.ensure_future(
+                client.get(server.url + "/atomic", params={"name": "iso", "t": 0.8})
+            )
+            await asyncio.sleep(0.3)  # the writer's row exists, uncommitted
+            during = await client.get(server.url + "/count", params={"name": "iso"})
+            written = await writer
+            after = await client.get(server.url + "/count", params={"name": "iso"})
+            return written, during, after
+
+    written, during, after = asyncio.run(main())
+    assert written.json()["seen"] == 1  # the writer sees its own row
+    assert during.json()["count"] == 0  # another request does not, until the commit
+    assert after.json()["count"] == 1
+
+
+def test_a_view_that_raises_gets_500_logged_and_rolls_back(
+    server: Uvicorn, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.ERROR, logger="django.request"):
+        response = get(server.url + "/boom")
+        failed = get(server.url + "/atomic", name="rolled back", fail=1)
+    assert response.status_code == 500
+    assert failed.status_code == 500
+    messages = [r.getMessage() for r in caplog.records if r.name == "django.request"]
+    assert any("/boom" in m for m in messages), messages
+    errors = [r.exc_info[1] for r in caplog.records if r.exc_info]
+    assert any(isinstance(e, ValueError) and str(e) == "boom from a sync view" for e in errors)
+    assert get(server.url + "/count", name="rolled back").json()["count"] == 0
+    assert wait_for_connections(0) == 0
+
+
+def test_async_and_sync_views_in_one_app(server: Uvicorn) -> None:
+    get(server.url + "/atomic", name="both")
+    answer = get(server.url + "/async", name="both").json()
+    assert answer["view"] == "async" and answer["count"] == 1  # async ORM, run green
+    assert answer["thread"] == server.thread.name
+    assert wait_for_connections(0) == 0
+
+
+def test_orm_from_a_plain_coroutine_still_raises(server: Uvicorn) -> None:
+    assert get(server.url + "/async-orm").json()["error"] == "SynchronousOnlyOperation"
+
+
+def test_client_disconnect_cancels_the_view_and_rolls_back(server: Uvicorn) -> None:
+    async def main() -> None:
+        async with httpx.AsyncClient(timeout=30) as client:
+            request = asyncio.ensure_future(
+                client.get(server.url + "/atomic", params={"name": "cancelled", "t": 30})
+            )
+            # Wait until the view is inside its pg_sleep, then go away.
+            deadline = time.monotonic() + 10
+            while await asyncio.to_thread(_sleeping_backends) == 0:
+                assert time.monotonic() < deadline, "the view never started"
+                await asyncio.sleep(0.02)
+            request.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await request
+
+    started = time.monotonic()
+    asyncio.run(main())
+    assert wait_for_connections(0) == 0
+    assert time.monotonic() - started < 20  # the 30 s query was cancelled
+    assert get(server.url + "/count", name="cancelled").json()["count"] == 0
+
+
+def _sleeping_backends() -> int:
+    with psycopg.connect(PG_DSN, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s "
+            "AND query LIKE 'SELECT pg_sleep%%'",
+            [APP],
+        ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def test_conn_max_age_keeps_connections_for_later_requests(server: Uvicorn) -> None:
+    """CONN_MAX_AGE=None: the connection outlives its request and serves the next one."""
+    try:
+        first = get(server.url + "/persistent").json()["pid"]
+        second = get(server.url + "/persistent").json()["pid"]
+        assert first == second
+        assert wait_for_connections(1) == 1
+    finally:
+        # The idle connection belongs to the server's thread: a request closes it.
+        get(server.url + "/persistent", close=1)
+    assert wait_for_connections(0) == 0
+
+
+@pytest.mark.skipif(not HAS_POOL, reason="Django's psycopg pool needs Django 5.1")
+def test_pool_wait_suspends_only_the_request(server: Uvicorn) -> None:
+    """A pool of 2, 6 requests: 4 wait for a connection, the loop keeps running."""
+    seconds = 0.4
+    try:
+        with server.heartbeat() as beat:
+            started = time.monotonic()
+            responses = get_many([(server.url + "/pooled", {"t": seconds})] * 6)
+            elapsed = time.monotonic() - started
+        assert [r.status_code for r in responses] == [200] * 6
+        assert len({r.json()["pid"] for r in responses}) == 2  # the pool's two
+        assert elapsed >= 3 * seconds * 0.9  # three rounds of two
+        assert beat.max_gap < seconds, beat.max_gap
+    finally:
+        assert get(server.url + "/close-pool").status_code == 200
+    assert wait_for_connections(0) == 0
+
+
+# ---------------------------------------------------------------- outside the handler
+
+
+@pytest.mark.leaks_ok(reason="asgiref's single-thread executor (AsyncClient) lives on")
+def test_test_client_and_async_client_work_unchanged(server: Uvicorn) -> None:
+    from django.test import AsyncClient, Client
+
+    try:
+        answer = Client().get("/count", {"name": "x"}).json()
+        assert answer["count"] == 0
+        assert answer["thread"] == threading.current_thread().name
+        async_answer = asyncio.run(AsyncClient().get("/async", {"name": "x"})).json()
+        assert async_answer["view"] == "async" and async_answer["count"] == 0
+    finally:
+        close_django_connections()
+        # (the test client does not close connections at request end; the async
+        # view's is in asgiref's executor thread, which closes it there)
+        asyncio.run(asgiref_sync.sync_to_async(close_django_connections)())
+
+
+def test_management_commands_work(server: Uvicorn) -> None:
+    from django.core.management import call_command
+
+    call_command("check", verbosity=0)
+    call_command("migrate", verbosity=0)
+    close_django_connections()
+
+
+def test_bridged_code_outside_a_request_gets_a_connection_per_task(project: None) -> None:
+    """async_ + the ORM outside the handler: allowed, one connection per task."""
+    gd.install()
+    from django.db import connection
+
+    def backend_pid() -> int:
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_sleep(0.2), pg_backend_pid()")
+                return int(cursor.fetchone()[1])
+        finally:
+            connection.close()
+
+    async def main() -> list[int]:
+        return list(await asyncio.gather(*(greenbridge.async_(backend_pid)() for _ in range(3))))
+
+    greenbridge.patch_psycopg()
+    started = time.monotonic()
+    pids = asyncio.run(main())
+    assert len(set(pids)) == 3
+    assert time.monotonic() - started < 0.5 * 3
+
+
+def test_orm_in_a_plain_coroutine_outside_the_handler_raises(project: None) -> None:
+    from django.core.exceptions import SynchronousOnlyOperation
+
+    from .django_project.models import Item
+
+    async def main() -> None:
+        with pytest.raises(SynchronousOnlyOperation):
+            Item.objects.count()
+
+    asyncio.run(main())
+
+
+def test_install_refuses_an_untested_django(project: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    gd.uninstall()
+    monkeypatch.setattr(django, "__version__", "9.0")
+    with pytest.raises(gd.UnsupportedVersion, match=r"tested with django 4\.2 to"):
+        gd.install()
+    assert not gd.installed()
+    monkeypatch.undo()
+    gd.install()
+    assert gd.installed()
+
+
+# ---------------------------------------------------------------- sync_to_async / async_to_sync
+
+VAR: contextvars.ContextVar[str] = contextvars.ContextVar("VAR", default="unset")
+
+FLAVOURS = {
+    "asgiref": (asgiref_sync.sync_to_async, asgiref_sync.async_to_sync),
+    "greenbridge": (gd.sync_to_async, gd.async_to_sync),
+}
+
+
+@pytest.fixture(params=list(FLAVOURS))
+def flavour(request: pytest.FixtureRequest) -> tuple[Any, Any]:
+    return FLAVOURS[request.param]
+
+
+def test_sync_to_async_call_forms_and_results(flavour: tuple[Any, Any]) -> None:
+    sync_to_async, _ = flavour
+
+    def add(a: int, b: int = 0) -> int:
+        """Adds."""
+        return a + b
+
+    @sync_to_async
+    def plain(a: int) -> int:
+        return a * 2
+
+    @sync_to_async(thread_sensitive=False)
+    def insensitive(a: int) -> int:
+        return a * 3
+
+    async def main() -> list[int]:
+        return [await sync_to_async(add)(1, b=2), await plain(5), await insensitive(5)]
+
+    assert asyncio.run(main()) == [3, 10, 15]
+    wrapped = sync_to_async(add)
+    assert wrapped.__name__ == "add" and wrapped.__doc__ == "Adds."
+    assert asyncio.iscoroutinefunction(wrapped) or asgiref_sync.iscoroutinefunction(wrapped)
+
+
+def test_sync_to_async_errors(flavour: tuple[Any, Any]) -> None:
+    sync_to_async, _ = flavour
+
+    async def coroutine_function() -> None:
+        pass
+
+    with pytest.raises(TypeError, match="sync_to_async can only be applied to sync functions"):
+        sync_to_async(coroutine_function)
+    executor = concurrent.futures.ThreadPoolExecutor(1)
+    try:
+        with pytest.raises(TypeError, match="executor must not be set"):
+            sync_to_async(len, executor=executor)
+    finally:
+        executor.shutdown()
+
+    def fails() -> None:
+        raise KeyError("inside")
+
+    async def main() -> None:
+        with pytest.raises(KeyError, match="inside"):
+            await sync_to_async(fails)()
+
+    asyncio.run(main())
+
+
+def test_sync_to_async_context_variables_both_ways(flavour: tuple[Any, Any]) -> None:
+    sync_to_async, _ = flavour
+
+    def read_and_set() -> str:
+        seen = VAR.get()
+        VAR.set("set in sync code")
+        return seen
+
+    async def main() -> tuple[str, str]:
+        VAR.set("set by the caller")
+        seen = await sync_to_async(read_and_set)()
+        return seen, VAR.get()
+
+    assert asyncio.run(main()) == ("set by the caller", "set in sync code")
+
+
+def test_async_to_sync_without_a_loop(flavour: tuple[Any, Any]) -> None:
+    _, async_to_sync = flavour
+
+    async def double(x: int) -> int:
+        await asyncio.sleep(0)
+        VAR.set("set in the coroutine")
+        return x * 2
+
+    def main() -> tuple[int, str]:
+        VAR.set("before")
+        return async_to_sync(double)(21), VAR.get()
+
+    assert contextvars.copy_context().run(main) == (42, "set in the coroutine")
+
+    @async_to_sync
+    async def decorated() -> str:
+        return "decorated"
+
+    assert decorated() == "decorated"
+
+
+def test_async_to_sync_from_plain_sync_code_on_a_loop_raises(flavour: tuple[Any, Any]) -> None:
+    _, async_to_sync = flavour
+
+    async def nothing() -> None:
+        pass
+
+    async def main() -> None:
+        with pytest.raises(RuntimeError, match="You cannot use AsyncToSync in the same thread"):
+            async_to_sync(nothing)()
+
+    asyncio.run(main())
+
+
+def test_async_to_sync_inside_sync_to_async(flavour: tuple[Any, Any]) -> None:
+    sync_to_async, async_to_sync = flavour
+
+    async def inner() -> str:
+        await asyncio.sleep(0)
+        VAR.set("set by the inner coroutine")
+        return "inner"
+
+    def middle() -> tuple[str, str]:
+        return async_to_sync(inner)(), VAR.get()
+
+    async def main() -> tuple[tuple[str, str], str]:
+        result = await sync_to_async(middle)()
+        return result, VAR.get()
+
+    assert asyncio.run(main()) == (
+        ("inner", "set by the inner coroutine"),
+        "set by the inner coroutine",
+    )
+
+
+def test_async_to_sync_force_new_loop(flavour: tuple[Any, Any]) -> None:
+    _, async_to_sync = flavour
+
+    async def which_loop() -> int:
+        return id(asyncio.get_running_loop())
+
+    async def main() -> tuple[int, int]:
+        return id(asyncio.get_running_loop()), await asyncio.to_thread(
+            async_to_sync(which_loop, force_new_loop=True)
+        )
+
+    outer, inner = asyncio.run(main())
+    assert outer != inner
+
+
+def test_green_sync_to_async_runs_concurrently_on_the_loop_thread() -> None:
+    from greenbridge.green import time as green_time
+
+    def nap() -> int:
+        green_time.sleep(0.2)
+        return threading.get_ident()
+
+    async def main() -> tuple[list[int], float]:
+        started = time.monotonic()
+        idents = await asyncio.gather(*(gd.sync_to_async(nap)() for _ in range(5)))
+        return list(idents), time.monotonic() - started
+
+    idents, elapsed = asyncio.run(main())
+    assert set(idents) == {threading.get_ident()}
+    assert elapsed < 0.2 * 5 / 2
