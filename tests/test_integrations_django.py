@@ -16,7 +16,11 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextvars
+import json
 import logging
+import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -33,8 +37,8 @@ psycopg = pytest.importorskip("psycopg")
 from django.conf import settings  # noqa: E402
 
 from .django_project import settings as project_settings  # noqa: E402
-from .helpers import PG_DSN, require_postgres  # noqa: E402
-from .web_servers import Uvicorn  # noqa: E402
+from .helpers import PG_DSN, require_mariadb, require_postgres  # noqa: E402
+from .web_servers import ROOT, Uvicorn  # noqa: E402
 
 if not settings.configured:
     settings.configure(
@@ -535,3 +539,50 @@ def test_green_sync_to_async_runs_concurrently_on_the_loop_thread() -> None:
     idents, elapsed = asyncio.run(main())
     assert set(idents) == {threading.get_ident()}
     assert elapsed < 0.2 * 5 / 2
+
+
+# ---------------------------------------------------------------- MySQL (MariaDB) via PyMySQL
+
+
+def test_mysql_through_green_pymysql() -> None:
+    """Django's MySQL backend on PyMySQL imported green: concurrent views overlap."""
+    require_mariadb()
+    pytest.importorskip("pymysql")
+    n, seconds = 5, 0.4
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "src"), str(ROOT)]))
+    out = subprocess.run(
+        [sys.executable, "-m", "tests.django_project.mysql_run", str(n), str(seconds)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["status"] == [200] * n
+    assert len(set(result["ids"])) == n  # a connection per request
+    assert result["threads"] == [result["server_thread"]]
+    assert result["elapsed"] < n * seconds / 2
+    assert result["max_gap"] < seconds
+
+
+def test_get_asgi_application_refuses_blocking_pymysql() -> None:
+    """PyMySQL imported with the blocking socket module: a clear error naming the fix."""
+    require_mariadb()
+    pytest.importorskip("pymysql")
+    code = (
+        "import pymysql; pymysql.install_as_MySQLdb()\n"
+        "from django.conf import settings\n"
+        "settings.configure(DATABASES={'default': {'ENGINE': 'django.db.backends.mysql',"
+        " 'NAME': 'test', 'USER': 'root', 'HOST': '127.0.0.1'}})\n"
+        "from greenbridge.integrations.django import get_asgi_application\n"
+        "get_asgi_application()\n"
+    )
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "src"), str(ROOT)]))
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode != 0
+    assert "PyMySQL was imported with the blocking socket module" in out.stderr
+    assert "greenbridge.patch_blocking()" in out.stderr

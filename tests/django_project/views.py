@@ -13,9 +13,14 @@ from .models import Item
 
 
 def _sleep(alias: str, seconds: float) -> int:
-    """``SELECT pg_sleep(seconds)`` on ``alias``; the server process id of the connection."""
-    with connections[alias].cursor() as cursor:
-        cursor.execute("SELECT pg_sleep(%s), pg_backend_pid()", [seconds])
+    """Sleep ``seconds`` in the database ``alias``; the server's id of the connection."""
+    connection = connections[alias]
+    if connection.vendor == "mysql":
+        sql = "SELECT SLEEP(%s), CONNECTION_ID()"
+    else:
+        sql = "SELECT pg_sleep(%s), pg_backend_pid()"
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [seconds])
         return int(cursor.fetchone()[1])
 
 

@@ -537,12 +537,15 @@ def get_asgi_application(*, patch_drivers: bool = True) -> GreenASGIHandler:
             or :func:`greenbridge.patch_psycopg2`; for a database with
             Django's pool (``OPTIONS={"pool": ...}``), import ``psycopg_pool``
             under :func:`greenbridge.patch_blocking` (it must not have been
-            imported before).
+            imported before); for a MySQL database, check that Django gets
+            PyMySQL imported green as ``MySQLdb`` (see the guide).
 
     Raises:
         UnsupportedVersion: see :func:`install`.
         RuntimeError: ``psycopg_pool`` was imported before, with blocking
-            locks (import it under :func:`greenbridge.patch_blocking`).
+            locks (import it under :func:`greenbridge.patch_blocking`), or
+            Django's MySQL backend would use mysqlclient or PyMySQL with
+            blocking sockets.
     """
     django.setup(set_prefix=False)
     install()
@@ -554,6 +557,9 @@ def get_asgi_application(*, patch_drivers: bool = True) -> GreenASGIHandler:
 def _patch_drivers() -> None:
     from django.conf import settings
 
+    engines = [db.get("ENGINE", "") for db in settings.DATABASES.values()]
+    if any("mysql" in engine for engine in engines):
+        _check_mysql_driver()
     databases = [db for db in settings.DATABASES.values() if "postgresql" in db.get("ENGINE", "")]
     if not databases:
         return
@@ -565,6 +571,31 @@ def _patch_drivers() -> None:
         patch_psycopg2()
     if any(db.get("OPTIONS", {}).get("pool") for db in databases):
         _import_green_pool()
+
+
+_PYMYSQL_FIX = (
+    "import it under greenbridge.patch_blocking() before Django loads its MySQL backend: "
+    "`with greenbridge.patch_blocking(): import pymysql` then `pymysql.install_as_MySQLdb()`"
+)
+
+
+def _check_mysql_driver() -> None:
+    """Django's MySQL backend must get green PyMySQL as ``MySQLdb``, not mysqlclient."""
+    try:
+        mysqldb = importlib.import_module("MySQLdb")
+    except ImportError:
+        return  # Django raises its own error when the backend loads
+    if not mysqldb.__name__.startswith("pymysql"):
+        raise RuntimeError(
+            "Django's MySQL backend uses mysqlclient here, whose C calls block the event "
+            f"loop for every query of every request: use PyMySQL instead, {_PYMYSQL_FIX}"
+        )
+    connections = sys.modules.get("pymysql.connections")
+    if connections is not None and getattr(connections, "socket", None) is original("socket"):
+        raise RuntimeError(
+            "PyMySQL was imported with the blocking socket module: each query would "
+            f"block the event loop; {_PYMYSQL_FIX}"
+        )
 
 
 def _import_green_pool() -> None:
