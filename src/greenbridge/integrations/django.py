@@ -92,8 +92,9 @@ except ImportError as exc:  # pragma: no cover - exercised only without Django
 
 from .._bridge import async_, await_
 from .._callables import is_async_callable
+from .._offload import offload
 from .._patcher import original, patch_blocking
-from .._where import ASYNCIO, TRIO, UNBRIDGED, BridgeGreenlet, where
+from .._where import UNBRIDGED, BridgeGreenlet, where
 from ..drivers import patch_psycopg, patch_psycopg2
 from ..green._ident import thread_key
 
@@ -264,7 +265,8 @@ def async_to_sync(
       that thread, which persists between calls (asgiref makes a loop per
       call);
     * in plain sync code called by a coroutine (a loop runs in this thread
-      but the caller cannot be suspended): RuntimeError, as asgiref raises.
+      but the caller cannot be suspended): RuntimeError, as asgiref raises
+      (asgiref 3.13 raises it with ``force_new_loop=True`` too).
 
     With ``force_new_loop=True`` the coroutine runs on a new loop in a
     worker thread, as asgiref does, while a bridged caller is suspended
@@ -284,39 +286,23 @@ def async_to_sync(
 
     @functools.wraps(fn)
     def run(*args: P.args, **kwargs: P.kwargs) -> T:
-        place = where()
-        if place is UNBRIDGED and not force_new_loop:
+        if where() is UNBRIDGED:
             raise RuntimeError(
                 "You cannot use AsyncToSync in the same thread as an async event loop - "
                 "just await the async function directly."
             )
         if force_new_loop:
-            context = contextvars.copy_context()
 
             async def in_new_loop() -> T:
                 return await fn(*args, **kwargs)
 
-            def new_loop() -> T:
-                return context.run(asyncio.run, in_new_loop())
-
-            if place is ASYNCIO or place is TRIO:
-                return _run_in_thread(new_loop)
-            with ThreadPoolExecutor(max_workers=1) as pool:
-                return pool.submit(new_loop).result()
+            # asyncio.run in a worker thread (with a copy of the context);
+            # a bridged caller is suspended meanwhile, else the thread waits.
+            result: T = offload(asyncio.run, in_new_loop())
+            return result
         return await_(fn(*args, **kwargs))
 
     return run
-
-
-def _run_in_thread(fn: Callable[[], T]) -> T:
-    """From bridged code: run ``fn`` in a new thread, suspending only the caller."""
-
-    async def wait() -> T:
-        loop = asyncio.get_running_loop()
-        with ThreadPoolExecutor(max_workers=1) as pool:
-            return await loop.run_in_executor(pool, fn)
-
-    return await_(wait())
 
 
 # ---------------------------------------------------------------- the request scope
@@ -622,13 +608,14 @@ _saved: list[tuple[Any, str, Any]] = []
 _scanned_modules = 0
 
 #: The modules whose globals must be asgiref's functions for :func:`install`
-#: to proceed (the handler stack), with the names each must hold.
-_REQUIRED: dict[str, tuple[str, ...]] = {
-    "django.core.handlers.base": ("sync_to_async", "async_to_sync"),
-    "django.core.handlers.asgi": ("sync_to_async",),
-    "django.core.handlers.exception": ("sync_to_async",),
-    "django.utils.deprecation": ("sync_to_async",),
-    "django.dispatch.dispatcher": ("sync_to_async", "async_to_sync"),
+#: to proceed (the handler stack), with the names each must hold and the
+#: first Django release that has them (signals became async in 5.0).
+_REQUIRED: dict[str, tuple[tuple[str, ...], tuple[int, int]]] = {
+    "django.core.handlers.base": (("sync_to_async", "async_to_sync"), (4, 2)),
+    "django.core.handlers.asgi": (("sync_to_async",), (4, 2)),
+    "django.core.handlers.exception": (("sync_to_async",), (4, 2)),
+    "django.utils.deprecation": (("sync_to_async",), (4, 2)),
+    "django.dispatch.dispatcher": (("sync_to_async", "async_to_sync"), (5, 0)),
 }
 
 
@@ -691,7 +678,10 @@ def install() -> None:
         _check_version("django", django.__version__)
         _check_version("asgiref", asgiref.__version__)
         plan: list[tuple[Any, str, Any, Any]] = []
-        for module_name, attributes in _REQUIRED.items():
+        release = _version(django.__version__)
+        for module_name, (attributes, since) in _REQUIRED.items():
+            if release < since:
+                continue
             module = importlib.import_module(module_name)
             for attribute in attributes:
                 current = getattr(module, attribute, None)
