@@ -159,6 +159,10 @@ def test_stock_handler_in_the_same_process_keeps_its_threads(
     server: Uvicorn, stock_server: Uvicorn
 ) -> None:
     """The native twin: same answers, but asgiref's executor threads run its sync code."""
+    stock_hello, green_hello = get(stock_server.url + "/hello"), get(server.url + "/hello")
+    assert stock_hello.status_code == green_hello.status_code == 200
+    assert stock_hello.text == green_hello.text == "hello"
+    assert stock_hello.headers["Content-Type"] == green_hello.headers["Content-Type"]
     stock = get(stock_server.url + "/count", name="x")
     green = get(server.url + "/count", name="x")
     assert stock.status_code == green.status_code == 200
@@ -372,9 +376,26 @@ def test_install_refuses_an_untested_django(project: None, monkeypatch: pytest.M
     with pytest.raises(gd.UnsupportedVersion, match=r"tested with django 4\.2 to"):
         gd.install()
     assert not gd.installed()
+    # Uninstalled: Django's own functions and connection store are back.
+    import django.core.handlers.base as base
+    import django.utils.asyncio as django_asyncio
+    from django.db import connections
+
+    assert base.sync_to_async is asgiref_sync.sync_to_async
+    assert base.async_to_sync is asgiref_sync.async_to_sync
+    assert django_asyncio.get_running_loop is asyncio.get_running_loop
+    assert type(connections._connections).__module__ == "asgiref.local"
     monkeypatch.undo()
     gd.install()
     assert gd.installed()
+    assert base.sync_to_async is not asgiref_sync.sync_to_async
+
+
+def test_modules_imported_later_are_patched_at_the_next_request(server: Uvicorn) -> None:
+    import django.contrib.staticfiles.handlers as handlers  # not imported by the project
+
+    assert get(server.url + "/hello").text == "hello"
+    assert handlers.sync_to_async is not asgiref_sync.sync_to_async
 
 
 # ---------------------------------------------------------------- sync_to_async / async_to_sync

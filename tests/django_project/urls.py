@@ -7,6 +7,7 @@ from django.urls import path
 from . import views
 
 urlpatterns = [
+    path("hello", views.hello),
     path("sleep", views.sleep),
     path("atomic", views.atomic),
     path("count", views.count),

@@ -28,6 +28,11 @@ def _answer(**data: Any) -> JsonResponse:
     return JsonResponse({"thread": threading.current_thread().name, **data})
 
 
+def hello(request: HttpRequest) -> HttpResponse:
+    """A sync view with no database: the handler's own cost."""
+    return HttpResponse("hello")
+
+
 def sleep(request: HttpRequest) -> HttpResponse:
     seconds = float(request.GET.get("t", "0"))
     return _answer(pid=_sleep(request.GET.get("alias", "default"), seconds))

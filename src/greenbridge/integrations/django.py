@@ -488,11 +488,14 @@ class GreenASGIHandler(ASGIHandler):  # type: ignore[misc]
     """
 
     def __init__(self) -> None:
-        token = _scope.set(_Scope())  # the middleware chain is adapted green
+        loading = _Scope()
+        token = _scope.set(loading)  # the middleware chain is adapted green
         try:
             super().__init__()
         finally:
             _scope.reset(token)
+            # (a middleware that queried the database while being set up)
+            _end_request(loading)
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         """Serve one ASGI connection as Django does, with the request's sync code green."""
