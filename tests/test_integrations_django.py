@@ -236,6 +236,14 @@ def test_async_and_sync_views_in_one_app(server: Uvicorn) -> None:
     assert wait_for_connections(0) == 0
 
 
+def test_asgiref_threads_inside_a_request_get_their_connections_closed(server: Uvicorn) -> None:
+    """A third-party module's own asgiref sync_to_async: a thread, whose connection is closed."""
+    answer = get(server.url + "/async-asgiref").json()
+    assert answer["count"] == 0
+    assert answer["worker"] != server.thread.name  # asgiref's thread, as asked
+    assert wait_for_connections(0) == 0
+
+
 def test_orm_from_a_plain_coroutine_still_raises(server: Uvicorn) -> None:
     assert get(server.url + "/async-orm").json()["error"] == "SynchronousOnlyOperation"
 

@@ -13,6 +13,7 @@ urlpatterns = [
     path("count", views.count),
     path("async", views.async_view),
     path("async-orm", views.async_orm_direct),
+    path("async-asgiref", views.async_asgiref),
     path("boom", views.boom),
     path("pooled", views.pooled),
     path("close-pool", views.close_pool),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+from asgiref.sync import sync_to_async
 from django.core.exceptions import SynchronousOnlyOperation
 from django.db import connections, transaction
 from django.http import HttpRequest, HttpResponse, JsonResponse
@@ -58,6 +59,16 @@ async def async_view(request: HttpRequest) -> HttpResponse:
     """A native async view on the async ORM (which Django runs through sync_to_async)."""
     number = await Item.objects.filter(name=request.GET.get("name", "")).acount()
     return _answer(count=number, view="async")
+
+
+async def async_asgiref(request: HttpRequest) -> HttpResponse:
+    """The ORM through asgiref's own sync_to_async, as a third-party app would call it."""
+
+    def count() -> tuple[int, str]:
+        return Item.objects.count(), threading.current_thread().name
+
+    number, worker = await sync_to_async(count)()
+    return _answer(count=number, worker=worker)
 
 
 async def async_orm_direct(request: HttpRequest) -> HttpResponse:

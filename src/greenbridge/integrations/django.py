@@ -309,13 +309,21 @@ def async_to_sync(
 
 
 class _Scope:
-    """One request of a GreenASGIHandler: its thread and its own connections."""
+    """One request of a GreenASGIHandler: its thread and its own connections.
 
-    __slots__ = ("connections", "thread")
+    ``others`` holds the connections that the request's code opened in other
+    OS threads (asgiref's executor threads, reached through asgiref's own
+    ``sync_to_async`` called by a third-party module): closed at the end of
+    the request too, which Django's ``request_finished``, run on the loop's
+    thread, would not do.
+    """
+
+    __slots__ = ("connections", "others", "thread")
 
     def __init__(self) -> None:
         self.thread = _get_ident()
         self.connections: dict[str, Any] = {}
+        self.others: dict[int, dict[str, Any]] = {}
 
 
 # Set by GreenASGIHandler for its requests (and while it loads middleware).
@@ -398,8 +406,14 @@ class _ConnectionStore:
 
     def _store(self) -> dict[str, Any] | None:
         scope = _scope.get()
-        if scope is not None and scope.thread == _get_ident():
-            return scope.connections
+        if scope is not None:
+            ident = _get_ident()
+            if scope.thread == ident:
+                return scope.connections
+            store = scope.others.get(ident)
+            if store is None:
+                scope.others[ident] = store = {}
+            return store
         if isinstance(getcurrent(), BridgeGreenlet):
             tasks: weakref.WeakKeyDictionary[Any, dict[str, Any]] = self._tasks
             key = thread_key()
@@ -463,6 +477,18 @@ def _end_request(scope: _Scope) -> None:
                 conn.close()
         except Exception:
             logger.exception("closing the database connection %r at the end of a request", alias)
+    while scope.others:
+        _, connections = scope.others.popitem()
+        for alias, conn in connections.items():
+            # Opened in a thread that is done with it: Django's own way to
+            # let another thread close it.
+            conn.inc_thread_sharing()
+            try:
+                conn.close()
+            except Exception:
+                logger.exception("closing the database connection %r of a worker thread", alias)
+            finally:
+                conn.dec_thread_sharing()
 
 
 _green_end_request = async_(_end_request)
@@ -488,6 +514,7 @@ class GreenASGIHandler(ASGIHandler):  # type: ignore[misc]
     """
 
     def __init__(self) -> None:
+        install()
         loading = _Scope()
         token = _scope.set(loading)  # the middleware chain is adapted green
         try:
@@ -507,7 +534,7 @@ class GreenASGIHandler(ASGIHandler):  # type: ignore[misc]
             await super().__call__(scope, receive, send)
         finally:
             try:
-                if request.connections:
+                if request.connections or request.others:
                     await _green_end_request(request)
             finally:
                 _scope.reset(token)
