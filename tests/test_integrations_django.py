@@ -38,7 +38,7 @@ from django.conf import settings  # noqa: E402
 
 from .django_project import settings as project_settings  # noqa: E402
 from .helpers import PG_DSN, require_mariadb, require_postgres  # noqa: E402
-from .web_servers import ROOT, Uvicorn  # noqa: E402
+from .web_servers import LOOPS, ROOT, Uvicorn  # noqa: E402
 
 if not settings.configured:
     settings.configure(
@@ -173,12 +173,17 @@ def test_stock_handler_in_the_same_process_keeps_its_threads(
     assert wait_for_connections(0) == 0
 
 
-def test_concurrent_slow_views_overlap(server: Uvicorn) -> None:
+@pytest.mark.parametrize("loop", LOOPS)
+def test_concurrent_slow_views_overlap(green_app: Any, loop: str) -> None:
+    if loop == "uvloop":
+        pytest.importorskip("uvloop")
     n, seconds = 8, 0.5
-    with server.heartbeat() as beat:
-        started = time.monotonic()
-        responses = get_many([(server.url + "/sleep", {"t": seconds})] * n)
-        elapsed = time.monotonic() - started
+    with Uvicorn(green_app, loop=loop) as server:
+        get(server.url + "/hello")  # (the first request imports the URLconf)
+        with server.heartbeat() as beat:
+            started = time.monotonic()
+            responses = get_many([(server.url + "/sleep", {"t": seconds})] * n)
+            elapsed = time.monotonic() - started
     assert [r.status_code for r in responses] == [200] * n
     # One connection each (a thread's worth of state per request)...
     assert len({r.json()["pid"] for r in responses}) == n
@@ -590,17 +595,21 @@ def test_green_sync_to_async_runs_concurrently_on_the_loop_thread() -> None:
     assert elapsed < 0.2 * 5 / 2
 
 
-# ---------------------------------------------------------------- MySQL (MariaDB) via PyMySQL
+# ---------------------------------------------------------------- other drivers, in subprocesses
 
 
-def test_mysql_through_green_pymysql() -> None:
-    """Django's MySQL backend on PyMySQL imported green: concurrent views overlap."""
-    require_mariadb()
-    pytest.importorskip("pymysql")
+@pytest.mark.parametrize(("backend", "driver"), [("mysql", "pymysql"), ("psycopg2", "psycopg2")])
+def test_other_drivers(backend: str, driver: str) -> None:
+    """MariaDB through PyMySQL imported green; PostgreSQL through psycopg2: views overlap."""
+    if backend == "mysql":
+        require_mariadb()
+    else:
+        require_postgres()
+    pytest.importorskip(driver)
     n, seconds = 5, 0.4
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "src"), str(ROOT)]))
     out = subprocess.run(
-        [sys.executable, "-m", "tests.django_project.mysql_run", str(n), str(seconds)],
+        [sys.executable, "-m", "tests.django_project.run_backend", backend, str(n), str(seconds)],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -609,6 +618,7 @@ def test_mysql_through_green_pymysql() -> None:
     )
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["driver"] == driver
     assert result["status"] == [200] * n
     assert len(set(result["ids"])) == n  # a connection per request
     assert result["threads"] == [result["server_thread"]]
