@@ -224,6 +224,16 @@ def sync_to_async(
         return lambda f: sync_to_async(
             f, thread_sensitive=thread_sensitive, executor=executor, context=context
         )
+    return functools.wraps(func)(_sync_to_async(func, thread_sensitive, executor, context))
+
+
+def _sync_to_async(
+    func: Callable[P, T],
+    thread_sensitive: bool,
+    executor: ThreadPoolExecutor | None,
+    context: contextvars.Context | None,
+) -> Callable[P, Any]:
+    """:func:`sync_to_async` without the decorator form and the copied metadata."""
     if not callable(func) or is_async_callable(func):
         raise TypeError(
             "sync_to_async can only be applied to sync functions "
@@ -232,8 +242,10 @@ def sync_to_async(
     if executor is not None:
         if thread_sensitive:
             raise TypeError("executor must not be set when thread_sensitive is True")
-        return _asgiref_sync_to_async(func, thread_sensitive=False, executor=executor)
-    return functools.wraps(func)(_green(func, context))
+        return _asgiref_sync_to_async(  # type: ignore[no-any-return]
+            func, thread_sensitive=False, executor=executor
+        )
+    return _green(func, context)
 
 
 @overload
@@ -338,10 +350,25 @@ def _inside() -> bool:
     return scope is not None and scope.thread == _get_ident()
 
 
-def _routed_sync_to_async(func: Any = None, **options: Any) -> Any:
-    if _inside():
-        return sync_to_async(func, **options)
-    return _asgiref_sync_to_async(func, **options)
+def _routed_sync_to_async(
+    func: Any = None,
+    *,
+    thread_sensitive: bool = True,
+    executor: Any = None,
+    context: contextvars.Context | None = None,
+) -> Any:
+    if not _inside():
+        if context is None:  # (older asgiref releases have no context argument)
+            return _asgiref_sync_to_async(
+                func, thread_sensitive=thread_sensitive, executor=executor
+            )
+        return _asgiref_sync_to_async(
+            func, thread_sensitive=thread_sensitive, executor=executor, context=context
+        )
+    if func is None:
+        return sync_to_async(thread_sensitive=thread_sensitive, executor=executor, context=context)
+    # (Django's calls need no copied name and docstring: skip functools.wraps)
+    return _sync_to_async(func, thread_sensitive, executor, context)
 
 
 def _routed_async_to_sync(awaitable: Any = None, **options: Any) -> Any:
