@@ -124,7 +124,7 @@ else:  # pragma: no cover - 3.9: annotations are strings, P is never evaluated
 #: The oldest and newest (major, minor) release of Django and asgiref this
 #: module was tested with; :func:`install` refuses any other.
 TESTED_VERSIONS: dict[str, tuple[tuple[int, int], tuple[int, int]]] = {
-    "django": ((4, 2), (5, 2)),
+    "django": ((4, 2), (6, 1)),
     "asgiref": ((3, 6), (3, 13)),
 }
 
