@@ -278,6 +278,77 @@ def test_client_disconnect_cancels_the_view_and_rolls_back(server: Uvicorn) -> N
     assert get(server.url + "/count", name="cancelled").json()["count"] == 0
 
 
+# Django's handler, cancelled, does not close the request body's temporary file
+# (with or without greenbridge).
+@pytest.mark.filterwarnings(
+    "ignore:Exception ignored in. <function SpooledTemporaryFile.__del__"
+    ":pytest.PytestUnraisableExceptionWarning"
+)
+def test_cancelled_handler_leaves_the_view_its_connection_until_it_ends(green_app: Any) -> None:
+    """The handler task cancelled (a server's shutdown timeout) mid-view.
+
+    Django 5.x leaves the view's task running: its connection is closed when
+    it ends, not under it.  Either way nothing goes wrong on the loop.
+    """
+    errors: list[dict[str, Any]] = []
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": "/atomic",
+        "raw_path": b"/atomic",
+        "query_string": b"name=orphan&t=0.5",
+        "root_path": "",
+        "headers": [(b"host", b"testserver")],
+        "client": ("127.0.0.1", 1),
+        "server": ("127.0.0.1", 80),
+    }
+    sent: list[dict[str, Any]] = []
+
+    async def main() -> None:
+        asyncio.get_running_loop().set_exception_handler(lambda loop, ctx: errors.append(ctx))
+        disconnect = asyncio.Event()
+        messages = [{"type": "http.request", "body": b"", "more_body": False}]
+
+        async def receive() -> dict[str, Any]:
+            if messages:
+                return messages.pop()
+            await disconnect.wait()
+            return {"type": "http.disconnect"}
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+
+        handler = asyncio.ensure_future(green_app(scope, receive, send))
+        deadline = time.monotonic() + 10
+        while await asyncio.to_thread(_sleeping_backends) == 0:
+            assert time.monotonic() < deadline, "the view never started"
+        handler.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await handler
+        # The view goes on (Django did not cancel it) and ends; then its connection.
+        deadline = time.monotonic() + 10
+        while await asyncio.to_thread(server_connections) != 0:
+            assert time.monotonic() < deadline, "the connection was never closed"
+            await asyncio.sleep(0.02)
+        # (Django's disconnect listener is left waiting as well: asyncio.run cancels it.)
+
+    asyncio.run(main())
+    assert errors == []
+    # Django 5.0-5.2 leave the view running: it ends, answers and commits.  4.2
+    # runs the view in the handler's task, 6.x cancels the view's task with
+    # the handler: the view is cancelled and its transaction rolled back.
+    answered = [m["status"] for m in sent if m["type"] == "http.response.start"]
+    assert answered == ([200] if (5, 0) <= django.VERSION < (6, 0) else [])
+    with psycopg.connect(PG_DSN, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM greenbridge_django_item WHERE name = 'orphan'"
+        ).fetchone()
+    assert row == (len(answered),)
+
+
 def _sleeping_backends() -> int:
     with psycopg.connect(PG_DSN, autocommit=True) as conn:
         row = conn.execute(

@@ -96,7 +96,7 @@ from .._offload import offload
 from .._patcher import original, patch_blocking
 from .._where import UNBRIDGED, BridgeGreenlet, where
 from ..drivers import patch_psycopg, patch_psycopg2
-from ..green._ident import thread_key
+from ..green._ident import current_task, thread_key
 
 if sys.version_info >= (3, 10) or TYPE_CHECKING:
     from typing import ParamSpec
@@ -330,12 +330,15 @@ class _Scope:
     thread, would not do.
     """
 
-    __slots__ = ("connections", "others", "thread")
+    __slots__ = ("connections", "others", "thread", "users")
 
     def __init__(self) -> None:
         self.thread = _get_ident()
         self.connections: dict[str, Any] = {}
         self.others: dict[int, dict[str, Any]] = {}
+        # The tasks that took a connection into ``connections`` (see
+        # GreenASGIHandler.__call__: a cancelled handler leaves them running).
+        self.users: set[Any] = set()
 
 
 # Set by GreenASGIHandler for its requests (and while it loads middleware).
@@ -463,8 +466,18 @@ class _ConnectionStore:
         idle = _idle.get((_get_ident(), alias))
         if idle and _inside():
             store[alias] = conn = idle.pop()
+            self._used(store)
             return conn
         raise AttributeError(alias)
+
+    @staticmethod
+    def _used(store: dict[str, Any]) -> None:
+        """Note the current task as a user of ``store`` if it is a request's."""
+        scope = _scope.get()
+        if scope is not None and store is scope.connections:
+            task = current_task()
+            if task is not None:
+                scope.users.add(task)
 
     def __setattr__(self, alias: str, value: Any) -> None:
         store = self._store()
@@ -472,6 +485,7 @@ class _ConnectionStore:
             setattr(self._fallback, alias, value)
         else:
             store[alias] = value
+            self._used(store)
 
     def __delattr__(self, alias: str) -> None:
         store = self._store()
@@ -562,9 +576,43 @@ class GreenASGIHandler(ASGIHandler):  # type: ignore[misc]
         finally:
             try:
                 if request.connections or request.others:
-                    await _green_end_request(request)
+                    await _end_when_unused(request)
             finally:
                 _scope.reset(token)
+
+
+async def _end_when_unused(request: _Scope) -> None:
+    """End the request's connections now, or when the tasks still using them end.
+
+    Django's handler waits for its view task, unless the handler itself is
+    cancelled (a server's shutdown timeout): then the view task runs on,
+    orphaned, and closing its connection under it would close a socket that
+    its greenlet waits on (and whose descriptor number the next connection
+    may reuse).  So the end waits for the last of those tasks.
+    """
+    me = current_task()
+    running = [task for task in request.users if task is not me and not task.done()]
+    request.users.clear()
+    if not running:
+        await _green_end_request(request)
+        return
+    loop = asyncio.get_running_loop()
+    left = len(running)
+
+    def one_ended(_: Any) -> None:
+        nonlocal left
+        left -= 1
+        if left == 0:
+            ending = loop.create_task(_green_end_request(request))
+            _endings.add(ending)
+            ending.add_done_callback(_endings.discard)
+
+    for task in running:
+        task.add_done_callback(one_ended)
+
+
+# The deferred ends of requests whose handler was cancelled (strong references).
+_endings: set[asyncio.Task[None]] = set()
 
 
 def get_asgi_application(*, patch_drivers: bool = True) -> GreenASGIHandler:
