@@ -697,15 +697,33 @@ def test_other_drivers(backend: str, driver: str) -> None:
     assert result["max_gap"] < seconds
 
 
-def test_get_asgi_application_refuses_blocking_pymysql() -> None:
-    """PyMySQL imported with the blocking socket module: a clear error naming the fix."""
-    require_mariadb()
-    pytest.importorskip("pymysql")
+REFUSED = {
+    "pymysql": (
+        "import pymysql; pymysql.install_as_MySQLdb()\n",
+        {"ENGINE": "django.db.backends.mysql", "NAME": "test", "USER": "root"},
+        "PyMySQL was imported with the blocking socket module",
+    ),
+    "psycopg_pool": (
+        "import psycopg_pool\n",
+        {
+            "ENGINE": "django.db.backends.postgresql",
+            "NAME": "test",
+            "USER": "postgres",
+            "OPTIONS": {"pool": True},
+        },
+        "psycopg_pool was imported before greenbridge's get_asgi_application()",
+    ),
+}
+
+
+@pytest.mark.parametrize("driver", list(REFUSED))
+def test_get_asgi_application_refuses_blocking_drivers(driver: str) -> None:
+    """A driver imported with blocking modules: a clear error naming the fix."""
+    pytest.importorskip(driver)
+    first, database, message = REFUSED[driver]
     code = (
-        "import pymysql; pymysql.install_as_MySQLdb()\n"
-        "from django.conf import settings\n"
-        "settings.configure(DATABASES={'default': {'ENGINE': 'django.db.backends.mysql',"
-        " 'NAME': 'test', 'USER': 'root', 'HOST': '127.0.0.1'}})\n"
+        first + "from django.conf import settings\n"
+        f"settings.configure(DATABASES={{'default': {database!r}}})\n"
         "from greenbridge.integrations.django import get_asgi_application\n"
         "get_asgi_application()\n"
     )
@@ -714,5 +732,5 @@ def test_get_asgi_application_refuses_blocking_pymysql() -> None:
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60
     )
     assert out.returncode != 0
-    assert "PyMySQL was imported with the blocking socket module" in out.stderr
+    assert message in out.stderr
     assert "greenbridge.patch_blocking()" in out.stderr

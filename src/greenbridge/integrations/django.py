@@ -689,13 +689,17 @@ def _check_mysql_driver() -> None:
         )
 
 
+# The psycopg_pool modules that bind ``threading`` (3.2+: _acompat; before: pool).
+_POOL_MODULES = ("psycopg_pool._acompat", "psycopg_pool.pool")
+
+
 def _import_green_pool() -> None:
-    pool = sys.modules.get("psycopg_pool.pool")
-    if pool is None:
+    if "psycopg_pool" not in sys.modules:
         with patch_blocking():
             importlib.import_module("psycopg_pool")
         return
-    if getattr(pool, "threading", None) is original("threading"):
+    blocking = original("threading")
+    if any(getattr(sys.modules.get(name), "threading", None) is blocking for name in _POOL_MODULES):
         raise RuntimeError(
             "psycopg_pool was imported before greenbridge's get_asgi_application() with "
             "blocking locks: a request waiting for a pooled connection would block the "
