@@ -1,0 +1,851 @@
+"""Django under ASGI: sync views, sync middleware and the ORM in greenlets on the event loop.
+
+Django's ASGI handler runs every piece of sync code through asgiref's
+``sync_to_async(thread_sensitive=True)``: sync middleware, sync views, the
+receivers of ``request_started``/``request_finished``, ``response.close()``,
+the exception handlers.  Each request gets an executor thread of its own and
+hops between the loop and that thread at every sync/async boundary.
+:func:`get_asgi_application` returns a :class:`GreenASGIHandler` instead,
+under which the same calls run through :func:`greenbridge.async_`: in a pooled
+greenlet on the loop, in the request's own `contextvars.Context`.  Async
+views and async middleware stay native coroutines.
+
+Four process-wide changes make that work (:func:`install`, called by
+:func:`get_asgi_application`; :func:`uninstall` undoes them).  Each one
+changes nothing for code outside a :class:`GreenASGIHandler` request, so the
+stock ``get_asgi_application()``, ``runserver``, WSGI, management commands
+and Django's test clients keep Django's behaviour in the same process.
+
+1. **Where sync code runs.**  Django's modules each did ``from asgiref.sync
+   import sync_to_async, async_to_sync`` and call their own copy of the
+   name.  Those globals (in every loaded ``django.*`` module: the handlers,
+   ``MiddlewareMixin``, signals, sessions, the async ORM methods...) are
+   replaced by routers that read one `contextvars.ContextVar`, set by
+   :class:`GreenASGIHandler` for its requests (and while it loads its
+   middleware): inside, they return this module's :func:`sync_to_async` and
+   :func:`async_to_sync`; anywhere else, asgiref's functions, called as
+   before.  Modules imported later (a URLconf importing views on the first
+   request) are patched at the start of the next request: the handler
+   compares ``len(sys.modules)`` with the count at the last scan.
+2. **The ORM's async-safety guard.**  ``django.utils.asyncio.async_unsafe``
+   raises ``SynchronousOnlyOperation`` when ``get_running_loop()`` finds a
+   loop.  Its module's ``get_running_loop`` becomes a function that reports
+   "no running loop" to bridged sync code (in a greenbridge worker
+   greenlet, with no coroutine frame between it and the worker's start:
+   it never runs in parallel with the loop) and asks asyncio everywhere
+   else, so a coroutine still gets the exception.
+   ``DJANGO_ALLOW_ASYNC_UNSAFE`` is never set.
+3. **One set of connections per request.**  ``django.db.connections`` keeps
+   connections in an asgiref ``Local(thread_critical=True)``: one per OS
+   thread, which every greenlet on the loop would share.  Its store is
+   replaced by one that, inside a :class:`GreenASGIHandler` request, keeps
+   the request's own connections (so transactions are isolated between
+   concurrent requests, as between threads), and in other bridged code
+   (``async_`` outside a request) keeps them per green thread (the asyncio
+   or trio task).  Everything else uses Django's ``Local`` as before.  The
+   request is the unit, not the task: Django's handler runs the view in a
+   task of its own and the ``request_started``/``request_finished`` signals
+   in another, and the request's connections must be the same in both.
+4. **Drivers.** :func:`get_asgi_application` (not :func:`install`) patches
+   the PostgreSQL driver Django uses (:func:`greenbridge.patch_psycopg` or
+   :func:`greenbridge.patch_psycopg2`), and imports ``psycopg_pool`` under
+   :func:`greenbridge.patch_blocking` when a database uses Django's pool, so
+   that a request waiting for a free pooled connection suspends only itself.
+
+At the end of a request, after ``request_finished`` ran Django's
+``close_old_connections``, each connection still open in the request's store
+is either closed or, when ``CONN_MAX_AGE`` allows it to live on, kept idle
+for a later request on the same thread (see :class:`GreenASGIHandler`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import functools
+import importlib
+import inspect
+import logging
+import re
+import sys
+import threading
+import types
+import weakref
+from collections.abc import Awaitable, Callable, Coroutine
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any, TypeVar, overload
+
+from greenlet import getcurrent
+
+try:
+    import asgiref
+    import asgiref.local
+    import asgiref.sync
+    import django
+    from django.core.handlers.asgi import ASGIHandler
+except ImportError as exc:  # pragma: no cover - exercised only without Django
+    raise ImportError(
+        "greenbridge.integrations.django needs Django and asgiref: "
+        "install them with `pip install 'greenbridge[django]'`",
+        name=exc.name,
+    ) from exc
+
+from .._bridge import async_, await_
+from .._callables import is_async_callable
+from .._offload import offload
+from .._patcher import original, patch_blocking
+from .._where import UNBRIDGED, BridgeGreenlet, where
+from ..drivers import patch_psycopg, patch_psycopg2
+from ..green._ident import current_task, thread_key
+
+if sys.version_info >= (3, 10) or TYPE_CHECKING:
+    from typing import ParamSpec
+
+__all__ = [
+    "TESTED_VERSIONS",
+    "GreenASGIHandler",
+    "UnsupportedVersion",
+    "async_to_sync",
+    "get_asgi_application",
+    "install",
+    "installed",
+    "sync_to_async",
+    "uninstall",
+]
+
+logger = logging.getLogger("greenbridge.django")
+
+T = TypeVar("T")
+if sys.version_info >= (3, 10) or TYPE_CHECKING:
+    P = ParamSpec("P")
+else:  # pragma: no cover - 3.9: annotations are strings, P is never evaluated
+    P = TypeVar("P")
+
+#: The oldest and newest (major, minor) release of Django and asgiref this
+#: module was tested with; :func:`install` refuses any other.
+TESTED_VERSIONS: dict[str, tuple[tuple[int, int], tuple[int, int]]] = {
+    "django": ((4, 2), (6, 1)),
+    "asgiref": ((3, 6), (3, 13)),
+}
+
+
+class UnsupportedVersion(RuntimeError):
+    """:func:`install` met a Django or asgiref version (or layout) it was not tested with."""
+
+
+_get_ident = threading.get_ident
+_real_get_running_loop = asyncio.get_running_loop
+_asgiref_sync_to_async: Callable[..., Any] = asgiref.sync.sync_to_async
+_asgiref_async_to_sync: Callable[..., Any] = asgiref.sync.async_to_sync
+
+
+# ---------------------------------------------------------------- the drop-ins
+
+
+def _call(fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]) -> T:
+    return fn(*args, **kwargs)
+
+
+# One coroutine function made once (not one async_() wrapper per call): the
+# caller's Context is used as is, so ContextVars set by ``fn`` stay set.
+_green_call = async_(_call)
+
+
+def _green(func: Callable[P, T], context: contextvars.Context | None) -> Callable[P, Any]:
+    """``func`` as a coroutine function that runs it in a greenlet (in ``context`` if given)."""
+    if context is None:
+
+        async def run(*args: P.args, **kwargs: P.kwargs) -> T:
+            return await _green_call(func, args, kwargs)
+
+    else:
+
+        async def run(*args: P.args, **kwargs: P.kwargs) -> T:
+            return await _green_call(context.run, (func, *args), kwargs)
+
+    return run
+
+
+@overload
+def sync_to_async(
+    func: Callable[P, T],
+    *,
+    thread_sensitive: bool = True,
+    executor: ThreadPoolExecutor | None = None,
+    context: contextvars.Context | None = None,
+) -> Callable[P, Coroutine[Any, Any, T]]: ...
+
+
+@overload
+def sync_to_async(
+    func: None = None,
+    *,
+    thread_sensitive: bool = True,
+    executor: ThreadPoolExecutor | None = None,
+    context: contextvars.Context | None = None,
+) -> Callable[[Callable[P, T]], Callable[P, Coroutine[Any, Any, T]]]: ...
+
+
+def sync_to_async(
+    func: Callable[P, T] | None = None,
+    *,
+    thread_sensitive: bool = True,
+    executor: ThreadPoolExecutor | None = None,
+    context: contextvars.Context | None = None,
+) -> Any:
+    """asgiref's ``sync_to_async``, running ``func`` in a greenlet on the loop.
+
+    Same signature and use (a call, or a decorator with or without
+    arguments).  Calls do not run in a thread: each runs in a pooled
+    greenlet on the event loop, so many run at once, and green I/O inside
+    (a patched driver, a library imported under
+    :func:`greenbridge.patch_blocking`) suspends only that call.  Blocking
+    I/O that is not green blocks the loop: hand it to a thread
+    (:func:`greenbridge.offload`, or asgiref's own function).
+
+    Context variables: ``func`` runs in the caller's `contextvars.Context`
+    itself (or in ``context`` when given), so values it sets are seen by the
+    caller afterwards, as asgiref arranges by copying them back.
+
+    Args:
+        func: the sync function (None: return a decorator).
+        thread_sensitive: accepted for compatibility and otherwise ignored:
+            every call runs on the loop's thread, one greenlet at a time, so
+            code that asgiref keeps on one thread is on one thread here too.
+        executor: given (with ``thread_sensitive=False``), the call runs in
+            that executor through asgiref, as the caller asked.
+        context: the `contextvars.Context` to run ``func`` in.
+
+    Raises:
+        TypeError: ``func`` is not callable or is async, or ``executor`` was
+            given with ``thread_sensitive=True`` (asgiref's errors).
+    """
+    if func is None:
+        return lambda f: sync_to_async(
+            f, thread_sensitive=thread_sensitive, executor=executor, context=context
+        )
+    return functools.wraps(func)(_sync_to_async(func, thread_sensitive, executor, context))
+
+
+def _sync_to_async(
+    func: Callable[P, T],
+    thread_sensitive: bool,
+    executor: ThreadPoolExecutor | None,
+    context: contextvars.Context | None,
+) -> Callable[P, Any]:
+    """:func:`sync_to_async` without the decorator form and the copied metadata."""
+    if not callable(func) or is_async_callable(func):
+        raise TypeError(
+            "sync_to_async can only be applied to sync functions "
+            f"(got {func!r}): await an async function directly"
+        )
+    if executor is not None:
+        if thread_sensitive:
+            raise TypeError("executor must not be set when thread_sensitive is True")
+        return _asgiref_sync_to_async(  # type: ignore[no-any-return]
+            func, thread_sensitive=False, executor=executor
+        )
+    return _green(func, context)
+
+
+@overload
+def async_to_sync(
+    awaitable: Callable[P, Awaitable[T]], *, force_new_loop: bool = False
+) -> Callable[P, T]: ...
+
+
+@overload
+def async_to_sync(
+    awaitable: None = None, *, force_new_loop: bool = False
+) -> Callable[[Callable[P, Awaitable[T]]], Callable[P, T]]: ...
+
+
+def async_to_sync(
+    awaitable: Callable[P, Awaitable[T]] | None = None, *, force_new_loop: bool = False
+) -> Any:
+    """asgiref's ``async_to_sync``, waiting with :func:`greenbridge.await_`.
+
+    Same signature and use (a call, or a decorator).  Where the returned
+    function is called decides how it waits:
+
+    * in bridged sync code (a greenlet of :func:`sync_to_async`,
+      :func:`greenbridge.async_`, a Django request under
+      :class:`GreenASGIHandler`): the coroutine runs on the running loop
+      and only the caller is suspended (asgiref would hop to the loop from
+      an executor thread);
+    * in a thread with no running loop: on greenbridge's private loop of
+      that thread, which persists between calls (asgiref makes a loop per
+      call);
+    * in plain sync code called by a coroutine (a loop runs in this thread
+      but the caller cannot be suspended): RuntimeError, as asgiref raises
+      (asgiref 3.13 raises it with ``force_new_loop=True`` too).
+
+    With ``force_new_loop=True`` the coroutine runs on a new loop in a
+    worker thread, as asgiref does, while a bridged caller is suspended
+    (context variables it sets are then not copied back).
+    Context variables: the coroutine runs in the caller's Context, so
+    values it sets are seen by the caller afterwards.
+
+    Raises:
+        TypeError: ``awaitable`` is not callable.
+        RuntimeError: called from plain sync code on a running loop.
+    """
+    if awaitable is None:
+        return lambda f: async_to_sync(f, force_new_loop=force_new_loop)
+    if not callable(awaitable):
+        raise TypeError(f"async_to_sync expects an async function, not {awaitable!r}")
+    fn = awaitable
+
+    @functools.wraps(fn)
+    def run(*args: P.args, **kwargs: P.kwargs) -> T:
+        if where() is UNBRIDGED:
+            raise RuntimeError(
+                "You cannot use AsyncToSync in the same thread as an async event loop - "
+                "just await the async function directly."
+            )
+        if force_new_loop:
+
+            async def in_new_loop() -> T:
+                return await fn(*args, **kwargs)
+
+            # asyncio.run in a worker thread (with a copy of the context);
+            # a bridged caller is suspended meanwhile, else the thread waits.
+            result: T = offload(asyncio.run, in_new_loop())
+            return result
+        return await_(fn(*args, **kwargs))
+
+    return run
+
+
+# ---------------------------------------------------------------- the request scope
+
+
+class _Scope:
+    """One request of a GreenASGIHandler: its thread and its own connections.
+
+    ``others`` holds the connections that the request's code opened in other
+    OS threads (asgiref's executor threads, reached through asgiref's own
+    ``sync_to_async`` called by a third-party module): closed at the end of
+    the request too, which Django's ``request_finished``, run on the loop's
+    thread, would not do.
+    """
+
+    __slots__ = ("connections", "others", "thread", "users")
+
+    def __init__(self) -> None:
+        self.thread = _get_ident()
+        self.connections: dict[str, Any] = {}
+        self.others: dict[int, dict[str, Any]] = {}
+        # The tasks that took a connection into ``connections`` (see
+        # GreenASGIHandler.__call__: a cancelled handler leaves them running).
+        self.users: set[Any] = set()
+
+
+# Set by GreenASGIHandler for its requests (and while it loads middleware).
+_scope: contextvars.ContextVar[_Scope | None] = contextvars.ContextVar(
+    "greenbridge_django_request", default=None
+)
+
+
+def _inside() -> bool:
+    """True inside a GreenASGIHandler request, on the thread that serves it."""
+    scope = _scope.get()
+    return scope is not None and scope.thread == _get_ident()
+
+
+def _routed_sync_to_async(
+    func: Any = None,
+    *,
+    thread_sensitive: bool = True,
+    executor: Any = None,
+    context: contextvars.Context | None = None,
+) -> Any:
+    if not _inside():
+        if context is None:  # (older asgiref releases have no context argument)
+            return _asgiref_sync_to_async(
+                func, thread_sensitive=thread_sensitive, executor=executor
+            )
+        return _asgiref_sync_to_async(
+            func, thread_sensitive=thread_sensitive, executor=executor, context=context
+        )
+    if func is None:
+        return sync_to_async(thread_sensitive=thread_sensitive, executor=executor, context=context)
+    # (Django's calls need no copied name and docstring: skip functools.wraps)
+    return _sync_to_async(func, thread_sensitive, executor, context)
+
+
+def _routed_async_to_sync(awaitable: Any = None, **options: Any) -> Any:
+    if _inside():
+        return async_to_sync(awaitable, **options)
+    return _asgiref_async_to_sync(awaitable, **options)
+
+
+_ROUTERS = {"sync_to_async": _routed_sync_to_async, "async_to_sync": _routed_async_to_sync}
+_ORIGINALS = {"sync_to_async": _asgiref_sync_to_async, "async_to_sync": _asgiref_async_to_sync}
+
+
+# ---------------------------------------------------------------- the async-safety guard
+
+
+# A frame of a coroutine (or async generator) function.
+_ASYNC_CODE = inspect.CO_COROUTINE | inspect.CO_ASYNC_GENERATOR
+
+
+def _guard_get_running_loop() -> asyncio.AbstractEventLoop:
+    """``get_running_loop`` as Django's ``async_unsafe`` sees it: no loop in bridged code.
+
+    Bridged sync code is what runs in a worker greenlet, but not everything
+    that runs there is sync code: ``await_`` steps the awaited coroutine
+    right there (see greenbridge._trampoline).  A Django async view reached
+    from a sync middleware's ``async_to_sync`` runs so, and must still be
+    refused the sync ORM, as natively.  So the frames of the call are walked
+    up to the worker's first one (a greenlet's frame chain ends there): a
+    coroutine frame on the way means the caller is async code.
+    """
+    if isinstance(getcurrent(), BridgeGreenlet):
+        frame: types.FrameType | None = sys._getframe(1)
+        while frame is not None:
+            if frame.f_code.co_flags & _ASYNC_CODE:
+                break
+            frame = frame.f_back
+        else:
+            raise RuntimeError("no running event loop")
+    return _real_get_running_loop()
+
+
+# ---------------------------------------------------------------- per-request connections
+
+# Connections kept open between requests (CONN_MAX_AGE > 0 or None), by
+# (thread, alias): a connection is used by the thread that opened it only.
+_idle: dict[tuple[int, str], list[Any]] = {}
+
+
+class _ConnectionStore:
+    """Stands in for ``ConnectionHandler._connections`` (asgiref's Local).
+
+    Attribute access is what Django does (``getattr(store, alias)``,
+    ``setattr``, ``delattr``, ``hasattr``); it goes to the request's dict
+    inside a GreenASGIHandler request, to the green thread's dict in other
+    bridged code, and to Django's Local everywhere else.
+    """
+
+    def __init__(self, fallback: Any) -> None:
+        object.__setattr__(self, "_fallback", fallback)
+        tasks: weakref.WeakKeyDictionary[Any, dict[str, Any]] = weakref.WeakKeyDictionary()
+        object.__setattr__(self, "_tasks", tasks)
+
+    def _store(self) -> dict[str, Any] | None:
+        scope = _scope.get()
+        if scope is not None:
+            ident = _get_ident()
+            if scope.thread == ident:
+                return scope.connections
+            store = scope.others.get(ident)
+            if store is None:
+                scope.others[ident] = store = {}
+            return store
+        if isinstance(getcurrent(), BridgeGreenlet):
+            tasks: weakref.WeakKeyDictionary[Any, dict[str, Any]] = self._tasks
+            key = thread_key()
+            store = tasks.get(key)
+            if store is None:
+                tasks[key] = store = {}
+            return store
+        return None
+
+    def __getattr__(self, alias: str) -> Any:
+        if alias.startswith("_"):
+            raise AttributeError(alias)
+        store = self._store()
+        if store is None:
+            return getattr(self._fallback, alias)
+        try:
+            return store[alias]
+        except KeyError:
+            pass
+        idle = _idle.get((_get_ident(), alias))
+        if idle and _inside():
+            store[alias] = conn = idle.pop()
+            self._used(store)
+            return conn
+        raise AttributeError(alias)
+
+    @staticmethod
+    def _used(store: dict[str, Any]) -> None:
+        """Note the current task as a user of ``store`` if it is a request's."""
+        scope = _scope.get()
+        if scope is not None and store is scope.connections:
+            task = current_task()
+            if task is not None:
+                scope.users.add(task)
+
+    def __setattr__(self, alias: str, value: Any) -> None:
+        store = self._store()
+        if store is None:
+            setattr(self._fallback, alias, value)
+        else:
+            store[alias] = value
+            self._used(store)
+
+    def __delattr__(self, alias: str) -> None:
+        store = self._store()
+        if store is None:
+            delattr(self._fallback, alias)
+            return
+        try:
+            del store[alias]
+        except KeyError:
+            raise AttributeError(alias) from None
+
+
+def _end_request(scope: _Scope) -> None:
+    """Close (or keep idle, per CONN_MAX_AGE) what the request left open.  Runs green."""
+    thread = scope.thread
+    while scope.connections:
+        alias, conn = scope.connections.popitem()
+        try:
+            if conn.connection is None:
+                continue
+            if not conn.in_atomic_block:
+                conn.close_if_unusable_or_obsolete()
+            if (
+                conn.connection is not None
+                and not conn.in_atomic_block
+                and conn.settings_dict.get("CONN_MAX_AGE", 0) != 0
+            ):
+                _idle.setdefault((thread, alias), []).append(conn)
+            else:
+                conn.close()
+        except Exception:
+            logger.exception("closing the database connection %r at the end of a request", alias)
+    while scope.others:
+        _, connections = scope.others.popitem()
+        for alias, conn in connections.items():
+            # Opened in a thread that is done with it: Django's own way to
+            # let another thread close it.
+            conn.inc_thread_sharing()
+            try:
+                conn.close()
+            except Exception:
+                logger.exception("closing the database connection %r of a worker thread", alias)
+            finally:
+                conn.dec_thread_sharing()
+
+
+_green_end_request = async_(_end_request)
+
+
+# ---------------------------------------------------------------- the handler
+
+
+class GreenASGIHandler(ASGIHandler):  # type: ignore[misc]
+    """Django's ``ASGIHandler``, with its sync code in greenlets on the loop.
+
+    Each request runs in a context where Django's ``sync_to_async`` and
+    ``async_to_sync`` are this module's (see :func:`install`) and where
+    ``django.db.connections`` holds the request's own connections.  When
+    the request ends (after ``request_finished``, whose
+    ``close_old_connections`` closes connections past their
+    ``CONN_MAX_AGE``), every connection still open is closed, unless
+    ``CONN_MAX_AGE`` is above 0 (or None) and the connection is healthy and
+    outside a transaction: then it is kept idle, and a later request on the
+    same thread takes it instead of connecting again (as a thread keeps its
+    connection between requests).  With Django's psycopg 3 pool, closing
+    returns the connection to the pool.
+    """
+
+    def __init__(self) -> None:
+        install()
+        loading = _Scope()
+        token = _scope.set(loading)  # the middleware chain is adapted green
+        try:
+            super().__init__()
+        finally:
+            _scope.reset(token)
+            # (a middleware that queried the database while being set up)
+            _end_request(loading)
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        """Serve one ASGI connection as Django does, with the request's sync code green."""
+        if len(sys.modules) != _scanned_modules:
+            _patch_modules()
+        request = _Scope()
+        token = _scope.set(request)
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            try:
+                if request.connections or request.others:
+                    await _end_when_unused(request)
+            finally:
+                _scope.reset(token)
+
+
+async def _end_when_unused(request: _Scope) -> None:
+    """End the request's connections now, or when the tasks still using them end.
+
+    Django's handler waits for its view task, unless the handler itself is
+    cancelled (a server's shutdown timeout): then the view task runs on,
+    orphaned, and closing its connection under it would close a socket that
+    its greenlet waits on (and whose descriptor number the next connection
+    may reuse).  So the end waits for the last of those tasks.
+    """
+    me = current_task()
+    running = [task for task in request.users if task is not me and not task.done()]
+    request.users.clear()
+    if not running:
+        await _green_end_request(request)
+        return
+    loop = asyncio.get_running_loop()
+    left = len(running)
+
+    def one_ended(_: Any) -> None:
+        nonlocal left
+        left -= 1
+        if left == 0:
+            ending = loop.create_task(_green_end_request(request))
+            _endings.add(ending)
+            ending.add_done_callback(_endings.discard)
+
+    for task in running:
+        task.add_done_callback(one_ended)
+
+
+# The deferred ends of requests whose handler was cancelled (strong references).
+_endings: set[asyncio.Task[None]] = set()
+
+
+def get_asgi_application(*, patch_drivers: bool = True) -> GreenASGIHandler:
+    """The drop-in for ``django.core.asgi.get_asgi_application()``.
+
+    Sets Django up (``django.setup(set_prefix=False)``), calls
+    :func:`install`, and returns a :class:`GreenASGIHandler`.  Serve it as
+    usual (``uvicorn mysite.asgi:application``).
+
+    Args:
+        patch_drivers: also make the database drivers green: for a
+            PostgreSQL database, :func:`greenbridge.patch_psycopg` (psycopg 3)
+            or :func:`greenbridge.patch_psycopg2`; for a database with
+            Django's pool (``OPTIONS={"pool": ...}``), import ``psycopg_pool``
+            under :func:`greenbridge.patch_blocking` (it must not have been
+            imported before); for a MySQL database, check that Django gets
+            PyMySQL imported green as ``MySQLdb`` (see the guide).
+
+    Raises:
+        UnsupportedVersion: see :func:`install`.
+        RuntimeError: ``psycopg_pool`` was imported before, with blocking
+            locks (import it under :func:`greenbridge.patch_blocking`), or
+            Django's MySQL backend would use mysqlclient or PyMySQL with
+            blocking sockets.
+    """
+    django.setup(set_prefix=False)
+    install()
+    if patch_drivers:
+        _patch_drivers()
+    return GreenASGIHandler()
+
+
+def _patch_drivers() -> None:
+    from django.conf import settings
+
+    engines = [db.get("ENGINE", "") for db in settings.DATABASES.values()]
+    if any("mysql" in engine for engine in engines):
+        _check_mysql_driver()
+    databases = [db for db in settings.DATABASES.values() if "postgresql" in db.get("ENGINE", "")]
+    if not databases:
+        return
+    from django.db.backends.postgresql.psycopg_any import is_psycopg3
+
+    if is_psycopg3:
+        patch_psycopg()
+    else:
+        patch_psycopg2()
+    if any(db.get("OPTIONS", {}).get("pool") for db in databases):
+        _import_green_pool()
+
+
+_PYMYSQL_FIX = (
+    "import it under greenbridge.patch_blocking() before Django loads its MySQL backend: "
+    "`with greenbridge.patch_blocking(): import pymysql` then `pymysql.install_as_MySQLdb()`"
+)
+
+
+def _check_mysql_driver() -> None:
+    """Django's MySQL backend must get green PyMySQL as ``MySQLdb``, not mysqlclient."""
+    try:
+        mysqldb = importlib.import_module("MySQLdb")
+    except ImportError:
+        return  # Django raises its own error when the backend loads
+    if not mysqldb.__name__.startswith("pymysql"):
+        raise RuntimeError(
+            "Django's MySQL backend uses mysqlclient here, whose C calls block the event "
+            f"loop for every query of every request: use PyMySQL instead, {_PYMYSQL_FIX}"
+        )
+    connections = sys.modules.get("pymysql.connections")
+    if connections is not None and getattr(connections, "socket", None) is original("socket"):
+        raise RuntimeError(
+            "PyMySQL was imported with the blocking socket module: each query would "
+            f"block the event loop; {_PYMYSQL_FIX}"
+        )
+
+
+# The psycopg_pool modules that bind ``threading`` (3.2+: _acompat; before: pool).
+_POOL_MODULES = ("psycopg_pool._acompat", "psycopg_pool.pool")
+
+
+def _import_green_pool() -> None:
+    if "psycopg_pool" not in sys.modules:
+        with patch_blocking():
+            importlib.import_module("psycopg_pool")
+        return
+    blocking = original("threading")
+    if any(getattr(sys.modules.get(name), "threading", None) is blocking for name in _POOL_MODULES):
+        raise RuntimeError(
+            "psycopg_pool was imported before greenbridge's get_asgi_application() with "
+            "blocking locks: a request waiting for a pooled connection would block the "
+            "event loop; import it under greenbridge.patch_blocking() "
+            "(`with greenbridge.patch_blocking(): import psycopg_pool`) or not at all "
+            "before get_asgi_application()"
+        )
+
+
+# ---------------------------------------------------------------- install
+
+_lock = threading.Lock()
+# (module, attribute, original) of each replaced global.
+_saved: list[tuple[Any, str, Any]] = []
+_scanned_modules = 0
+
+#: The modules whose globals must be asgiref's functions for :func:`install`
+#: to proceed (the handler stack), with the names each must hold and the
+#: first Django release that has them (signals became async in 5.0).
+_REQUIRED: dict[str, tuple[tuple[str, ...], tuple[int, int]]] = {
+    "django.core.handlers.base": (("sync_to_async", "async_to_sync"), (4, 2)),
+    "django.core.handlers.asgi": (("sync_to_async",), (4, 2)),
+    "django.core.handlers.exception": (("sync_to_async",), (4, 2)),
+    "django.utils.deprecation": (("sync_to_async",), (4, 2)),
+    "django.dispatch.dispatcher": (("sync_to_async", "async_to_sync"), (5, 0)),
+}
+
+
+def _version(text: str) -> tuple[int, int]:
+    match = re.match(r"(\d+)\.(\d+)", text)
+    if match is None:
+        raise UnsupportedVersion(f"cannot read the version {text!r}")
+    return int(match.group(1)), int(match.group(2))
+
+
+def _check_version(name: str, version: str) -> None:
+    oldest, newest = TESTED_VERSIONS[name]
+    if not oldest <= _version(version) <= newest:
+        tested = f"{oldest[0]}.{oldest[1]} to {newest[0]}.{newest[1]}"
+        raise UnsupportedVersion(
+            f"greenbridge.integrations.django was tested with {name} {tested}, not "
+            f"{name} {version}: it replaces functions inside Django, whose layout changes "
+            f"between releases; install a tested {name} version (or a greenbridge release "
+            "that supports this one)"
+        )
+
+
+def _patch_modules() -> None:
+    """Route the asgiref names of every loaded ``django.*`` module (see the module docs)."""
+    global _scanned_modules
+    with _lock:
+        if not _saved:
+            return  # uninstalled meanwhile
+        for name, module in list(sys.modules.items()):
+            if module is None or not (name == "django" or name.startswith("django.")):
+                continue
+            namespace = getattr(module, "__dict__", None)
+            if namespace is None:
+                continue
+            for attribute, original_fn in _ORIGINALS.items():
+                if namespace.get(attribute) is original_fn:
+                    setattr(module, attribute, _ROUTERS[attribute])
+                    _saved.append((module, attribute, original_fn))
+        _scanned_modules = len(sys.modules)
+
+
+def install() -> None:
+    """Make :class:`GreenASGIHandler` requests run Django's sync code green.
+
+    The four changes of the module documentation: route the
+    ``sync_to_async``/``async_to_sync`` globals of Django's modules, let
+    bridged code pass Django's async-safety guard, give each request its own
+    connections, and (in :func:`get_asgi_application` only) patch the
+    drivers.  Outside a :class:`GreenASGIHandler` request nothing behaves
+    differently.  Calling it again does nothing.
+
+    Raises:
+        UnsupportedVersion: Django or asgiref is a version this module was
+            not tested with, or one of the functions to replace is not the
+            one it expects (another library replaced it); nothing is changed.
+    """
+    with _lock:
+        if _saved:
+            return
+        _check_version("django", django.__version__)
+        _check_version("asgiref", asgiref.__version__)
+        plan: list[tuple[Any, str, Any, Any]] = []
+        release = _version(django.__version__)
+        for module_name, (attributes, since) in _REQUIRED.items():
+            if release < since:
+                continue
+            module = importlib.import_module(module_name)
+            for attribute in attributes:
+                current = getattr(module, attribute, None)
+                if current is not _ORIGINALS[attribute]:
+                    raise UnsupportedVersion(
+                        f"{module_name}.{attribute} is {current!r}, not asgiref.sync."
+                        f"{attribute} as in the tested Django releases (Django "
+                        f"{django.__version__}): something else replaced it, or this "
+                        "release changed the layout"
+                    )
+        guard = importlib.import_module("django.utils.asyncio")
+        if guard.__dict__.get("get_running_loop") is not _real_get_running_loop:
+            raise UnsupportedVersion(
+                "django.utils.asyncio.get_running_loop is not asyncio.get_running_loop "
+                f"as in the tested Django releases (Django {django.__version__})"
+            )
+        plan.append((guard, "get_running_loop", _real_get_running_loop, _guard_get_running_loop))
+        db = importlib.import_module("django.db")
+        handler = db.connections
+        local = handler.__dict__.get("_connections")
+        if not isinstance(local, asgiref.local.Local):
+            raise UnsupportedVersion(
+                f"django.db.connections._connections is {local!r}, not an asgiref Local "
+                f"as in the tested Django releases (Django {django.__version__})"
+            )
+        plan.append((handler, "_connections", local, _ConnectionStore(local)))
+        for target, attribute, original_value, replacement in plan:
+            setattr(target, attribute, replacement)
+            _saved.append((target, attribute, original_value))
+    _patch_modules()
+
+
+def uninstall() -> None:
+    """Undo :func:`install`: put back every replaced function and Django's connection store.
+
+    Connections opened inside requests and kept idle are closed (call it
+    with no request running).  A :class:`GreenASGIHandler` made before
+    keeps its green middleware chain but serves with asgiref's functions.
+    """
+    global _scanned_modules
+    with _lock:
+        while _saved:
+            target, attribute, original_value = _saved.pop()
+            setattr(target, attribute, original_value)
+        _scanned_modules = 0
+        idle = [conn for conns in _idle.values() for conn in conns]
+        _idle.clear()
+    for conn in idle:
+        # (the DB-API connection itself: Django's close() refuses another thread)
+        try:
+            conn.connection.close()
+        except Exception:
+            logger.exception("closing an idle database connection")
+
+
+def installed() -> bool:
+    """True between :func:`install` and :func:`uninstall`."""
+    return bool(_saved)
