@@ -235,6 +235,11 @@ def await_(awaitable: Any) -> Any:
     """
     current = getcurrent()
     if type(current) is Worker:
+        thread = current.thread
+        if thread is not None and thread.task is None:
+            # A green thread with no task yet (greenbridge._bare): get one first,
+            # so the awaitable sees it (current_task(), asyncio.timeout).
+            thread.adopt(current)
         cls = type(awaitable)
         if cls is types.CoroutineType:
             if awaitable.cr_await is not None:

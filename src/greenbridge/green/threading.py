@@ -48,7 +48,8 @@ from typing import Any
 
 from greenlet import GreenletExit
 
-from .._bridge import spawn
+from .._bare import Run
+from .._bare import start as start_bare
 from .._patcher import rebind as _rebind
 from .._where import asyncio_loop
 from . import _util
@@ -189,7 +190,8 @@ class Thread:
         # join() waiters, created by the first join() that has to wait; set to
         # None again (and every waiter woken) when the thread ends.
         self._joiners: list[Waiter] | None = None
-        self._task: asyncio.Task[None] | None = None
+        # The green thread's run (greenbridge._bare), while started under asyncio.
+        self._run: Run | None = None
         self._stderr = sys.stderr
         self._initialized = True
 
@@ -216,20 +218,14 @@ class Thread:
         with _active_mutex:
             _limbo[self] = self
         if loop is not None:
-            try:
-                task = spawn(self._run_and_finish)
-            except BaseException:
-                with _active_mutex:
-                    del _limbo[self]
-                raise
-            self._task = task
-            ident = self._ident = id(task)
+            # A worker greenlet with no task until it needs one (see greenbridge._bare).
+            run = start_bare(self._run_and_finish)
+            self._run = run
+            ident = self._ident = id(run)
             self._native_id = get_native_id()
             with _active_mutex:
                 del _limbo[self]
-                # Already over only if the task ran eagerly (an eager task factory).
-                if not self._is_stopped:
-                    _active[ident] = self
+                _active[ident] = self
             self._is_started = True
             return
         started = _real_allocate()
