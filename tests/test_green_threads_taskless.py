@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import greenbridge
@@ -156,3 +157,40 @@ def test_context_is_a_copy_of_the_starters() -> None:
         return await greenbridge.async_(main)()
 
     assert asyncio.run(amain()) == ["starter", "starter"]
+
+
+def test_sharing_the_loop_turn_makes_no_task(aio: Backend) -> None:
+    """A busy loop of ready selects gives the loop turns without getting a task."""
+    from greenbridge.green import select as green_select
+    from greenbridge.green import socket as green_socket
+
+    def body(seen: list[Any]) -> None:
+        a, b = green_socket.socketpair()
+        try:
+            end = time.monotonic() + 0.05  # several switch intervals
+            while time.monotonic() < end:
+                green_select.select([], [a], [], 0)  # ready at once: shares the turn
+            seen.append(asyncio.current_task())
+        finally:
+            a.close()
+            b.close()
+
+    def ticker(ticks: list[int]) -> None:
+        for _ in range(3):
+            green_time.sleep(0)
+            ticks.append(1)
+
+    def main() -> tuple[list[Any], list[int]]:
+        seen: list[Any] = []
+        ticks: list[int] = []
+        busy = gt.Thread(target=body, args=(seen,))
+        other = gt.Thread(target=ticker, args=(ticks,))
+        busy.start()
+        other.start()
+        busy.join()
+        other.join()
+        return seen, ticks
+
+    seen, ticks = run_green(aio, main)
+    assert seen == [None]
+    assert ticks == [1, 1, 1]  # the other thread ran meanwhile

@@ -23,6 +23,8 @@ import weakref
 from collections.abc import Iterable
 from typing import Any
 
+from greenlet import getcurrent
+
 # The park protocol and the trampoline's worker type (the lead rewires this
 # block when they move out of _bridge).
 from .._bridge import await_
@@ -421,6 +423,13 @@ def wait(
 
 def give_turn() -> None:
     """Let the loop run one turn (its other tasks and callbacks) before going on."""
+    current = getcurrent()
+    if type(current) is Worker:
+        # As sleep(0): park until the loop's next turn.  (A green thread with
+        # no task would need one to await asyncio.sleep(0): see greenbridge._bare.)
+        loop = asyncio.get_running_loop()
+        wait(loop, current, None, False, None, 0.0)
+        return
     await_(asyncio.sleep(0))
 
 
