@@ -116,7 +116,10 @@ class Run:
             worker.gr_context = None
             worker.thread = None
             worker.drv = None
-            self._ended()
+            guard = self.guard
+            guard.count -= 1
+            if not guard.count:
+                guard.release()
             if msg is FAILED and not isinstance(error, asyncio.CancelledError):
                 _report(error)
             del error

@@ -384,7 +384,10 @@ def wait(
                 for wfd in more[1]:
                     watches.append(_register(loop, reg, wfd, waiter, False, owner))
             if timeout is not None:
-                if timeout > 0 or watch is not None or watches:
+                if watch is None and watches is None and timeout > 0:
+                    # A sleep: nothing can be ready, the timer's wake is the answer.
+                    timer = loop.call_later(timeout, waiter.wake, False)
+                elif timeout > 0 or watch is not None or watches:
                     timer = loop.call_later(timeout, _time_out, waiter, watch, watches)
                 else:
                     # sleep(0): resumed at the loop's next turn, after the callbacks

@@ -220,20 +220,20 @@ class Thread:
             raise RuntimeError("thread.__init__() not called")
         if self._is_started:
             raise RuntimeError("threads can only be started once")
-        loop = asyncio_loop()
-        with _active_mutex:
-            _limbo[self] = self
-        if loop is not None:
+        if asyncio_loop() is not None:
             # A worker greenlet with no task until it needs one (see greenbridge._bare).
+            # It starts at the loop's next turn: registered before that, it needs no
+            # stay in _limbo.
             run = start_bare(self._run_and_finish)
             self._run = run
             ident = self._ident = id(run)
             self._native_id = get_native_id()
             with _active_mutex:
-                del _limbo[self]
                 _active[ident] = self
             self._is_started = True
             return
+        with _active_mutex:
+            _limbo[self] = self
         started = _real_allocate()
         started.acquire()
         try:
