@@ -372,6 +372,7 @@ def wait(
         watch: Watch | None = None
         watches: list[Watch] | None = None
         timer: asyncio.Handle | None = None
+        value: Any = None
         waiting[current] = waiter
         try:
             if fd is not None:
@@ -408,7 +409,11 @@ def wait(
         finally:
             waiter.armed = False
             del waiting[current]
-            if timer is not None:
+            # (A sleep woken with True/False was woken by its timer, which has run:
+            # cancelling it would only cost three Python calls.)
+            if timer is not None and not (
+                watch is None and watches is None and (value is True or value is False)
+            ):
                 timer.cancel()
             if watch is not None:
                 _unregister(watch, waiter)
