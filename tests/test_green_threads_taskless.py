@@ -194,3 +194,23 @@ def test_sharing_the_loop_turn_makes_no_task(aio: Backend) -> None:
     seen, ticks = run_green(aio, main)
     assert seen == [None]
     assert ticks == [1, 1, 1]  # the other thread ran meanwhile
+
+
+def test_a_done_future_needs_no_task_a_pending_one_gets_one(aio: Backend) -> None:
+    def body(seen: list[Any]) -> None:
+        loop = asyncio.get_running_loop()
+        done = loop.create_future()
+        done.set_result("done")
+        seen.append((greenbridge.await_(done), asyncio.current_task() is None))
+        pending = loop.create_future()
+        loop.call_later(0.01, pending.set_result, "pending")
+        seen.append((greenbridge.await_(pending), asyncio.current_task() is None))
+
+    def main() -> list[Any]:
+        seen: list[Any] = []
+        thread = gt.Thread(target=body, args=(seen,))
+        thread.start()
+        thread.join()
+        return seen
+
+    assert run_green(aio, main) == [("done", True), ("pending", False)]
