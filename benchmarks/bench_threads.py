@@ -1,6 +1,8 @@
 """Green threads benchmark: 10,000 green threads vs 10,000 asyncio tasks vs 1,000 real threads.
 
-Run: ``python benchmarks/bench_threads.py`` (``--uvloop`` for the uvloop loop).
+Run: ``python benchmarks/bench_threads.py`` (``--uvloop`` for the uvloop loop;
+``--gevent-python /path/to/venv/bin/python`` runs the gevent row with a Python
+that has gevent; ``--green 100000`` for 100,000 green units).
 
 Each thread (or task) sleeps twice (``SLEEP`` seconds each).  Every variant
 runs in its own fresh subprocess, so its peak RSS (``ru_maxrss``) is its own;
@@ -11,15 +13,22 @@ The ``spawn`` row runs the same bodies through ``greenbridge.spawn`` with no
 ``Thread`` object: the difference to the green row is the threading module's
 own cost, the rest is the bridge's and the hub's.
 Targets from issue 4: green time <= 1.3x asyncio, green memory <= 2x asyncio.
-The "floor" row is the least any design that gives each green thread a task
-and a greenlet can pay: bare greenlets, fresh for each task, that switch back
-to their task to sleep (no pool, no bookkeeping).
+The "floor: tasks + bare greenlets" row is the least any design that gives
+each green thread a task and a greenlet can pay: bare greenlets, fresh for
+each task, that switch back to their task to sleep (no pool, no bookkeeping).
+Green threads have no task any more (issue 15, see greenbridge._bare): the
+"floor: bare greenlets, no task" row is the least that design can pay, a fresh
+greenlet started by ``call_soon`` and resumed by a ``call_later`` timer per
+sleep.  The gevent row runs ``gevent.spawn`` with gevent's ``sleep`` on its own
+loop, in the Python given by ``--gevent-python`` (target of issue 15: green
+threads <= 0.9x gevent's time, <= its memory).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -143,6 +152,50 @@ def variant_floor(n: int, use_uvloop: bool) -> float:
     return _run_on_new_loop(main(), use_uvloop)
 
 
+def variant_bare(n: int, use_uvloop: bool) -> float:
+    """The least a green thread without a task can pay: a fresh bare greenlet per
+    unit, started by a loop callback and resumed by a timer callback for each sleep."""
+    import asyncio
+
+    from greenlet import getcurrent, greenlet
+
+    async def main() -> float:
+        loop = asyncio.get_running_loop()
+        done = loop.create_future()
+        left = [n]
+
+        def body() -> None:
+            me = getcurrent()
+            loop.call_later(SLEEP, me.switch)
+            me.parent.switch()  # type: ignore[union-attr]
+            loop.call_later(SLEEP, me.switch)
+            me.parent.switch()  # type: ignore[union-attr]
+            left[0] -= 1
+            if not left[0]:
+                done.set_result(None)
+
+        t0 = time.perf_counter()
+        for _ in range(n):
+            loop.call_soon(greenlet(body).switch)
+        await done
+        return time.perf_counter() - t0
+
+    return _run_on_new_loop(main(), use_uvloop)
+
+
+def variant_gevent(n: int, use_uvloop: bool) -> float:
+    """gevent.spawn, monkey-patching nothing: gevent's own sleep (gevent's own loop)."""
+    import gevent
+
+    def body() -> None:
+        gevent.sleep(SLEEP)
+        gevent.sleep(SLEEP)
+
+    t0 = time.perf_counter()
+    gevent.joinall([gevent.spawn(body) for _ in range(n)])
+    return time.perf_counter() - t0
+
+
 def variant_real(n: int, use_uvloop: bool) -> float:
     import threading
 
@@ -164,17 +217,28 @@ VARIANTS = {
     "green": variant_green,
     "spawn": variant_spawn,
     "floor": variant_floor,
+    "bare": variant_bare,
+    "gevent": variant_gevent,
     "real": variant_real,
 }
+
+#: The Python of a virtualenv with gevent (greenbridge's own venv need not have it):
+#: ``--gevent-python``, else the GEVENT_PYTHON environment variable, else this Python.
+GEVENT_PYTHON = os.environ.get("GEVENT_PYTHON", sys.executable)
 
 
 def child(name: str, n: int, use_uvloop: bool) -> None:
     # Import what every variant needs first, so the baseline is comparable.
     import asyncio  # noqa: F401
 
-    import greenbridge  # noqa: F401
+    if name == "gevent":
+        import gevent
 
-    if use_uvloop:
+        gevent.sleep(0)  # its hub and loop exist before the baseline
+    else:
+        import greenbridge  # noqa: F401
+
+    if use_uvloop and name != "gevent":
         import uvloop  # noqa: F401
     base = _rss_kib()
     elapsed = VARIANTS[name](n, use_uvloop)
@@ -184,8 +248,9 @@ def child(name: str, n: int, use_uvloop: bool) -> None:
 def measure(name: str, n: int, use_uvloop: bool) -> dict[str, float]:
     best: dict[str, float] | None = None
     for _ in range(REPEATS):
-        cmd = [sys.executable, __file__, "--child", name, "-n", str(n)]
-        if use_uvloop:
+        python = GEVENT_PYTHON if name == "gevent" else sys.executable
+        cmd = [python, __file__, "--child", name, "-n", str(n)]
+        if use_uvloop and name != "gevent":
             cmd.append("--uvloop")
         out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
         result = json.loads(out)
@@ -200,25 +265,39 @@ def main() -> None:
     parser.add_argument("--uvloop", action="store_true")
     parser.add_argument("--child", choices=sorted(VARIANTS))
     parser.add_argument("-n", type=int, default=0)
+    parser.add_argument("--gevent-python", help="python of a venv with gevent (GEVENT_PYTHON)")
+    parser.add_argument("--green", type=int, default=N_GREEN, help="green units (default 10,000)")
     args = parser.parse_args()
     if args.child:
         child(args.child, args.n, args.uvloop)
         return
+    global GEVENT_PYTHON
+    if args.gevent_python:
+        GEVENT_PYTHON = args.gevent_python
+    n_green = args.green
     loop_name = "uvloop" if args.uvloop else "asyncio"
     print(f"Python {sys.version.split()[0]}, loop {loop_name}; each unit sleeps 2 x {SLEEP} s")
     print(f"best of {REPEATS} fresh processes per variant; RSS growth = peak minus baseline\n")
-    base = measure("asyncio", N_GREEN, args.uvloop)
-    green = measure("green", N_GREEN, args.uvloop)
-    spawned = measure("spawn", N_GREEN, args.uvloop)
-    floor = measure("floor", N_GREEN, args.uvloop)
+    base = measure("asyncio", n_green, args.uvloop)
+    green = measure("green", n_green, args.uvloop)
+    spawned = measure("spawn", n_green, args.uvloop)
+    floor = measure("floor", n_green, args.uvloop)
+    bare = measure("bare", n_green, args.uvloop)
+    try:
+        gevent_row: dict[str, float] | None = measure("gevent", n_green, False)
+    except (subprocess.CalledProcessError, OSError):
+        gevent_row = None  # no gevent for that Python: pass --gevent-python
     real = measure("real", N_REAL, args.uvloop)
     rows = [
-        (f"{N_GREEN:,} asyncio tasks (baseline)", base, None),
-        (f"{N_GREEN:,} green threads", green, (1.3, 2.0)),
-        (f"{N_GREEN:,} spawn() calls, no Thread", spawned, None),
+        (f"{n_green:,} asyncio tasks (baseline)", base, None),
+        (f"{n_green:,} green threads", green, (1.3, 2.0)),
+        (f"{n_green:,} spawn() calls, no Thread", spawned, None),
         ("floor: tasks + bare greenlets", floor, None),
-        (f"{N_REAL:,} real threads", real, None),
+        ("floor: bare greenlets, no task", bare, None),
     ]
+    if gevent_row is not None:
+        rows.append((f"{n_green:,} gevent.spawn (gevent's loop)", gevent_row, None))
+    rows.append((f"{N_REAL:,} real threads", real, None))
     print(f"{'variant':<34}{'wall s':>9}{'x time':>8}{'RSS MiB':>9}{'growth MiB':>12}{'x mem':>8}")
     for label, r, target in rows:
         time_ratio = r["time"] / base["time"]
@@ -233,15 +312,29 @@ def main() -> None:
                 f"   target <= {target[0]}x time, <= {target[1]}x mem: {'met' if ok else 'MISSED'}"
             )
         print(line)
-    per_green = (green["time"] - 2 * SLEEP) / N_GREEN * 1e6
-    per_spawn = (spawned["time"] - 2 * SLEEP) / N_GREEN * 1e6
-    per_task = (base["time"] - 2 * SLEEP) / N_GREEN * 1e6
-    per_floor = (floor["time"] - 2 * SLEEP) / N_GREEN * 1e6
+    per_green = (green["time"] - 2 * SLEEP) / n_green * 1e6
+    per_spawn = (spawned["time"] - 2 * SLEEP) / n_green * 1e6
+    per_task = (base["time"] - 2 * SLEEP) / n_green * 1e6
+    per_floor = (floor["time"] - 2 * SLEEP) / n_green * 1e6
+    per_bare = (bare["time"] - 2 * SLEEP) / n_green * 1e6
     print(
         f"\noverhead beyond the sleeps: green {per_green:.1f} us/thread "
-        f"(spawn() alone {per_spawn:.1f} us, floor {per_floor:.1f} us), "
-        f"asyncio {per_task:.1f} us/task"
+        f"(spawn() alone {per_spawn:.1f} us, floors: task + greenlet {per_floor:.1f} us, "
+        f"bare greenlet {per_bare:.1f} us), asyncio {per_task:.1f} us/task"
     )
+    print(
+        f"memory per unit (RSS growth): green {green['growth_kib'] / n_green:.2f} KiB, "
+        f"bare greenlet floor {bare['growth_kib'] / n_green:.2f} KiB"
+    )
+    if gevent_row is not None:
+        time_vs = green["time"] / gevent_row["time"]
+        mem_vs = green["growth_kib"] / gevent_row["growth_kib"]
+        ok = time_vs <= 0.9 and mem_vs <= 1.0
+        print(
+            f"green threads vs gevent.spawn: {time_vs:.2f}x time, {mem_vs:.2f}x memory "
+            f"(gevent {gevent_row['growth_kib'] / n_green:.2f} KiB/unit); "
+            f"target <= 0.9x time, <= 1x memory (issue 15): {'met' if ok else 'MISSED'}"
+        )
 
 
 if __name__ == "__main__":

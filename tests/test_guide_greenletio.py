@@ -129,13 +129,20 @@ def test_with_no_loop_a_green_thread_is_an_os_thread() -> None:
     assert seen and seen[0] != threading.get_native_id()
 
 
-def test_under_a_loop_a_green_thread_is_a_task_on_it() -> None:
+def test_under_a_loop_a_green_thread_runs_on_it_and_gets_a_task_when_it_awaits() -> None:
+    async def in_task() -> bool:
+        return asyncio.current_task() is not None
+
+    def body(seen: list[bool]) -> None:
+        seen.append(asyncio.current_task() is None)  # no task while it needs none
+        seen.append(greenbridge.await_(in_task()))  # asyncio code sees a task
+
     def main() -> bool:
         seen: list[bool] = []
-        t = green_threading.Thread(target=lambda: seen.append(asyncio.current_task() is not None))
+        t = green_threading.Thread(target=body, args=(seen,))
         t.start()
         t.join()
-        return seen == [True]
+        return seen == [True, True]
 
     assert asyncio.run(greenbridge.async_(main)())
 

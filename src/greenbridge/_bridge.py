@@ -235,17 +235,26 @@ def await_(awaitable: Any) -> Any:
     """
     current = getcurrent()
     if type(current) is Worker:
+        # Before anything is stepped or yielded, a green thread with no task yet
+        # (greenbridge._bare) gets one, so the awaitable sees it (current_task(),
+        # asyncio.timeout); a done Future observes nothing and needs none.
         cls = type(awaitable)
         if cls is types.CoroutineType:
             if awaitable.cr_await is not None:
                 # What `await` checks first (GET_AWAITABLE): another task is
                 # suspended in this coroutine; stepping it would steal its wake-ups.
                 raise RuntimeError("coroutine is being awaited already")
+            thread = current.thread
+            if thread is not None and thread.task is None:
+                thread.adopt(current)
             return step(awaitable, current)
         if isinstance(awaitable, asyncio.Future):
             # What Future.__await__ does, without a stepper: yield it (as a
             # trap) unless it is done, then take its result.
             if not awaitable.done():
+                thread = current.thread
+                if thread is not None and thread.task is None:
+                    thread.adopt(current)
                 awaitable._asyncio_future_blocking = True
                 handled = handled_exception()
                 current.since = _monotonic()  # for dump_stacks
@@ -261,6 +270,9 @@ def await_(awaitable: Any) -> Any:
         it = iterator(awaitable)
         if it is None:
             return _not_awaitable(awaitable)
+        thread = current.thread
+        if thread is not None and thread.task is None:
+            thread.adopt(current)
         return step(it, current)
     if not inspect.isawaitable(awaitable):
         return _not_awaitable(awaitable)

@@ -210,6 +210,10 @@ def wake(worker: Worker, value: Any) -> None:
     drv = worker.drv
     if drv is None:
         return
+    if type(drv) is not Pending:  # a green thread with no task (greenbridge._bare)
+        run: Any = drv
+        run.resume(worker, value)
+        return
     fut = drv.fut
     if fut is None or fut.done():
         return

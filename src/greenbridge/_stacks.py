@@ -329,9 +329,11 @@ def suspended_stacks() -> list[SuspendedStack]:
         if since is None:
             since = worker.since or None  # when the call last suspended
         task = tasks.get(worker)
+        thread = worker.thread  # a green thread's run: its identity (greenbridge._bare)
+        ident = id(thread) if thread is not None else None if task is None else id(task)
         out.append(
             SuspendedStack(
-                name=None if task is None else names.get(id(task)),
+                name=None if ident is None else names.get(ident),
                 task=None if task is None else task.get_name(),
                 waiting_on=waiting_on,
                 since=since,

@@ -71,6 +71,7 @@ __all__ = [
     "launch",
     "live_workers",
     "parked_workers",
+    "pooled_worker",
     "serve_parking",
     "step",
     "stubborn",
@@ -122,7 +123,7 @@ class Worker(BridgeGreenlet):
     parent chain.
     """
 
-    __slots__ = ("value", "free", "drv", "home", "pending", "inherited", "since")
+    __slots__ = ("value", "free", "drv", "home", "pending", "inherited", "since", "thread")
 
     def __init__(self, home: _Bucket) -> None:
         super().__init__(_worker_main)
@@ -132,8 +133,9 @@ class Worker(BridgeGreenlet):
         self.value: Any = None
         # Idle steppers (see _stepper), each with the box it reports into.
         self.free: list[tuple[types.GeneratorType[Any, Any, None], list[Any]]] = []
-        # While parked (see _park.park): the Pending whose task waits for it.
-        self.drv: Pending | None = None
+        # While parked (see _park.park): the Pending whose task waits for it;
+        # for a green thread with no task, its run (greenbridge._bare.Run).
+        self.drv: Pending | Any = None
         # While its call is suspended: a weak reference to the Pending driving
         # it (weak: the worker's frames are invisible to the cycle collector, so
         # a strong one would keep the task alive; see _unwind_dead_loops).
@@ -145,6 +147,9 @@ class Worker(BridgeGreenlet):
         # set on the suspending paths only (one clock read next to a greenlet
         # switch and a loop turn), never read by the bridge itself.
         self.since = 0.0
+        # While it runs a green thread (see greenbridge._bare): that thread's
+        # run, which is also its identity; None for any other call.
+        self.thread: Any = None
 
 
 # What the stepper yields when the awaitable it steps has ended.
@@ -477,6 +482,21 @@ def live_workers() -> list[Worker]:
 def parked_workers() -> list[Worker]:
     """Every worker parked in this thread's pools (for tests)."""
     return [worker for pool in _state.pools.values() for worker in pool]
+
+
+def pooled_worker() -> Worker:
+    """A started worker waiting for a call, from the pool of the caller's depth.
+
+    For `greenbridge._bare`, which drives the worker itself: set its
+    ``parent`` and ``gr_context``, then switch ``(fn, args, kwargs)`` into it.
+    """
+    pools = _state.pools
+    pool = pools[pools.depth[0]]
+    if pool:
+        return pool.pop()  # type: ignore[no-any-return]  # (no cast(): a call)
+    worker = _new_worker(pool)
+    worker.switch()  # start it here, at the caller's depth: it waits for a call
+    return worker
 
 
 def launch(

@@ -236,6 +236,14 @@ def sleep(seconds: Any) -> None:
     ``sleep(0)`` gives the event loop one turn, so other tasks can run.
     Raises ``ValueError`` for a negative or NaN duration, as ``time.sleep``.
     """
+    current = getcurrent()
+    if type(current) is Worker and type(seconds) is float and seconds >= 0.0:
+        loop = asyncio_loop()
+        if loop is not None:
+            # The common case (a green thread's time.sleep): straight into the
+            # wait, as wait_fd does.  (NaN fails ``>= 0.0``: the checks below.)
+            _aio_wait(loop, current, None, False, None, seconds)
+            return
     place = where()  # where_to_wait(), inlined: one frame less
     if place is UNBRIDGED:
         raise _unbridged()

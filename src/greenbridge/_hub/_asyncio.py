@@ -23,6 +23,8 @@ import weakref
 from collections.abc import Iterable
 from typing import Any
 
+from greenlet import getcurrent
+
 # The park protocol and the trampoline's worker type (the lead rewires this
 # block when they move out of _bridge).
 from .._bridge import await_
@@ -370,6 +372,7 @@ def wait(
         watch: Watch | None = None
         watches: list[Watch] | None = None
         timer: asyncio.Handle | None = None
+        value: Any = None
         waiting[current] = waiter
         try:
             if fd is not None:
@@ -382,7 +385,10 @@ def wait(
                 for wfd in more[1]:
                     watches.append(_register(loop, reg, wfd, waiter, False, owner))
             if timeout is not None:
-                if timeout > 0 or watch is not None or watches:
+                if watch is None and watches is None and timeout > 0:
+                    # A sleep: nothing can be ready, the timer's wake is the answer.
+                    timer = loop.call_later(timeout, waiter.wake, False)
+                elif timeout > 0 or watch is not None or watches:
                     timer = loop.call_later(timeout, _time_out, waiter, watch, watches)
                 else:
                     # sleep(0): resumed at the loop's next turn, after the callbacks
@@ -403,7 +409,11 @@ def wait(
         finally:
             waiter.armed = False
             del waiting[current]
-            if timer is not None:
+            # (A sleep woken with True/False was woken by its timer, which has run:
+            # cancelling it would only cost three Python calls.)
+            if timer is not None and not (
+                watch is None and watches is None and (value is True or value is False)
+            ):
                 timer.cancel()
             if watch is not None:
                 _unregister(watch, waiter)
@@ -421,6 +431,13 @@ def wait(
 
 def give_turn() -> None:
     """Let the loop run one turn (its other tasks and callbacks) before going on."""
+    current = getcurrent()
+    if type(current) is Worker:
+        # As sleep(0): park until the loop's next turn.  (A green thread with
+        # no task would need one to await asyncio.sleep(0): see greenbridge._bare.)
+        loop = asyncio.get_running_loop()
+        wait(loop, current, None, False, None, 0.0)
+        return
     await_(asyncio.sleep(0))
 
 

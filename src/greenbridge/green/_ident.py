@@ -1,8 +1,11 @@
 """Who is the current green thread: identifiers and keys for green threads.
 
-A green thread is a task: inside an asyncio task (or a trio task), the
-task is the thread, :func:`get_ident` is ``id(task)`` and
-:func:`thread_key` the task itself.  Elsewhere it is the OS thread: its
+A green ``Thread`` started under asyncio runs in a worker greenlet with no
+task of its own until it needs one (see `greenbridge._bare`): its run object
+is the thread, before and after it gets a task; :func:`get_ident` is
+``id(run)`` and :func:`thread_key` the run.  Inside any other asyncio task
+(or a trio task), the task is the thread, :func:`get_ident` is ``id(task)``
+and :func:`thread_key` the task itself.  Elsewhere it is the OS thread: its
 identifier, and a key object that lives as long as the thread.  (Sync code
 run by ``async_`` belongs to the task that awaits it, so two ``async_``
 calls in two trio tasks are two threads, as they are under asyncio.)
@@ -15,6 +18,9 @@ import asyncio
 import sys
 from typing import Any
 
+from greenlet import getcurrent
+
+from .._trampoline import Worker
 from .._where import asyncio_loop
 
 __all__ = ["active_threads", "current_task", "get_ident", "thread_key"]
@@ -45,6 +51,11 @@ def current_task() -> object | None:
 
 def get_ident() -> int:
     """The current green thread's identifier: ``id(task)`` in a task, else the OS thread's."""
+    current = getcurrent()
+    if type(current) is Worker:
+        thread = current.thread
+        if thread is not None:  # a green Thread (greenbridge._bare)
+            return id(thread)
     task = current_task()
     if task is not None:
         return id(task)
@@ -60,6 +71,11 @@ _os_keys = _real_thread._local()
 
 def thread_key() -> object:
     """An object that lives exactly as long as the current green thread (or OS thread)."""
+    current = getcurrent()
+    if type(current) is Worker:
+        thread = current.thread
+        if thread is not None:  # a green Thread (greenbridge._bare)
+            return thread
     task = current_task()
     if task is not None:
         return task

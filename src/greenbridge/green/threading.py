@@ -1,10 +1,11 @@
-"""Green ``threading``: threads are asyncio tasks, locks suspend only the waiting task.
+"""Green ``threading``: threads are greenlets on the loop, locks suspend only the waiter.
 
 A :class:`Thread` started while an asyncio event loop runs in the calling OS
-thread becomes a task on that loop (through :func:`greenbridge.spawn`); its
-``run()`` executes in a worker greenlet, and every blocking call in this module
-(``Lock.acquire``, ``Event.wait``, ``Thread.join``, ...) suspends that task
-only.  Started with no loop running, a :class:`Thread` is a real OS thread, so
+thread runs ``run()`` in a worker greenlet that loop callbacks start and
+resume, with no asyncio task until it awaits asyncio code (see
+:mod:`greenbridge._bare`); every blocking call in this module
+(``Lock.acquire``, ``Event.wait``, ``Thread.join``, ...) suspends that green
+thread only.  Started with no loop running, a :class:`Thread` is a real OS thread, so
 the module behaves like the standard library there.  Under trio too a
 :class:`Thread` is a real OS thread (a green thread is a task started with
 :func:`greenbridge.spawn`, and trio has no way to start a task from sync code
@@ -23,9 +24,10 @@ rest lives in one module per mechanism, re-exported here:
 * :mod:`greenbridge.green._ident`: who the current green thread is;
 * :mod:`greenbridge.green._local`: ``local``.
 
-Identity: inside an asyncio or trio task, :func:`get_ident` is ``id(task)``;
-elsewhere it is the OS thread's identifier.  :class:`local` keeps one namespace per
-green thread (per task) and per OS thread.
+Identity: in a green :class:`Thread`, :func:`get_ident` is ``id()`` of its
+run object (before and after it gets a task); inside any other asyncio or trio
+task it is ``id(task)``; elsewhere it is the OS thread's identifier.
+:class:`local` keeps one namespace per green thread and per OS thread.
 
 Everything else the standard module exports (
 ``ExceptHookArgs``, ``BrokenBarrierError``, ``settrace``, ``stack_size``,
@@ -48,7 +50,8 @@ from typing import Any
 
 from greenlet import GreenletExit
 
-from .._bridge import spawn
+from .._bare import Run
+from .._bare import start as start_bare
 from .._patcher import rebind as _rebind
 from .._where import asyncio_loop
 from . import _util
@@ -143,12 +146,16 @@ def _deprecated_accessor(name: str, attribute: str, setter: bool) -> Any:
 
 
 class Thread:
-    """A thread of control: an asyncio task when a loop runs, else a real OS thread.
+    """A thread of control: a green thread when a loop runs, else a real OS thread.
 
     Same API as ``threading.Thread``.  ``start()`` called while an asyncio
-    loop runs in this OS thread creates a task with :func:`greenbridge.spawn`
-    that runs ``run()`` in a greenlet; ``ident`` is then ``id(task)`` and
-    ``native_id`` the loop's OS thread id.  With no loop running, ``start()``
+    loop runs in this OS thread runs ``run()`` in a worker greenlet, started
+    at the loop's next turn in a copy of the caller's context; it gets an
+    asyncio task only when it first awaits asyncio code (``await_``), and
+    keeps it.  ``ident`` is then a green identifier (the same before and
+    after) and ``native_id`` the loop's OS thread id.  When the loop's tasks
+    are all cancelled (as ``asyncio.run`` does at its end) the green threads
+    still waiting are cancelled too.  With no loop running, ``start()``
     starts a real OS thread, as the standard library does.
     """
 
@@ -189,7 +196,8 @@ class Thread:
         # join() waiters, created by the first join() that has to wait; set to
         # None again (and every waiter woken) when the thread ends.
         self._joiners: list[Waiter] | None = None
-        self._task: asyncio.Task[None] | None = None
+        # The green thread's run (greenbridge._bare), while started under asyncio.
+        self._run: Run | None = None
         self._stderr = sys.stderr
         self._initialized = True
 
@@ -207,31 +215,25 @@ class Thread:
         return f"<{type(self).__name__}({self._name}, {status})>"
 
     def start(self) -> None:
-        """Start the thread: a task on the running asyncio loop, else an OS thread."""
+        """Start the thread: a green thread on the running asyncio loop, else an OS thread."""
         if not self._initialized:
             raise RuntimeError("thread.__init__() not called")
         if self._is_started:
             raise RuntimeError("threads can only be started once")
-        loop = asyncio_loop()
-        with _active_mutex:
-            _limbo[self] = self
-        if loop is not None:
-            try:
-                task = spawn(self._run_and_finish)
-            except BaseException:
-                with _active_mutex:
-                    del _limbo[self]
-                raise
-            self._task = task
-            ident = self._ident = id(task)
+        if asyncio_loop() is not None:
+            # A worker greenlet with no task until it needs one (see greenbridge._bare).
+            # It starts at the loop's next turn: registered before that, it needs no
+            # stay in _limbo.
+            run = start_bare(self._run_and_finish)
+            self._run = run
+            ident = self._ident = id(run)
             self._native_id = get_native_id()
             with _active_mutex:
-                del _limbo[self]
-                # Already over only if the task ran eagerly (an eager task factory).
-                if not self._is_stopped:
-                    _active[ident] = self
+                _active[ident] = self
             self._is_started = True
             return
+        with _active_mutex:
+            _limbo[self] = self
         started = _real_allocate()
         started.acquire()
         try:
@@ -352,7 +354,7 @@ class Thread:
 
     @property
     def ident(self) -> int | None:
-        """The thread identifier (``id(task)`` for a green thread), None before start()."""
+        """The thread identifier (a green one for a green thread), None before start()."""
         assert self._initialized, "Thread.__init__() not called"
         return self._ident
 
