@@ -1,8 +1,9 @@
-"""What the web benchmarks share: a free port, waiting for a server, one keep-alive GET."""
+"""What the web benchmarks share: a free port, waiting for a server, a keep-alive GET, CPU time."""
 
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import subprocess
 import time
@@ -40,3 +41,28 @@ async def get(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, path: 
             length = int(value)
     await reader.readexactly(length)
     return int(head.split(b" ", 2)[1])
+
+
+def cpu_seconds(root: int) -> float:
+    """CPU time (user + system) of process ``root`` and its descendants (Linux; else 0)."""
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return 0.0
+    stats: dict[int, tuple[int, float]] = {}  # pid -> (parent, seconds)
+    tick = os.sysconf("SC_CLK_TCK")
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rpartition(")")[2].split()
+        except OSError:
+            continue
+        stats[int(entry)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / tick)
+    total, todo = 0.0, [root]
+    while todo:
+        pid = todo.pop()
+        total += stats.get(pid, (0, 0.0))[1]
+        todo.extend(child for child, (parent, _) in stats.items() if parent == pid)
+    return total
