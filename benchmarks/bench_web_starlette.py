@@ -47,7 +47,7 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
-from _http import cpu_seconds, free_port, get, wait_for_port
+from _http import cpu_seconds, free_port, get, profile_if_asked, wait_for_port
 
 URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/test"
 DSN = "postgresql://postgres@127.0.0.1:5432/test"
@@ -165,6 +165,7 @@ def serve(mode: str, port: int, pool: int, pool_timeout: float) -> None:
 
     app = build_app(mode, pool, pool_timeout)
     loop = os.environ.get("GB_BENCH_LOOP", "asyncio")
+    profile_if_asked()
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="critical", loop=loop)
 
 
