@@ -150,6 +150,16 @@ def build_app(mode: str, pool: int, pool_timeout: float) -> Any:
     def call_upstream() -> Any:
         return http.get(f"{upstream}/item?x=1", timeout=30).json()
 
+    # FastAPI's own cost per request, without and with the hop to sync code
+    # (a thread in stock, a greenlet once installed): see bench_web_callgrind.py.
+    @app.get("/noop", response_model=None)
+    def noop() -> Any:
+        return {"ok": "yes"}
+
+    @app.get("/async-noop", response_model=None)
+    async def async_noop() -> Any:
+        return {"ok": "yes"}
+
     user_dependency = Depends(current_user)
 
     @app.get("/user-item")
@@ -158,6 +168,11 @@ def build_app(mode: str, pool: int, pool_timeout: float) -> Any:
         return {"user": user}
 
     return app
+
+
+def app_from_env() -> Any:
+    """``build_app`` for ``uvicorn --factory``: the mode in ``GB_BENCH_APP_MODE``, pool of 20."""
+    return build_app(os.environ["GB_BENCH_APP_MODE"], 20, 20)
 
 
 def serve(mode: str, port: int, pool: int, pool_timeout: float) -> None:
