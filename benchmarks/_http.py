@@ -1,11 +1,22 @@
-"""What the web benchmarks share: a free port, waiting for a server, one keep-alive GET."""
+"""What the web benchmarks share: a free port, waiting for a server, a keep-alive GET, CPU time.
+
+Also ``profile_if_asked()``: with ``GB_BENCH_PROFILE=/some/prefix`` in the
+environment, each server process runs under cProfile and writes
+``/some/prefix-<pid>.prof`` when it exits (read them with ``pstats``;
+divide call counts by the requests served).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import atexit
+import cProfile
+import os
+import signal
 import socket
 import subprocess
 import time
+from typing import Any
 
 
 def free_port() -> int:
@@ -40,3 +51,56 @@ async def get(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, path: 
             length = int(value)
     await reader.readexactly(length)
     return int(head.split(b" ", 2)[1])
+
+
+def cpu_seconds(root: int) -> float:
+    """CPU time (user + system) of process ``root`` and its descendants (Linux; else 0)."""
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return 0.0
+    stats: dict[int, tuple[int, float]] = {}  # pid -> (parent, seconds)
+    tick = os.sysconf("SC_CLK_TCK")
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rpartition(")")[2].split()
+        except OSError:
+            continue
+        stats[int(entry)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / tick)
+    total, todo = 0.0, [root]
+    while todo:
+        pid = todo.pop()
+        total += stats.get(pid, (0, 0.0))[1]
+        todo.extend(child for child, (parent, _) in stats.items() if parent == pid)
+    return total
+
+
+def profile_if_asked() -> None:
+    """Profile this process from now to its exit if ``GB_BENCH_PROFILE`` is set."""
+    prefix = os.environ.get("GB_BENCH_PROFILE")
+    if not prefix:
+        return
+    profile = cProfile.Profile()
+
+    def dump() -> None:
+        profile.disable()
+        profile.dump_stats(f"{prefix}-{os.getpid()}.prof")
+
+    atexit.register(dump)
+    # uvicorn ends by raising the SIGTERM it caught again, with the default
+    # handler back, so no atexit: dump first, then let its handler go on.
+    previous = signal.getsignal(signal.SIGTERM)
+
+    def on_sigterm(signum: int, frame: Any) -> None:
+        dump()
+        if callable(previous):
+            previous(signum, frame)
+        else:
+            signal.signal(signum, previous or signal.SIG_DFL)
+            signal.raise_signal(signum)
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+    profile.enable()

@@ -16,7 +16,8 @@ that opens a sync SQLAlchemy session (psycopg2) and runs
 Workloads:
 
 - ``pool``: 200 concurrent keep-alive clients for ``--seconds`` seconds, pool of
-  20 connections: requests/s, p50 and p99 latency, ratios to stock; once with
+  20 connections: requests/s, p50 and p99 latency, the server's CPU time per
+  request, ratios to stock; once with
   no response model (``/item``) and once with a return annotation
   (``/item-typed``, whose result FastAPI validates in its thread pool).
 - ``upstream``: the same 200 clients, a ``def`` path operation that calls a
@@ -30,7 +31,7 @@ The load generator is a small raw-socket HTTP/1.1 client in this process.
 Needs PostgreSQL at 127.0.0.1:5432 (user postgres, database test).
 
 Run: ``python benchmarks/bench_web_starlette.py [--only pool|upstream|3205] [--seconds 10]
-[--no-trust-env]``
+[--no-trust-env] [--loop asyncio|uvloop]``
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
-from _http import free_port, get, wait_for_port
+from _http import cpu_seconds, free_port, get, profile_if_asked, wait_for_port
 
 URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/test"
 DSN = "postgresql://postgres@127.0.0.1:5432/test"
@@ -149,6 +150,16 @@ def build_app(mode: str, pool: int, pool_timeout: float) -> Any:
     def call_upstream() -> Any:
         return http.get(f"{upstream}/item?x=1", timeout=30).json()
 
+    # FastAPI's own cost per request, without and with the hop to sync code
+    # (a thread in stock, a greenlet once installed): see bench_web_callgrind.py.
+    @app.get("/noop", response_model=None)
+    def noop() -> Any:
+        return {"ok": "yes"}
+
+    @app.get("/async-noop", response_model=None)
+    async def async_noop() -> Any:
+        return {"ok": "yes"}
+
     user_dependency = Depends(current_user)
 
     @app.get("/user-item")
@@ -159,25 +170,33 @@ def build_app(mode: str, pool: int, pool_timeout: float) -> Any:
     return app
 
 
+def app_from_env() -> Any:
+    """``build_app`` for ``uvicorn --factory``: the mode in ``GB_BENCH_APP_MODE``, pool of 20."""
+    return build_app(os.environ["GB_BENCH_APP_MODE"], 20, 20)
+
+
 def serve(mode: str, port: int, pool: int, pool_timeout: float) -> None:
     import uvicorn
 
     app = build_app(mode, pool, pool_timeout)
-    uvicorn.run(app, host="127.0.0.1", port=port, log_level="critical", loop="asyncio")
+    loop = os.environ.get("GB_BENCH_LOOP", "asyncio")
+    profile_if_asked()
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="critical", loop=loop)
 
 
 # ---------------------------------------------------------------- servers and the client
 
 
 @contextmanager
-def server(mode: str, pool: int, pool_timeout: float = 20) -> Iterator[int]:
+def server(mode: str, pool: int, pool_timeout: float = 20) -> Iterator[tuple[int, int]]:
+    """A server process for ``mode``: (its port, its pid)."""
     port = free_port()
     args = [sys.executable, __file__, "--serve", mode, "--port", str(port)]
     args += ["--pool", str(pool), "--pool-timeout", str(pool_timeout)]
     proc = subprocess.Popen(args, env=dict(os.environ))
     try:
         wait_for_port(port, proc)
-        yield port
+        yield port, proc.pid
     finally:
         proc.terminate()
         proc.wait(10)
@@ -209,11 +228,29 @@ async def load(port: int, path: str, clients: int, seconds: float) -> dict[str, 
     latencies.sort()
     n = len(latencies)
     return {
+        "n": n,
         "rps": n / elapsed,
         "p50": latencies[n // 2] if n else float("nan"),
         "p99": latencies[min(n - 1, int(n * 0.99))] if n else float("nan"),
         "errors": errors,
     }
+
+
+def measured_load(port: int, pid: int, path: str, clients: int, seconds: float) -> dict[str, float]:
+    """`load` after a 1 s warm-up, plus the server's CPU milliseconds per request."""
+    asyncio.run(load(port, path, 20, 1.0))  # warm-up: connections, imports
+    cpu = cpu_seconds(pid)
+    result = asyncio.run(load(port, path, clients, seconds))
+    result["cpu"] = (cpu_seconds(pid) - cpu) * 1000 / max(1, result["n"] + result["errors"])
+    return result
+
+
+def row(name: str, r: dict[str, float]) -> str:
+    """One line of results."""
+    return (
+        f"  {name:12s} {r['rps']:7.1f} req/s  p50 {r['p50'] * 1000:6.0f} ms  "
+        f"p99 {r['p99'] * 1000:6.0f} ms  errors {r['errors']:.0f}  CPU {r['cpu']:.2f} ms/req"
+    )
 
 
 async def burst(port: int, path: str, n: int) -> tuple[int, float]:
@@ -252,13 +289,9 @@ def bench_pool(clients: int, seconds: float) -> None:
     modes = [name for name, _, _ in runs]
     results = {}
     for name, mode, path in runs:
-        with server(mode, pool=20) as port:
-            asyncio.run(load(port, path, 20, 1.0))  # warm-up: connections, imports
-            results[name] = r = asyncio.run(load(port, path, clients, seconds))
-        print(
-            f"  {name:12s} {r['rps']:7.1f} req/s  p50 {r['p50'] * 1000:6.0f} ms  "
-            f"p99 {r['p99'] * 1000:6.0f} ms  errors {r['errors']:.0f}"
-        )
+        with server(mode, pool=20) as (port, pid):
+            results[name] = r = measured_load(port, pid, path, clients, seconds)
+        print(row(name, r))
     pairs = [("green", "stock"), ("green-typed", "stock-typed")]
     pairs += [("green", "asyncpg")] if "asyncpg" in modes else []
     for mine, anchor in pairs:
@@ -295,22 +328,21 @@ def bench_upstream(clients: int, seconds: float) -> None:
     with upstream_server() as url:
         os.environ["GB_BENCH_UPSTREAM"] = url
         for mode in ("stock", "green"):
-            with server(mode, pool=20) as port:
-                asyncio.run(load(port, "/upstream", 20, 1.0))  # warm-up
-                results[mode] = r = asyncio.run(load(port, "/upstream", clients, seconds))
-            print(
-                f"  {mode:12s} {r['rps']:7.1f} req/s  p50 {r['p50'] * 1000:6.0f} ms  "
-                f"p99 {r['p99'] * 1000:6.0f} ms  errors {r['errors']:.0f}"
-            )
+            with server(mode, pool=20) as (port, pid):
+                results[mode] = r = measured_load(port, pid, "/upstream", clients, seconds)
+            print(row(mode, r))
     r, base = results["green"], results["stock"]
     ratio = r["rps"] / base["rps"]
-    print(f"  green / stock: {ratio:.2f}x req/s, p99 {r['p99'] / base['p99']:.2f}x")
+    print(
+        f"  green / stock: {ratio:.2f}x req/s, p99 {r['p99'] / base['p99']:.2f}x, "
+        f"CPU per request {r['cpu'] / base['cpu']:.2f}x"
+    )
 
 
 def bench_3205(n: int) -> None:
     print(f"FastAPI #3205: pool of 5 (pool_timeout 20 s), outer def dependency, {n} at once")
     for mode in ("stock", "green"):
-        with server(mode, pool=5, pool_timeout=20) as port:
+        with server(mode, pool=5, pool_timeout=20) as (port, _):
             ok, elapsed = asyncio.run(burst(port, "/user-item", n))
         print(f"  {mode:8s} {ok}/{n} succeeded in {elapsed:.1f} s")
 
@@ -325,6 +357,12 @@ def main() -> None:
         action="store_true",
         help="requests.Session.trust_env = False in the upstream workload",
     )
+    parser.add_argument(
+        "--loop",
+        choices=["asyncio", "uvloop"],
+        default="asyncio",
+        help="the servers' event loop (every contender alike)",
+    )
     parser.add_argument("--serve", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--pool", type=int, default=20, help=argparse.SUPPRESS)
@@ -332,6 +370,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.no_trust_env:
         os.environ["GB_BENCH_TRUST_ENV"] = "0"
+    os.environ.setdefault("GB_BENCH_LOOP", args.loop)
     if args.serve:
         serve(args.serve, args.port, args.pool, args.pool_timeout)
         return

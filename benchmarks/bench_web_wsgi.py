@@ -35,36 +35,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from _http import free_port, get, wait_for_port
+from _http import cpu_seconds, free_port, get, wait_for_port
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 UPSTREAM = ROOT / "examples" / "asgi_app" / "upstream.py"
-
-
-def cpu_seconds(root: int) -> float:
-    """CPU time (user + system) of process ``root`` and its descendants (Linux; else 0)."""
-    try:
-        entries = os.listdir("/proc")
-    except OSError:
-        return 0.0
-    stats: dict[int, tuple[int, float]] = {}  # pid -> (parent, seconds)
-    tick = os.sysconf("SC_CLK_TCK")
-    for entry in entries:
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                fields = f.read().rpartition(")")[2].split()
-        except OSError:
-            continue
-        stats[int(entry)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / tick)
-    total, todo = 0.0, [root]
-    while todo:
-        pid = todo.pop()
-        total += stats.get(pid, (0, 0.0))[1]
-        todo.extend(child for child, (parent, _) in stats.items() if parent == pid)
-    return total
 
 
 @contextmanager
@@ -136,6 +111,21 @@ async def drive(port: int, prefix: str, clients: int, seconds: float) -> tuple[l
     return latencies, errors[0]
 
 
+GEVENT_NEEDS = "gevent gunicorn packaging flask requests sqlalchemy psycopg2-binary psycogreen"
+
+
+def check_gevent(python: str) -> None:
+    """Exit with the fix if ``python`` cannot run the gevent contender."""
+    code = "import gevent, gunicorn.workers.ggevent, flask, requests, sqlalchemy, psycogreen"
+    found = subprocess.run([python, "-c", code], capture_output=True, text=True)
+    if found.returncode:
+        error = found.stderr.strip().splitlines()[-1:] or ["?"]
+        sys.exit(
+            f"--gevent-python {python} cannot run gunicorn's gevent worker ({error[0]}): "
+            f"`{python} -m pip install {GEVENT_NEEDS}`"
+        )
+
+
 def percentile(values: list[float], q: float) -> float:
     index = min(len(values) - 1, max(0, round(q / 100 * len(values)) - 1))
     return values[index]
@@ -151,6 +141,8 @@ def main() -> None:
     parser.add_argument("--only", help="run the contenders whose name contains this")
     args = parser.parse_args()
 
+    if args.gevent_python:
+        check_gevent(args.gevent_python)
     workloads = ["upstream", "db"] if args.workload == "both" else [args.workload]
     up_port = free_port()
     env = dict(os.environ)

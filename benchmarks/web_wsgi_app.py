@@ -14,13 +14,16 @@ Routes: ``/hello/<i>`` (no I/O: the servers' own cost), ``/upstream/<i>``
 (one ``requests`` call to the upstream, which answers after its delay) and
 ``/db/<i>`` (``SELECT pg_sleep(0.05)`` through SQLAlchemy's pool of
 ``GB_BENCH_POOL`` connections, then a template).
-``GB_BENCH_UPSTREAM`` and ``GB_BENCH_DB`` say where the services are.
+``GB_BENCH_UPSTREAM`` and ``GB_BENCH_DB`` say where the services are;
+``GB_BENCH_PROFILE`` profiles the server (see ``_http.profile_if_asked``).
 """
 
 from __future__ import annotations
 
 import os
 from typing import Any
+
+from _http import profile_if_asked
 
 MODE = os.environ.get("GB_BENCH_MODE", "thread")
 UPSTREAM = os.environ.get("GB_BENCH_UPSTREAM", "http://127.0.0.1:8765")
@@ -43,6 +46,8 @@ else:
     import requests
     import requests.adapters
     from sqlalchemy import create_engine
+
+profile_if_asked()  # (GB_BENCH_PROFILE: in the process that serves, from here on)
 
 # (After the drivers are patched, whatever the mode.)
 import flask  # noqa: E402

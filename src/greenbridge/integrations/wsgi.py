@@ -420,6 +420,7 @@ def _check_response(
     out = []
     length = -1
     names = _HEADER_NAMES
+    values = _HEADER_VALUES
     for item in headers:
         if type(item) is not tuple or len(item) != 2:
             raise TypeError(f"each header must be a (name, value) tuple, not {item!r}")
@@ -429,14 +430,9 @@ def _check_response(
         lower = names.get(name) if type(name) is str else None
         if lower is None:
             lower = _check_name(name)
-        if _BAD_VALUE.search(value):
-            raise ValueError(f"invalid character (control, CR or LF) in header {name}: {value!r}")
-        try:
-            encoded = value.encode("latin-1")
-        except UnicodeEncodeError:
-            raise ValueError(
-                f"header {name} is not latin-1 (PEP 3333: encode it, e.g. RFC 2047): {value!r}"
-            ) from None
+        encoded = values.get(value)
+        if encoded is None:
+            encoded = _check_value(name, value)
         if lower == b"content-length":
             try:
                 length = int(value)
@@ -450,6 +446,7 @@ def _check_response(
 # sends are few (bounded, in case an app makes them up per request).
 _STATUS_CODES: dict[str, int] = {}
 _HEADER_NAMES: dict[str, bytes] = {}
+_HEADER_VALUES: dict[str, bytes] = {}  # (values repeat: content types, cache rules...)
 _CACHE_SIZE = 512
 
 
@@ -478,6 +475,20 @@ def _check_name(name: object) -> bytes:
     encoded = lower.encode("latin-1")
     if len(_HEADER_NAMES) < _CACHE_SIZE:
         _HEADER_NAMES[name] = encoded
+    return encoded
+
+
+def _check_value(name: str, value: str) -> bytes:
+    if _BAD_VALUE.search(value):
+        raise ValueError(f"invalid character (control, CR or LF) in header {name}: {value!r}")
+    try:
+        encoded = value.encode("latin-1")
+    except UnicodeEncodeError:
+        raise ValueError(
+            f"header {name} is not latin-1 (PEP 3333: encode it, e.g. RFC 2047): {value!r}"
+        ) from None
+    if len(_HEADER_VALUES) < _CACHE_SIZE:
+        _HEADER_VALUES[value] = encoded
     return encoded
 
 
@@ -610,7 +621,28 @@ class WSGIMiddleware:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "http":
-            await self._http(scope, receive, send)
+            # (Served here, not in a coroutine of its own: every resumption of
+            # the request passes through each coroutine frame on the way.)
+            loop = asyncio.get_running_loop()
+            request = _Request(receive, send, loop)
+            environ = self.environ(scope, _Input(request))
+            request.task = asyncio.current_task(loop)
+            watch = loop.call_later(WATCH_AFTER, _watch, request)
+            try:
+                await _serve_green(self.app, environ, request)
+            except asyncio.CancelledError:
+                # Cancelled by the receiver, the client having left: the request
+                # is over, nothing to answer.  Cancelled by the server: the
+                # greenlet has ended (the iterable closed), the error goes on.
+                if not request.cancelled:
+                    raise
+                uncancel = getattr(request.task, "uncancel", None)  # (Python 3.11+)
+                if uncancel is not None:
+                    uncancel()
+            finally:
+                watch.cancel()
+                if request.receiver is not None:
+                    request.receiver.cancel()
         elif kind == "lifespan":
             while True:
                 message = await receive()
@@ -624,28 +656,6 @@ class WSGIMiddleware:
             await send({"type": "websocket.close", "code": 1000})
         else:
             raise ValueError(f"WSGIMiddleware serves HTTP, not {kind!r} connections")
-
-    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
-        loop = asyncio.get_running_loop()
-        request = _Request(receive, send, loop)
-        environ = self.environ(scope, _Input(request))
-        request.task = asyncio.current_task(loop)
-        watch = loop.call_later(WATCH_AFTER, _watch, request)
-        try:
-            await _serve_green(self.app, environ, request)
-        except asyncio.CancelledError:
-            # Cancelled by the receiver, the client having left: the request
-            # is over, nothing to answer.  Cancelled by the server: the
-            # greenlet has ended (the iterable closed), the error goes on.
-            if not request.cancelled:
-                raise
-            uncancel = getattr(request.task, "uncancel", None)  # (Python 3.11+)
-            if uncancel is not None:
-                uncancel()
-        finally:
-            watch.cancel()
-            if request.receiver is not None:
-                request.receiver.cancel()
 
     def environ(self, scope: Scope, body: Any) -> Environ:
         """PEP 3333's environ for the ASGI HTTP ``scope``, ``body`` as ``wsgi.input``."""

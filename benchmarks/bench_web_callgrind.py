@@ -1,0 +1,136 @@
+"""Instructions per request of a web benchmark's server process, counted by callgrind.
+
+Wall-clock figures need a quiet machine; callgrind's instruction counts do
+not (they vary by about 1 % from run to run).  The server runs under
+``valgrind --tool=callgrind --instr-atstart=no``; after 200 requests of
+warm-up, ``callgrind_control -i on`` switches counting on for ``--requests``
+requests from ``--clients`` keep-alive connections, then off.  Counted: the
+server's own user-space instructions, not the kernel's work (which is most
+of what a thread pool adds: the benchmarks' CPU per request shows that).
+gunicorn forks its workers, which callgrind_control cannot reach: only
+single-process uvicorn servers are here.
+
+Targets (the apps of bench_web_wsgi.py and bench_web_starlette.py):
+  wsgi-hello, wsgi-upstream, wsgi-db   Flask through WSGIMiddleware
+  fastapi-green-<route>, fastapi-stock-<route>
+                                       route: upstream, noop (def), async-noop; the
+                                       FastAPI app installed (green) or not (stock)
+
+Run: python benchmarks/bench_web_callgrind.py TARGET... [--requests 1000]
+     [--clients 20] [--loop asyncio|uvloop]
+Needs valgrind; the upstream routes start examples/asgi_app/upstream.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import glob
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from _http import free_port, get, wait_for_port
+
+HERE = Path(__file__).resolve().parent
+UPSTREAM = HERE.parent / "examples" / "asgi_app" / "upstream.py"
+
+
+def server(target: str, port: int, loop: str) -> tuple[list[str], dict[str, str], str]:
+    """(uvicorn's command line, extra environment, the path to GET) for ``target``."""
+    args = [sys.executable, "-m", "uvicorn", "--port", str(port), "--loop", loop]
+    args += ["--log-level", "warning", "--no-access-log"]
+    kind, _, rest = target.partition("-")
+    if kind == "wsgi":
+        return [*args, "web_wsgi_app:green_asgi"], {"GB_BENCH_MODE": "green"}, f"/{rest}/{{i}}"
+    mode, _, route = rest.partition("-")
+    if kind != "fastapi" or mode not in ("green", "stock") or not route:
+        raise SystemExit(f"unknown target {target!r}: see --help")
+    factory = [*args, "--factory", "bench_web_starlette:app_from_env"]
+    return factory, {"GB_BENCH_APP_MODE": mode}, f"/{route}"
+
+
+async def drive(port: int, path: str, requests: int, clients: int) -> None:
+    """``requests`` GETs from ``clients`` keep-alive connections; a status but 200 fails."""
+    left = [requests]
+
+    async def client(n: int) -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            while left[0] > 0:
+                left[0] -= 1
+                status = await get(reader, writer, path.replace("{i}", str(n % 100)))
+                if status != 200:
+                    raise RuntimeError(f"GET {path} answered {status}")
+                n += clients
+        finally:
+            writer.close()
+
+    await asyncio.gather(*(client(n) for n in range(clients)))
+
+
+def callgrind_control(*args: str) -> None:
+    subprocess.run(["callgrind_control", *args], check=True, capture_output=True)
+
+
+def count(target: str, requests: int, clients: int, loop: str, env: dict[str, str]) -> float:
+    """Instructions per request of ``target``'s server."""
+    port = free_port()
+    args, extra, path = server(target, port, loop)
+    with tempfile.TemporaryDirectory() as out:
+        valgrind = ["valgrind", "--tool=callgrind", "--instr-atstart=no"]
+        valgrind.append(f"--callgrind-out-file={out}/callgrind.%p")
+        proc = subprocess.Popen(
+            [*valgrind, *args],
+            env=dict(env, **extra),
+            cwd=HERE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            wait_for_port(port, proc, timeout=300)
+            asyncio.run(drive(port, path, 200, clients))  # warm-up
+            callgrind_control("-i", "on", str(proc.pid))
+            asyncio.run(drive(port, path, requests, clients))
+            callgrind_control("-i", "off", str(proc.pid))
+            callgrind_control("-d", str(proc.pid))
+        finally:
+            proc.terminate()
+            proc.wait(120)
+        total = 0
+        for name in glob.glob(f"{out}/callgrind.*"):
+            with open(name) as f:
+                total += sum(int(line.split()[1]) for line in f if line.startswith("totals:"))
+    return total / requests
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("targets", nargs="+")
+    parser.add_argument("--requests", type=int, default=1000)
+    parser.add_argument("--clients", type=int, default=20)
+    parser.add_argument("--loop", choices=["asyncio", "uvloop"], default="uvloop")
+    args = parser.parse_args()
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(HERE), env.get("PYTHONPATH", "")])
+    up_port = free_port()
+    env["GB_BENCH_UPSTREAM"] = f"http://127.0.0.1:{up_port}"
+    upstream = subprocess.Popen(
+        [sys.executable, str(UPSTREAM), "--port", str(up_port)], stdout=subprocess.DEVNULL
+    )
+    try:
+        wait_for_port(up_port, upstream)
+        for target in args.targets:
+            per_request = count(target, args.requests, args.clients, args.loop, env)
+            print(f"{target:28s} {per_request / 1000:9.1f} k instructions per request", flush=True)
+    finally:
+        upstream.terminate()
+        upstream.wait(10)
+
+
+if __name__ == "__main__":
+    main()
