@@ -236,7 +236,7 @@ def await_(awaitable: Any) -> Any:
     current = getcurrent()
     if type(current) is Worker:
         cls = type(awaitable)
-        if cls is types.CoroutineType:
+        if cls is _CoroutineType:
             if awaitable.cr_await is not None:
                 # What `await` checks first (GET_AWAITABLE): another task is
                 # suspended in this coroutine; stepping it would steal its wake-ups.
