@@ -580,6 +580,72 @@ def _new_loop(aio: Backend) -> asyncio.AbstractEventLoop:
     return asyncio.new_event_loop()
 
 
+@pytest.mark.skipif(sys.version_info < (3, 12), reason="asyncio.eager_task_factory: 3.12+")
+def test_an_eager_task_that_suspends_twice_in_one_await_matches_native(aio: Backend) -> None:
+    """An eager task's first step runs in its creator's greenlet, the next ones in the loop's.
+
+    An awaitable that suspends in the first step and again in a later one (one
+    ``await_`` that spans both) hands its second trap to the loop's greenlet:
+    the task goes on as natively.  (It used to switch back to the creator.)
+    """
+
+    async def twice(log: list[str]) -> str:
+        log.append("first turn")
+        await asyncio.sleep(0)
+        log.append("second turn")
+        await asyncio.sleep(0)
+        log.append("third turn")
+        return "result"
+
+    def sync_child(log: list[str]) -> str:
+        return await_(twice(log))
+
+    def sync_parent(log: list[str]) -> str:
+        task = spawn(sync_child, log)  # its first step runs here, in this worker
+        log.append("created")
+        return await_(task)
+
+    async def native_child(log: list[str]) -> str:
+        return await twice(log)
+
+    async def native_parent(log: list[str]) -> str:
+        task = asyncio.create_task(native_child(log))
+        log.append("created")
+        return await task
+
+    async def main() -> list[tuple[str, list[str]]]:
+        loop = asyncio.get_running_loop()
+        loop.set_task_factory(asyncio.eager_task_factory)  # type: ignore[attr-defined,unused-ignore]
+        out = []
+        for parent in (native_parent, async_(sync_parent)):
+            log: list[str] = []
+            out.append((await parent(log), log))
+        loop.set_task_factory(None)
+        return out
+
+    native, bridged = aio.run(main)
+    assert native == ("result", ["first turn", "created", "second turn", "third turn"])
+    assert bridged == native
+
+
+def test_an_idle_stepper_closed_from_outside_is_replaced(backend: Backend) -> None:
+    """A worker's idle stepper closed by someone else (frame.clear()) is not reused."""
+
+    def sync() -> list[Any]:
+        worker = greenlet.getcurrent()
+        assert isinstance(worker, _trampoline.Worker)
+        out = [await_(backend.sleep(0))]
+        for stepper, _box in worker.free:
+            stepper.close()
+        out.append(await_(backend.sleep(0)))
+        return out
+
+    async def main() -> list[Any]:
+        return await async_(sync)()
+
+    assert backend.run(main) == [None, None]
+
+
 # ---------------------------------------------------------------------------
 # exceptions and cancellation
 

@@ -239,7 +239,7 @@ def await_(awaitable: Any) -> Any:
         # (greenbridge._bare) gets one, so the awaitable sees it (current_task(),
         # asyncio.timeout); a done Future observes nothing and needs none.
         cls = type(awaitable)
-        if cls is types.CoroutineType:
+        if cls is _CoroutineType:
             if awaitable.cr_await is not None:
                 # What `await` checks first (GET_AWAITABLE): another task is
                 # suspended in this coroutine; stepping it would steal its wake-ups.

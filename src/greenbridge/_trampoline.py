@@ -864,46 +864,48 @@ def step(it: Any, worker: Worker) -> Any:
     # (portals) and ones made by code that runs between our bytecodes in this
     # greenlet (a finalizer, a signal handler) each get their own.
     free = worker.free
-    if free:
-        pair = free.pop()
-        if pair[0].gi_frame is None:  # closed from outside (frame.clear()): replace
-            pair = _new_pair()
-    else:
-        pair = _new_pair()
+    pair = free.pop() if free else _new_pair()
     stepper, box = pair
-    msg = stepper.send(it)
+    try:
+        msg = stepper.send(it)
+    except StopIteration:  # closed from outside (frame.clear()): replace it
+        pair = _new_pair()
+        stepper, box = pair
+        msg = stepper.send(it)
     del it
-    if msg is not _RETURNED:
-        switch = worker.parent.switch  # type: ignore[union-attr]
-        while msg is not _RETURNED:
-            if msg is _RAISED:
-                exc = box[0]
-                box[0] = None
-                free.append(pair)
-                context = exc.__context__
-                try:
-                    raise exc
-                finally:
-                    # The raise chained exc to the exception handled here; when that
-                    # is the caller's (see call_handling), undo it, as natively the
-                    # awaitable's exception reaches the awaiting frame unchained.
-                    if exc.__context__ is not context and exc.__context__ is worker.inherited:
-                        exc.__context__ = context
-                    del exc, context
-            worker.since = _monotonic()
+    while msg is not _RETURNED:
+        if msg is _RAISED:
+            exc = box[0]
+            box[0] = None
+            free.append(pair)
+            context = exc.__context__
             try:
-                sent = switch(msg)
-            except BaseException as exc:  # noqa: BLE001 - thrown in by the loop
-                thrown = exc
-            else:
-                msg = stepper.send(sent)
-                continue
-            # Throw outside the except block: the awaitable runs in this frame's
-            # exception state, and must not see ``thrown`` as being handled
-            # (sys.exc_info(), the __context__ of its next exception) once its
-            # own except block is over.
-            msg = stepper.throw(thrown)
-            del thrown
+                raise exc
+            finally:
+                # The raise chained exc to the exception handled here; when that
+                # is the caller's (see call_handling), undo it, as natively the
+                # awaitable's exception reaches the awaiting frame unchained.
+                if exc.__context__ is not context and exc.__context__ is worker.inherited:
+                    exc.__context__ = context
+                del exc, context
+        worker.since = _monotonic()
+        try:
+            # The driver, looked up at every switch: the greenlet that resumes
+            # the task can change between two traps of one awaitable (an eager
+            # task's first step runs in its creator's greenlet, the next ones in
+            # the loop's), and the driver makes itself the worker's parent first.
+            sent = worker.parent.switch(msg)  # type: ignore[union-attr]
+        except BaseException as exc:  # noqa: BLE001 - thrown in by the loop
+            thrown = exc
+        else:
+            msg = stepper.send(sent)
+            continue
+        # Throw outside the except block: the awaitable runs in this frame's
+        # exception state, and must not see ``thrown`` as being handled
+        # (sys.exc_info(), the __context__ of its next exception) once its
+        # own except block is over.
+        msg = stepper.throw(thrown)
+        del thrown
     value = box[0]
     box[0] = None
     free.append(pair)
