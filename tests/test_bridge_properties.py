@@ -790,11 +790,15 @@ async def _trio_main(run: Run, tree: Node) -> Any:
             scope.cancel()
 
         nursery.start_soon(watchdog)
-        with scope:
-            try:
+        # The try is outside the scope: when the watchdog's cancellation and
+        # an error leave a nursery together, the group holds a Cancelled (a
+        # BaseExceptionGroup, which ``except Exception`` does not take), and
+        # the scope's exit raises what remains once it has removed that.
+        try:
+            with scope:
                 outcome = ("returned", repr(await run.top(tree)))
-            except Exception as exc:
-                outcome = ("raised", describe(exc))
+        except Exception as exc:
+            outcome = ("raised", describe(exc))
         nursery.cancel_scope.cancel()
     run.note("main", "after", var.get())
     return outcome
@@ -884,8 +888,23 @@ def test_asyncio_tree_behaves_like_native(loop_kind: str, tree: Node, portal_mod
     assert_same(tree, loop_kind, portal_mode)
 
 
+# An error and the watchdog's cancellation leaving nested nurseries together:
+# the harness once let the group escape its except (see `_trio_main`).
+WATCHDOG_AND_ERROR_EXAMPLE = Node(
+    "gather",
+    children=(
+        Node("value"),
+        Node("wait", arg=4),
+        Node(
+            "gather", children=(Node("value"), Node("with", arg=2, children=(Node("wait", arg=4),)))
+        ),
+    ),
+)
+
+
 @PROPERTY_SETTINGS
 @given(tree=nodes(TRIO_KINDS), portal_mode=st.sampled_from(("none", "ensure")))
+@example(tree=WATCHDOG_AND_ERROR_EXAMPLE, portal_mode="none")
 def test_trio_tree_behaves_like_native(tree: Node, portal_mode: str) -> None:
     pytest.importorskip("trio")
     assert_same(tree, "trio", portal_mode)
