@@ -191,6 +191,14 @@ class socket(_std.socket):  # noqa: N801 - the stdlib's name
         `greenbridge.green._util.waits`) when one timeout bounds several calls.
         """
         fd = self.fileno()
+        if time_left is None and self._gb_timeout is None:
+            # A blocking socket: no deadline to keep (and no iterator to make).
+            while True:
+                _wait_socket(self, fd, readable, None)
+                try:
+                    return op(self, *args)
+                except BlockingIOError:
+                    pass
         for remaining in _waits(self._gb_timeout) if time_left is None else time_left:
             if not _wait_socket(self, fd, readable, remaining):
                 break
