@@ -201,9 +201,9 @@ def wait_socket(sock: Any, fd: int, readable: bool, timeout: float | None = None
         if loop is not None:
             # The common case, a worker on an asyncio loop, needs no
             # classification: straight into the wait, with one descriptor.
-            if timeout is None:
-                return _aio_wait_owned(loop, current, fd, readable, sock)
-            return _aio_wait(loop, current, fd, readable, sock, _check_timeout(timeout))
+            if timeout is not None:
+                timeout = _check_timeout(timeout)
+            return _aio_wait_owned(loop, current, fd, readable, sock, timeout)
     if readable:
         return _wait([fd], [], sock, timeout, False)
     return _wait([], [fd], sock, timeout, False)

@@ -186,11 +186,18 @@ class Watch:
     def queue(self) -> None:
         """The reader/writer callback where it may not switch (uvloop): fire() soon.
 
-        It runs in the loop's poll, before the ready queue, so it also starts
-        a new turn for the time slices (see `_time_turns`).
+        It runs in the loop's poll, before the ready queue, so the first one
+        of a poll starts a new turn for the time slices (see `_time_turns`)
+        and schedules one callback that fires every watch queued by this poll
+        (`Registry.fire_queued`), in the order they were reported: one
+        ``call_soon`` per poll rather than one per ready descriptor.
         """
-        self.reg.turn_end = -TURN_SLICE
-        self.loop.call_soon(self.fire)
+        reg = self.reg
+        queued = reg.queued
+        if not queued:
+            reg.turn_end = -TURN_SLICE
+            self.loop.call_soon(reg.fire_queued)
+        queued.append(self)
 
     def drop(self) -> None:
         if self.table.get(self.fd) is self:
@@ -207,7 +214,7 @@ class Watch:
 class Registry:
     """Our registrations on one asyncio loop: fd -> watch."""
 
-    __slots__ = ("readers", "writers", "direct", "firing", "fired", "idle", "turn_end")
+    __slots__ = ("readers", "writers", "direct", "firing", "fired", "idle", "queued", "turn_end")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.readers: dict[int, Watch] = {}
@@ -215,6 +222,7 @@ class Registry:
         self.firing = 0  # > 0 while a watch's fire() runs (and the code it resumed)
         self.idle: list[Watch] = []  # watches kept until the fire() returns
         self.fired: Watch | None = None  # the watch whose fire() runs (the innermost)
+        self.queued: list[Watch] = []  # reported by this poll, to fire (see Watch.queue)
         # Whether a reader/writer callback may switch into a waiting greenlet
         # on the spot.  asyncio's selector loops run these callbacks from their
         # ready queue, after the poll.  uvloop runs them inside libuv's poll,
@@ -229,6 +237,13 @@ class Registry:
         self.turn_end = math.inf
         if self.direct:
             _time_turns(loop, self)
+
+    def fire_queued(self) -> None:
+        """Fire the watches `Watch.queue` queued (uvloop), in turn."""
+        queued = self.queued
+        self.queued = []
+        for watch in queued:
+            watch.fire()
 
     def sweep(self) -> None:
         """Drop the watches kept by the last fire() that nobody waits on again."""
@@ -437,20 +452,25 @@ _new_wait = object.__new__
 
 
 def wait_owned(
-    loop: asyncio.AbstractEventLoop, worker: Worker, fd: int, readable: bool, owner: object
+    loop: asyncio.AbstractEventLoop,
+    worker: Worker,
+    fd: int,
+    readable: bool,
+    owner: object,
+    timeout: float | None = None,
 ) -> bool:
-    """`wait` for a worker on one descriptor of ``owner``, with no timeout: the hot path.
+    """`wait` for a worker on one descriptor of ``owner``: the green socket's hot path.
 
-    The green socket's wait on a blocking socket (timeout None, the default),
-    and the one an echo or request/response loop makes on every exchange.  It
-    does what `wait` does for that case, with the calls it makes inlined:
-    `Wait` built without its ``__init__`` frame (3.11 does not specialize a
-    call to a class), the registry's one-entry cache, and the reuse of the
-    owner's `Watch` (see `_register`/`_unregister`, which the uncommon cases
-    still call).  Counted with callgrind on two green threads exchanging 64
-    bytes over a socketpair: XXX instructions per round trip (two waits)
-    against YYY through `wait`.
+    What `wait` does for that case (``timeout``: a number >= 0 or None), with
+    the calls it makes inlined: `Wait` built without its ``__init__`` frame
+    (3.11 does not specialize a call to a class), the registry's one-entry
+    cache, and the reuse of the owner's `Watch` (`_register`/`_unregister`
+    serve the other cases).  Counted with callgrind on two green threads
+    exchanging 64 bytes over a socketpair, per round trip (two waits):
+    108.2k instructions through `wait` and 97.2k here (asyncio's selector
+    loop), 86.1k and 75.5k on uvloop; see docs/green-io.md.
     """
+    deadline = None if timeout is None else _monotonic() + timeout
     while True:
         waiter = _new_wait(Wait)
         waiter.worker = worker
@@ -459,6 +479,7 @@ def wait_owned(
         waiter.signal = None
         reg = _last[1] if _last[0] is loop else registry(loop)
         watch = (reg.readers if readable else reg.writers).get(fd)
+        timer = None
         waiting[worker] = waiter
         try:
             if watch is not None and watch.owner is owner:
@@ -467,7 +488,10 @@ def wait_owned(
                     watch.skipped = False
                 waiters.append(waiter)
             else:
+                watch = None
                 watch = _register(loop, reg, fd, waiter, readable, owner)
+            if timeout is not None:
+                timer = loop.call_later(timeout, _time_out, waiter, watch, None)
             handled = handled_exception()
             worker.since = _monotonic()  # for dump_stacks
             try:
@@ -479,6 +503,8 @@ def wait_owned(
         finally:
             waiter.armed = False
             del waiting[worker]
+            if timer is not None:
+                timer.cancel()
             if watch is not None:  # _unregister(), inlined
                 waiters = watch.waiters
                 if len(waiters) == 1 and waiters[0] is waiter:
@@ -495,6 +521,8 @@ def wait_owned(
         if type(value) is not SignalArrived:
             return _outcome(value)
         value.run()  # after the clean-up; its exception propagates
+        if deadline is not None:
+            timeout = max(0.0, deadline - _monotonic())
 
 
 def give_turn() -> None:
