@@ -188,8 +188,7 @@ def run_peer(name: str, url: str, gets: int, conc: int, batches: int, verify: An
 
         def batch() -> None:
             threads = [
-                threading.Thread(target=client, args=(requests, url, n, verify))
-                for n in per_client
+                threading.Thread(target=client, args=(requests, url, n, verify)) for n in per_client
             ]
             for thread in threads:
                 thread.start()
@@ -249,9 +248,8 @@ def drive(args: argparse.Namespace) -> None:
     import tempfile
 
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from _http import free_port, wait_for_port
-
     import greenbridge
+    from _http import free_port, wait_for_port
 
     here = os.path.abspath(__file__)
     contenders: list[tuple[str, str]] = [("greenbridge", sys.executable)]
@@ -307,7 +305,9 @@ def drive(args: argparse.Namespace) -> None:
     for name, _python in contenders:
         rate = args.gets / best[name]
         print(f"{name:>20} {rate:10.0f} {gb / rate:15.2f}x")
-    peers = [args.gets / best[n] for n, _ in contenders if n in ("gevent", "eventlet", "greenletio")]
+    peers = [
+        args.gets / best[n] for n, _ in contenders if n in ("gevent", "eventlet", "greenletio")
+    ]
     if peers:
         print(f"greenbridge / best green peer: {gb / max(peers):.2f}x (target >= 1.2x)")
 
