@@ -220,6 +220,7 @@ def test_a_shielded_wait_outlives_a_cancelled_trio_scope() -> None:
     """``shield=True`` (the drivers' wait after a cancellation) outlives trio's cancellation."""
     trio = pytest.importorskip("trio")
     from greenbridge.drivers import _waiting
+
     a, b = socket.socketpair()
     results: dict[str, object] = {}
 
@@ -247,3 +248,70 @@ def test_a_shielded_wait_outlives_a_cancelled_trio_scope() -> None:
     assert results["waited"] >= 0.04  # type: ignore[operator]
     assert results["ready"] is True
     assert "unshielded" not in results
+
+
+def test_an_exchange_reuses_its_registration_and_leaves_none(aio: Backend) -> None:
+    # Two green threads exchanging over a socketpair wait on each socket again
+    # and again: the registration kept by the watch that fired serves the
+    # next wait (see _hub._asyncio.Watch), and nothing stays registered after.
+    from greenbridge.green import socket as gsocket
+
+    rounds = 50
+
+    def server(s: socket.socket) -> None:
+        while data := s.recv(64):
+            s.sendall(data)
+
+    def client(s: socket.socket) -> list[bytes]:
+        got = []
+        for i in range(rounds):
+            s.sendall(b"%d" % i)
+            got.append(s.recv(64))
+        return got
+
+    async def main() -> tuple[list[bytes], int]:
+        loop = asyncio.get_running_loop()
+        calls = [0]
+        add_reader = loop.add_reader
+
+        def counting_add_reader(*args: object) -> None:
+            calls[0] += 1
+            add_reader(*args)  # type: ignore[arg-type]
+
+        loop.add_reader = counting_add_reader  # type: ignore[method-assign]
+        a, b = gsocket.socketpair()
+        with a, b:
+            srv = greenbridge.spawn(server, b)
+            got = await greenbridge.spawn(client, a)
+            a.shutdown(socket.SHUT_WR)
+            await srv
+            assert a.fileno() not in registered_fds(loop)
+            assert b.fileno() not in registered_fds(loop)
+        del loop.add_reader
+        return got, calls[0]
+
+    got, add_readers = aio.run(main)
+    assert got == [b"%d" % i for i in range(rounds)]  # as with OS threads
+    # 2 * rounds waits in all; a registration per wait would be 100 calls.
+    assert add_readers < rounds // 2, add_readers
+
+
+def test_a_socket_wait_with_a_timeout_times_out_and_unregisters(aio: Backend) -> None:
+    from greenbridge.green import socket as gsocket
+
+    def recv(s: socket.socket) -> str:
+        s.settimeout(0.05)
+        try:
+            s.recv(1)
+        except TimeoutError as exc:
+            return str(exc)
+        return "no timeout"
+
+    async def main() -> str:
+        a, b = gsocket.socketpair()
+        with a, b:
+            result = await greenbridge.spawn(recv, a)
+            assert a.fileno() not in registered_fds(asyncio.get_running_loop())
+            return result  # type: ignore[no-any-return]
+
+    assert aio.run(main) == "timed out"

@@ -210,7 +210,10 @@ def _describe_await(locs: dict[str, Any]) -> str:
 
 def _describe(frames: list[FrameType]) -> tuple[str, float | None]:
     """What the innermost frames (innermost first) say the worker waits on."""
-    hub_wait = _code_of("greenbridge._hub._asyncio", "wait")
+    hub_waits = (
+        _code_of("greenbridge._hub._asyncio", "wait"),
+        _code_of("greenbridge._hub._asyncio", "wait_owned"),  # the green socket's
+    )
     waiter_wait = _code_of("greenbridge.green._waiter", "Waiter", "wait")
     await_code = getattr(await_, "__code__", None)
     # The greenbridge frames next to the innermost one; the outermost known
@@ -223,7 +226,7 @@ def _describe(frames: list[FrameType]) -> tuple[str, float | None]:
     found: tuple[str, float | None] | None = None
     for i, frame in enumerate(run):
         code = frame.f_code
-        if code is hub_wait:
+        if code in hub_waits:
             found = _describe_hub(frame.f_locals)
         elif code is waiter_wait:
             locs = frame.f_locals

@@ -73,6 +73,7 @@ __all__ = [
 
 _monotonic = _time.monotonic
 _aio_wait = _asyncio.wait
+_aio_wait_owned = _asyncio.wait_owned
 
 
 def where_to_wait() -> Where:
@@ -202,7 +203,7 @@ def wait_socket(sock: Any, fd: int, readable: bool, timeout: float | None = None
             # classification: straight into the wait, with one descriptor.
             if timeout is not None:
                 timeout = _check_timeout(timeout)
-            return _aio_wait(loop, current, fd, readable, sock, timeout)
+            return _aio_wait_owned(loop, current, fd, readable, sock, timeout)
     if readable:
         return _wait([fd], [], sock, timeout, False)
     return _wait([], [fd], sock, timeout, False)

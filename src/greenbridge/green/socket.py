@@ -62,6 +62,7 @@ _c_connect = _CSocket.connect
 _c_settimeout = _CSocket.settimeout
 _c_gettimeout = _CSocket.gettimeout
 _c_close = _CSocket.close
+_fileno = _CSocket.fileno
 _strerror = original("os").strerror
 
 
@@ -106,6 +107,14 @@ def _with_flags(op: Any, readable: bool) -> Any:
         except BlockingIOError:
             if self._gb_timeout == 0.0 or flags & _DONTWAIT:
                 raise
+        if self._gb_timeout is None:  # `_retry`, inlined for a blocking socket
+            fd = _fileno(self)
+            while True:
+                _wait_socket(self, fd, readable, None)
+                try:
+                    return op(self, arg, flags)
+                except BlockingIOError:
+                    pass
         return self._retry(op, readable, (arg, flags))
 
     return _name_method(method, op)
@@ -120,6 +129,14 @@ def _into(op: Any) -> Any:
         except BlockingIOError:
             if self._gb_timeout == 0.0 or flags & _DONTWAIT:
                 raise
+        if self._gb_timeout is None:  # `_retry`, inlined for a blocking socket
+            fd = _fileno(self)
+            while True:
+                _wait_socket(self, fd, True, None)
+                try:
+                    return op(self, buffer, nbytes, flags)
+                except BlockingIOError:
+                    pass
         return self._retry(op, True, (buffer, nbytes, flags))
 
     return _name_method(method, op)
@@ -190,7 +207,15 @@ class socket(_std.socket):  # noqa: N801 - the stdlib's name
         Within the socket's timeout, or what is left in ``time_left`` (see
         `greenbridge.green._util.waits`) when one timeout bounds several calls.
         """
-        fd = self.fileno()
+        fd = _fileno(self)
+        if time_left is None and self._gb_timeout is None:
+            # A blocking socket: no deadline to keep (and no iterator to make).
+            while True:
+                _wait_socket(self, fd, readable, None)
+                try:
+                    return op(self, *args)
+                except BlockingIOError:
+                    pass
         for remaining in _waits(self._gb_timeout) if time_left is None else time_left:
             if not _wait_socket(self, fd, readable, remaining):
                 break

@@ -33,6 +33,8 @@ _std: Any = original("ssl")
 _util.reexport(globals(), _std)
 
 _WantRead = _std.SSLWantReadError
+_std_read = _std.SSLSocket.read  # called with self: no super() object per call
+_std_write = _std.SSLSocket.write
 _WantWrite = _std.SSLWantWriteError
 _timeout_error: Any = _gsocket.timeout  # type: ignore[attr-defined]
 
@@ -52,7 +54,7 @@ class SSLSocket(_std.SSLSocket, _gsocket.socket):  # type: ignore[misc]
     def _ssl_retry(self, what: str, fn: Any, *args: Any) -> Any:
         """Call ``fn`` until OpenSSL stops asking to wait, within the socket's timeout."""
         timeout = self._gb_timeout
-        time_left = _util.waits(timeout)
+        time_left = None  # the deadline, made at the first wait (most calls make none)
         while True:
             try:
                 return fn(*args)
@@ -64,6 +66,8 @@ class SSLSocket(_std.SSLSocket, _gsocket.socket):  # type: ignore[misc]
                 if timeout == 0.0:
                     raise
                 readable = False
+            if time_left is None:
+                time_left = _util.waits(timeout)
             remaining = next(time_left, 0.0)
             if remaining == 0.0 or not _wait_socket(self, self.fileno(), readable, remaining):
                 raise _timeout_error(f"The {what} operation timed out")
@@ -81,11 +85,11 @@ class SSLSocket(_std.SSLSocket, _gsocket.socket):  # type: ignore[misc]
 
     def read(self, len: int = 1024, buffer: Any = None) -> Any:  # noqa: A002 - stdlib signature
         """``SSLSocket.read``; waits cooperatively."""
-        return self._ssl_retry("read", super().read, len, buffer)
+        return self._ssl_retry("read", _std_read, self, len, buffer)
 
     def write(self, data: Any) -> int:
         """``SSLSocket.write``; waits cooperatively."""
-        return self._ssl_retry("write", super().write, data)  # type: ignore[no-any-return]
+        return self._ssl_retry("write", _std_write, self, data)  # type: ignore[no-any-return]
 
     def send(self, data: Any, flags: int = 0) -> int:
         """``SSLSocket.send``; waits cooperatively."""
