@@ -189,7 +189,7 @@ def test_more_depths_than_pools_keep_matching_headroom(backend: Backend) -> None
     async def main() -> list[tuple[int, int]]:
         seen = []
         for _ in range(2):
-            for k in range(0, 40 * (_trampoline.MAX_DEPTHS + 3), 40):
+            for k in range(0, 20 * (_trampoline.MAX_DEPTHS + 3), 20):
                 seen.append(await at(k))
         assert len(_trampoline.thread_pools()) <= _trampoline.MAX_DEPTHS
         return seen

@@ -84,7 +84,11 @@ _CO_ITERABLE_COROUTINE = inspect.CO_ITERABLE_COROUTINE
 #: Largest number of parked worker greenlets kept per thread and recursion depth.
 POOL_SIZE = 64
 #: Largest number of recursion depths that keep a pool of workers, per thread.
-MAX_DEPTHS = 8
+#: A framework calls bridged code from many depths: Django's handler stack
+#: reaches ``sync_to_async`` from about 12 per request (each middleware adds
+#: one); with fewer pools than that, every request evicted the oldest pools
+#: and made their workers again (a fifth of its instructions, callgrind).
+MAX_DEPTHS = 32
 
 
 class Signal:
