@@ -32,7 +32,15 @@ same run.
 Run:  python benchmarks/bench_django.py [--setups conn,pool]
           [--modes asgi,gthread,gevent,greenbridge] [--duration 10] [--warmup 3]
           [--clients 200] [--quick] [--gevent-python /path/to/venv/bin/python]
+          [--driver psycopg|psycopg2] [--gevent-driver psycopg2|psycopg]
           [--profile DIR] [--json FILE]
+
+The drivers: psycopg 3 everywhere, except gevent with a connection per request,
+which uses psycopg2 with psycogreen (the usual gevent set-up) unless
+``--gevent-driver psycopg`` (psycopg 3 cooperates with gevent by itself);
+``--driver psycopg2`` puts the other modes on psycopg2 in that set-up too
+(greenbridge then patches it with ``patch_psycopg2()``).  Django's pool needs
+psycopg 3.
 
 ``--profile DIR`` runs cProfile in the ASGI servers' event-loop thread over the
 measured window and prints where their CPU per request goes (the files stay
@@ -264,9 +272,10 @@ def run_one(
     result = Result(setup, mode)
     port = free_port()
     env = dict(env, GB_EXAMPLE_DJANGO_DB=setup)
-    if mode == "gevent" and setup == "conn" and args.gevent_driver == "psycopg2":
+    driver = args.gevent_driver if mode == "gevent" else args.driver
+    if setup == "conn" and driver == "psycopg2":
         env["GB_EXAMPLE_DJANGO_DRIVER"] = "psycopg2"
-        result.notes.append("psycopg2 + psycogreen")
+        result.notes.append("psycopg2 + psycogreen" if mode == "gevent" else "psycopg2")
     if args.profile and mode in ("asgi", "greenbridge"):
         result.profile = str(Path(args.profile).resolve() / f"{setup}-{mode}.pstats")
         env["GB_EXAMPLE_DJANGO_PROFILE"] = result.profile
@@ -405,6 +414,12 @@ def main() -> None:
         choices=["psycopg2", "psycopg"],
         default="psycopg2",
         help="gevent's driver in the conn set-up (the pool needs psycopg 3)",
+    )
+    parser.add_argument(
+        "--driver",
+        choices=["psycopg", "psycopg2"],
+        default="psycopg",
+        help="the other modes' driver in the conn set-up",
     )
     parser.add_argument("--profile", metavar="DIR", help="cProfile the ASGI servers' loop")
     parser.add_argument("--profile-top", type=int, default=30)
