@@ -24,10 +24,14 @@ between).  For each mode: requests/s and p50/p99 latency of the responses
 that arrived in the window, the server's CPU time per request (all its
 processes), its memory per concurrent request (the growth of its resident set
 from before the load to the highest seen under load, divided by the number of
-clients), and the heartbeat's worst gap (the largest lateness of a 5 ms sleep
+clients), the heartbeat's worst gap (the largest lateness of a 5 ms sleep
 in a loop in the server's event loop, or its gevent hub, during the window:
-how long the loop was held at once).  Ratios are against the anchors of the
-same run.
+how long the loop was held at once), and the server's CPU wait (the time its
+threads were runnable but waited for a CPU, per second of the window, from
+/proc/<pid>/task/*/schedstat: near 0 on a quiet machine; where it is high,
+other processes set the pace, and a one-thread server, whose every wake-up
+waits, suffers more than one with many threads).  Ratios are against the
+anchors of the same run.
 
 Run:  python benchmarks/bench_django.py [--setups conn,pool]
           [--modes asgi,gthread,gevent,greenbridge] [--duration 10] [--warmup 3]
@@ -135,6 +139,27 @@ def cpu_seconds(pids: list[int]) -> float:
     return total
 
 
+def run_delays(pids: list[int]) -> dict[int, int]:
+    """Nanoseconds each thread of ``pids`` spent runnable but waiting for a CPU, by thread id.
+
+    (``/proc/<pid>/task/<tid>/schedstat``, second field; empty where the
+    kernel does not keep it.)
+    """
+    found: dict[int, int] = {}
+    for pid in pids:
+        try:
+            tids = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue
+        for tid in tids:
+            try:
+                with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                    found[int(tid)] = int(f.read().split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+    return found
+
+
 def rss_bytes(pids: list[int]) -> int:
     """Resident set size of ``pids``, summed."""
     total = 0
@@ -153,7 +178,10 @@ def rss_bytes(pids: list[int]) -> int:
 @contextmanager
 def serve(argv: list[str], port: int, env: dict[str, str]) -> Iterator[int]:
     """Run a server until the block ends; yield its pid once it accepts connections."""
-    proc = subprocess.Popen(argv, env=env, cwd=APP)
+    # A session of its own: where the kernel groups CPU time by session
+    # (autogroup), the server does not share this process's slice, so a
+    # one-thread server and one with 32 threads each get a whole slice.
+    proc = subprocess.Popen(argv, env=env, cwd=APP, start_new_session=True)
     try:
         wait_for_port(port, proc, timeout=60)
         yield proc.pid
@@ -184,6 +212,7 @@ class Result:
     rss_growth_mib: float = 0.0
     kib_per_concurrent_request: float = 0.0
     loop_gap_ms: float | None = None
+    cpu_wait: float = 0.0  # seconds its threads waited for a CPU, per second of the window
     profile: str | None = None
     notes: list[str] = field(default_factory=list)
 
@@ -247,10 +276,14 @@ async def load(
     if result.profile:
         await fetch_json(port, "/__bench/profile/start")
     cpu = cpu_seconds(pids)
+    delays = run_delays(pids)
     opened = time.perf_counter()
     await asyncio.sleep(duration)
     closed = time.perf_counter()
     cpu = cpu_seconds(pids) - cpu
+    # Threads that ended inside the window (asgiref's, one per request) are missed.
+    waited = sum(ns - delays.get(tid, 0) for tid, ns in run_delays(pids).items())
+    result.cpu_wait = waited / 1e9 / (closed - opened)
     beat = await fetch_json(port, "/__bench/heartbeat")
     if result.profile:
         await fetch_json(port, "/__bench/profile/stop")
@@ -329,8 +362,8 @@ def report(setup: str, rows: list[Result], args: argparse.Namespace) -> None:
     print(f"\n{setup}: {what}; {args.clients} clients, {args.duration:g} s window")
     print(
         f"  {'':28s} {'req/s':>7s} {'p50 ms':>7s} {'p99 ms':>7s} {'errors':>6s}"
-        f" {'CPU ms/req':>10s} {'RSS MiB':>7s} {'KiB/conc':>8s} {'gap ms':>7s}"
-        f" {'xASGI':>6s} {'xbest':>6s}"
+        f" {'CPU ms/req':>10s} {'CPU wait':>8s} {'RSS MiB':>7s} {'KiB/conc':>8s}"
+        f" {'gap ms':>7s} {'xASGI':>6s} {'xbest':>6s}"
     )
     by_mode = {r.mode: r for r in rows}
     stock = by_mode.get("asgi")
@@ -339,11 +372,18 @@ def report(setup: str, rows: list[Result], args: argparse.Namespace) -> None:
     for r in rows:
         print(
             f"  {LABELS[r.mode]:28s} {r.rps:7.0f} {r.p50_ms:7.0f} {r.p99_ms:7.0f} {r.errors:6d}"
-            f" {r.cpu_ms_per_request:10.2f} {r.rss_base_mib:7.0f}"
+            f" {r.cpu_ms_per_request:10.2f} {r.cpu_wait:8.2f} {r.rss_base_mib:7.0f}"
             f" {r.kib_per_concurrent_request:8.0f} {fmt(r.loop_gap_ms, '7.1f')}"
             f" {fmt(r.rps / stock.rps if stock and stock.rps else None, '6.2f')}"
             f" {fmt(r.rps / best if best else None, '6.2f')}"
             + (f"  ({', '.join(r.notes)})" if r.notes else "")
+        )
+    starved = [r for r in rows if r.cpu_wait > 0.1]
+    if starved:
+        print(
+            "  (CPU wait: seconds the server's threads were runnable but waited for a CPU,"
+            " per second; above 0.1 the machine's other load, not the server, set the pace"
+            f" of {', '.join(LABELS[r.mode] for r in starved)}: compare CPU ms/req instead)"
         )
     green = by_mode.get("greenbridge")
     if green is None or not anchors:
