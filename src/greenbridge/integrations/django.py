@@ -30,9 +30,10 @@ and Django's test clients keep Django's behaviour in the same process.
 2. **The ORM's async-safety guard.**  ``django.utils.asyncio.async_unsafe``
    raises ``SynchronousOnlyOperation`` when ``get_running_loop()`` finds a
    loop.  Its module's ``get_running_loop`` becomes a function that reports
-   "no running loop" in a greenbridge worker greenlet (bridged sync code,
-   which never runs in parallel with the loop) and asks asyncio everywhere
-   else, so a plain coroutine still gets the exception.
+   "no running loop" to bridged sync code (in a greenbridge worker
+   greenlet, with no coroutine frame between it and the worker's start:
+   it never runs in parallel with the loop) and asks asyncio everywhere
+   else, so a coroutine still gets the exception.
    ``DJANGO_ALLOW_ASYNC_UNSAFE`` is never set.
 3. **One set of connections per request.**  ``django.db.connections`` keeps
    connections in an asgiref ``Local(thread_critical=True)``: one per OS
@@ -63,10 +64,12 @@ import asyncio
 import contextvars
 import functools
 import importlib
+import inspect
 import logging
 import re
 import sys
 import threading
+import types
 import weakref
 from collections.abc import Awaitable, Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
@@ -89,10 +92,11 @@ except ImportError as exc:  # pragma: no cover - exercised only without Django
 
 from .._bridge import async_, await_
 from .._callables import is_async_callable
+from .._offload import offload
 from .._patcher import original, patch_blocking
-from .._where import ASYNCIO, TRIO, UNBRIDGED, BridgeGreenlet, where
+from .._where import UNBRIDGED, BridgeGreenlet, where
 from ..drivers import patch_psycopg, patch_psycopg2
-from ..green._ident import thread_key
+from ..green._ident import current_task, thread_key
 
 if sys.version_info >= (3, 10) or TYPE_CHECKING:
     from typing import ParamSpec
@@ -120,7 +124,7 @@ else:  # pragma: no cover - 3.9: annotations are strings, P is never evaluated
 #: The oldest and newest (major, minor) release of Django and asgiref this
 #: module was tested with; :func:`install` refuses any other.
 TESTED_VERSIONS: dict[str, tuple[tuple[int, int], tuple[int, int]]] = {
-    "django": ((4, 2), (5, 2)),
+    "django": ((4, 2), (6, 1)),
     "asgiref": ((3, 6), (3, 13)),
 }
 
@@ -220,6 +224,16 @@ def sync_to_async(
         return lambda f: sync_to_async(
             f, thread_sensitive=thread_sensitive, executor=executor, context=context
         )
+    return functools.wraps(func)(_sync_to_async(func, thread_sensitive, executor, context))
+
+
+def _sync_to_async(
+    func: Callable[P, T],
+    thread_sensitive: bool,
+    executor: ThreadPoolExecutor | None,
+    context: contextvars.Context | None,
+) -> Callable[P, Any]:
+    """:func:`sync_to_async` without the decorator form and the copied metadata."""
     if not callable(func) or is_async_callable(func):
         raise TypeError(
             "sync_to_async can only be applied to sync functions "
@@ -228,8 +242,10 @@ def sync_to_async(
     if executor is not None:
         if thread_sensitive:
             raise TypeError("executor must not be set when thread_sensitive is True")
-        return _asgiref_sync_to_async(func, thread_sensitive=False, executor=executor)
-    return functools.wraps(func)(_green(func, context))
+        return _asgiref_sync_to_async(  # type: ignore[no-any-return]
+            func, thread_sensitive=False, executor=executor
+        )
+    return _green(func, context)
 
 
 @overload
@@ -261,7 +277,8 @@ def async_to_sync(
       that thread, which persists between calls (asgiref makes a loop per
       call);
     * in plain sync code called by a coroutine (a loop runs in this thread
-      but the caller cannot be suspended): RuntimeError, as asgiref raises.
+      but the caller cannot be suspended): RuntimeError, as asgiref raises
+      (asgiref 3.13 raises it with ``force_new_loop=True`` too).
 
     With ``force_new_loop=True`` the coroutine runs on a new loop in a
     worker thread, as asgiref does, while a bridged caller is suspended
@@ -281,52 +298,47 @@ def async_to_sync(
 
     @functools.wraps(fn)
     def run(*args: P.args, **kwargs: P.kwargs) -> T:
-        place = where()
-        if place is UNBRIDGED and not force_new_loop:
+        if where() is UNBRIDGED:
             raise RuntimeError(
                 "You cannot use AsyncToSync in the same thread as an async event loop - "
                 "just await the async function directly."
             )
         if force_new_loop:
-            context = contextvars.copy_context()
 
             async def in_new_loop() -> T:
                 return await fn(*args, **kwargs)
 
-            def new_loop() -> T:
-                return context.run(asyncio.run, in_new_loop())
-
-            if place is ASYNCIO or place is TRIO:
-                return _run_in_thread(new_loop)
-            with ThreadPoolExecutor(max_workers=1) as pool:
-                return pool.submit(new_loop).result()
+            # asyncio.run in a worker thread (with a copy of the context);
+            # a bridged caller is suspended meanwhile, else the thread waits.
+            result: T = offload(asyncio.run, in_new_loop())
+            return result
         return await_(fn(*args, **kwargs))
 
     return run
-
-
-def _run_in_thread(fn: Callable[[], T]) -> T:
-    """From bridged code: run ``fn`` in a new thread, suspending only the caller."""
-
-    async def wait() -> T:
-        loop = asyncio.get_running_loop()
-        with ThreadPoolExecutor(max_workers=1) as pool:
-            return await loop.run_in_executor(pool, fn)
-
-    return await_(wait())
 
 
 # ---------------------------------------------------------------- the request scope
 
 
 class _Scope:
-    """One request of a GreenASGIHandler: its thread and its own connections."""
+    """One request of a GreenASGIHandler: its thread and its own connections.
 
-    __slots__ = ("connections", "thread")
+    ``others`` holds the connections that the request's code opened in other
+    OS threads (asgiref's executor threads, reached through asgiref's own
+    ``sync_to_async`` called by a third-party module): closed at the end of
+    the request too, which Django's ``request_finished``, run on the loop's
+    thread, would not do.
+    """
+
+    __slots__ = ("connections", "others", "thread", "users")
 
     def __init__(self) -> None:
         self.thread = _get_ident()
         self.connections: dict[str, Any] = {}
+        self.others: dict[int, dict[str, Any]] = {}
+        # The tasks that took a connection into ``connections`` (see
+        # GreenASGIHandler.__call__: a cancelled handler leaves them running).
+        self.users: set[Any] = set()
 
 
 # Set by GreenASGIHandler for its requests (and while it loads middleware).
@@ -341,10 +353,25 @@ def _inside() -> bool:
     return scope is not None and scope.thread == _get_ident()
 
 
-def _routed_sync_to_async(func: Any = None, **options: Any) -> Any:
-    if _inside():
-        return sync_to_async(func, **options)
-    return _asgiref_sync_to_async(func, **options)
+def _routed_sync_to_async(
+    func: Any = None,
+    *,
+    thread_sensitive: bool = True,
+    executor: Any = None,
+    context: contextvars.Context | None = None,
+) -> Any:
+    if not _inside():
+        if context is None:  # (older asgiref releases have no context argument)
+            return _asgiref_sync_to_async(
+                func, thread_sensitive=thread_sensitive, executor=executor
+            )
+        return _asgiref_sync_to_async(
+            func, thread_sensitive=thread_sensitive, executor=executor, context=context
+        )
+    if func is None:
+        return sync_to_async(thread_sensitive=thread_sensitive, executor=executor, context=context)
+    # (Django's calls need no copied name and docstring: skip functools.wraps)
+    return _sync_to_async(func, thread_sensitive, executor, context)
 
 
 def _routed_async_to_sync(awaitable: Any = None, **options: Any) -> Any:
@@ -360,10 +387,29 @@ _ORIGINALS = {"sync_to_async": _asgiref_sync_to_async, "async_to_sync": _asgiref
 # ---------------------------------------------------------------- the async-safety guard
 
 
+# A frame of a coroutine (or async generator) function.
+_ASYNC_CODE = inspect.CO_COROUTINE | inspect.CO_ASYNC_GENERATOR
+
+
 def _guard_get_running_loop() -> asyncio.AbstractEventLoop:
-    """``get_running_loop`` as Django's ``async_unsafe`` sees it: no loop in bridged code."""
+    """``get_running_loop`` as Django's ``async_unsafe`` sees it: no loop in bridged code.
+
+    Bridged sync code is what runs in a worker greenlet, but not everything
+    that runs there is sync code: ``await_`` steps the awaited coroutine
+    right there (see greenbridge._trampoline).  A Django async view reached
+    from a sync middleware's ``async_to_sync`` runs so, and must still be
+    refused the sync ORM, as natively.  So the frames of the call are walked
+    up to the worker's first one (a greenlet's frame chain ends there): a
+    coroutine frame on the way means the caller is async code.
+    """
     if isinstance(getcurrent(), BridgeGreenlet):
-        raise RuntimeError("no running event loop")
+        frame: types.FrameType | None = sys._getframe(1)
+        while frame is not None:
+            if frame.f_code.co_flags & _ASYNC_CODE:
+                break
+            frame = frame.f_back
+        else:
+            raise RuntimeError("no running event loop")
     return _real_get_running_loop()
 
 
@@ -390,8 +436,14 @@ class _ConnectionStore:
 
     def _store(self) -> dict[str, Any] | None:
         scope = _scope.get()
-        if scope is not None and scope.thread == _get_ident():
-            return scope.connections
+        if scope is not None:
+            ident = _get_ident()
+            if scope.thread == ident:
+                return scope.connections
+            store = scope.others.get(ident)
+            if store is None:
+                scope.others[ident] = store = {}
+            return store
         if isinstance(getcurrent(), BridgeGreenlet):
             tasks: weakref.WeakKeyDictionary[Any, dict[str, Any]] = self._tasks
             key = thread_key()
@@ -414,8 +466,18 @@ class _ConnectionStore:
         idle = _idle.get((_get_ident(), alias))
         if idle and _inside():
             store[alias] = conn = idle.pop()
+            self._used(store)
             return conn
         raise AttributeError(alias)
+
+    @staticmethod
+    def _used(store: dict[str, Any]) -> None:
+        """Note the current task as a user of ``store`` if it is a request's."""
+        scope = _scope.get()
+        if scope is not None and store is scope.connections:
+            task = current_task()
+            if task is not None:
+                scope.users.add(task)
 
     def __setattr__(self, alias: str, value: Any) -> None:
         store = self._store()
@@ -423,6 +485,7 @@ class _ConnectionStore:
             setattr(self._fallback, alias, value)
         else:
             store[alias] = value
+            self._used(store)
 
     def __delattr__(self, alias: str) -> None:
         store = self._store()
@@ -455,6 +518,18 @@ def _end_request(scope: _Scope) -> None:
                 conn.close()
         except Exception:
             logger.exception("closing the database connection %r at the end of a request", alias)
+    while scope.others:
+        _, connections = scope.others.popitem()
+        for alias, conn in connections.items():
+            # Opened in a thread that is done with it: Django's own way to
+            # let another thread close it.
+            conn.inc_thread_sharing()
+            try:
+                conn.close()
+            except Exception:
+                logger.exception("closing the database connection %r of a worker thread", alias)
+            finally:
+                conn.dec_thread_sharing()
 
 
 _green_end_request = async_(_end_request)
@@ -480,11 +555,15 @@ class GreenASGIHandler(ASGIHandler):  # type: ignore[misc]
     """
 
     def __init__(self) -> None:
-        token = _scope.set(_Scope())  # the middleware chain is adapted green
+        install()
+        loading = _Scope()
+        token = _scope.set(loading)  # the middleware chain is adapted green
         try:
             super().__init__()
         finally:
             _scope.reset(token)
+            # (a middleware that queried the database while being set up)
+            _end_request(loading)
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         """Serve one ASGI connection as Django does, with the request's sync code green."""
@@ -496,10 +575,44 @@ class GreenASGIHandler(ASGIHandler):  # type: ignore[misc]
             await super().__call__(scope, receive, send)
         finally:
             try:
-                if request.connections:
-                    await _green_end_request(request)
+                if request.connections or request.others:
+                    await _end_when_unused(request)
             finally:
                 _scope.reset(token)
+
+
+async def _end_when_unused(request: _Scope) -> None:
+    """End the request's connections now, or when the tasks still using them end.
+
+    Django's handler waits for its view task, unless the handler itself is
+    cancelled (a server's shutdown timeout): then the view task runs on,
+    orphaned, and closing its connection under it would close a socket that
+    its greenlet waits on (and whose descriptor number the next connection
+    may reuse).  So the end waits for the last of those tasks.
+    """
+    me = current_task()
+    running = [task for task in request.users if task is not me and not task.done()]
+    request.users.clear()
+    if not running:
+        await _green_end_request(request)
+        return
+    loop = asyncio.get_running_loop()
+    left = len(running)
+
+    def one_ended(_: Any) -> None:
+        nonlocal left
+        left -= 1
+        if left == 0:
+            ending = loop.create_task(_green_end_request(request))
+            _endings.add(ending)
+            ending.add_done_callback(_endings.discard)
+
+    for task in running:
+        task.add_done_callback(one_ended)
+
+
+# The deferred ends of requests whose handler was cancelled (strong references).
+_endings: set[asyncio.Task[None]] = set()
 
 
 def get_asgi_application(*, patch_drivers: bool = True) -> GreenASGIHandler:
@@ -515,12 +628,15 @@ def get_asgi_application(*, patch_drivers: bool = True) -> GreenASGIHandler:
             or :func:`greenbridge.patch_psycopg2`; for a database with
             Django's pool (``OPTIONS={"pool": ...}``), import ``psycopg_pool``
             under :func:`greenbridge.patch_blocking` (it must not have been
-            imported before).
+            imported before); for a MySQL database, check that Django gets
+            PyMySQL imported green as ``MySQLdb`` (see the guide).
 
     Raises:
         UnsupportedVersion: see :func:`install`.
         RuntimeError: ``psycopg_pool`` was imported before, with blocking
-            locks (import it under :func:`greenbridge.patch_blocking`).
+            locks (import it under :func:`greenbridge.patch_blocking`), or
+            Django's MySQL backend would use mysqlclient or PyMySQL with
+            blocking sockets.
     """
     django.setup(set_prefix=False)
     install()
@@ -532,6 +648,9 @@ def get_asgi_application(*, patch_drivers: bool = True) -> GreenASGIHandler:
 def _patch_drivers() -> None:
     from django.conf import settings
 
+    engines = [db.get("ENGINE", "") for db in settings.DATABASES.values()]
+    if any("mysql" in engine for engine in engines):
+        _check_mysql_driver()
     databases = [db for db in settings.DATABASES.values() if "postgresql" in db.get("ENGINE", "")]
     if not databases:
         return
@@ -545,13 +664,42 @@ def _patch_drivers() -> None:
         _import_green_pool()
 
 
+_PYMYSQL_FIX = (
+    "import it under greenbridge.patch_blocking() before Django loads its MySQL backend: "
+    "`with greenbridge.patch_blocking(): import pymysql` then `pymysql.install_as_MySQLdb()`"
+)
+
+
+def _check_mysql_driver() -> None:
+    """Django's MySQL backend must get green PyMySQL as ``MySQLdb``, not mysqlclient."""
+    try:
+        mysqldb = importlib.import_module("MySQLdb")
+    except ImportError:
+        return  # Django raises its own error when the backend loads
+    if not mysqldb.__name__.startswith("pymysql"):
+        raise RuntimeError(
+            "Django's MySQL backend uses mysqlclient here, whose C calls block the event "
+            f"loop for every query of every request: use PyMySQL instead, {_PYMYSQL_FIX}"
+        )
+    connections = sys.modules.get("pymysql.connections")
+    if connections is not None and getattr(connections, "socket", None) is original("socket"):
+        raise RuntimeError(
+            "PyMySQL was imported with the blocking socket module: each query would "
+            f"block the event loop; {_PYMYSQL_FIX}"
+        )
+
+
+# The psycopg_pool modules that bind ``threading`` (3.2+: _acompat; before: pool).
+_POOL_MODULES = ("psycopg_pool._acompat", "psycopg_pool.pool")
+
+
 def _import_green_pool() -> None:
-    pool = sys.modules.get("psycopg_pool.pool")
-    if pool is None:
+    if "psycopg_pool" not in sys.modules:
         with patch_blocking():
             importlib.import_module("psycopg_pool")
         return
-    if getattr(pool, "threading", None) is original("threading"):
+    blocking = original("threading")
+    if any(getattr(sys.modules.get(name), "threading", None) is blocking for name in _POOL_MODULES):
         raise RuntimeError(
             "psycopg_pool was imported before greenbridge's get_asgi_application() with "
             "blocking locks: a request waiting for a pooled connection would block the "
@@ -569,13 +717,14 @@ _saved: list[tuple[Any, str, Any]] = []
 _scanned_modules = 0
 
 #: The modules whose globals must be asgiref's functions for :func:`install`
-#: to proceed (the handler stack), with the names each must hold.
-_REQUIRED: dict[str, tuple[str, ...]] = {
-    "django.core.handlers.base": ("sync_to_async", "async_to_sync"),
-    "django.core.handlers.asgi": ("sync_to_async",),
-    "django.core.handlers.exception": ("sync_to_async",),
-    "django.utils.deprecation": ("sync_to_async",),
-    "django.dispatch.dispatcher": ("sync_to_async", "async_to_sync"),
+#: to proceed (the handler stack), with the names each must hold and the
+#: first Django release that has them (signals became async in 5.0).
+_REQUIRED: dict[str, tuple[tuple[str, ...], tuple[int, int]]] = {
+    "django.core.handlers.base": (("sync_to_async", "async_to_sync"), (4, 2)),
+    "django.core.handlers.asgi": (("sync_to_async",), (4, 2)),
+    "django.core.handlers.exception": (("sync_to_async",), (4, 2)),
+    "django.utils.deprecation": (("sync_to_async",), (4, 2)),
+    "django.dispatch.dispatcher": (("sync_to_async", "async_to_sync"), (5, 0)),
 }
 
 
@@ -638,7 +787,10 @@ def install() -> None:
         _check_version("django", django.__version__)
         _check_version("asgiref", asgiref.__version__)
         plan: list[tuple[Any, str, Any, Any]] = []
-        for module_name, attributes in _REQUIRED.items():
+        release = _version(django.__version__)
+        for module_name, (attributes, since) in _REQUIRED.items():
+            if release < since:
+                continue
             module = importlib.import_module(module_name)
             for attribute in attributes:
                 current = getattr(module, attribute, None)

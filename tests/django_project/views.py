@@ -1,0 +1,101 @@
+"""Views of the test project: sync ones on the ORM and raw SQL, async ones beside them."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from django.core.exceptions import SynchronousOnlyOperation
+from django.db import connections, transaction
+from django.http import HttpRequest, HttpResponse, JsonResponse
+
+from .models import Item
+
+
+def _sleep(alias: str, seconds: float) -> int:
+    """Sleep ``seconds`` in the database ``alias``; the server's id of the connection."""
+    connection = connections[alias]
+    if connection.vendor == "mysql":
+        sql = "SELECT SLEEP(%s), CONNECTION_ID()"
+    else:
+        sql = "SELECT pg_sleep(%s), pg_backend_pid()"
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [seconds])
+        return int(cursor.fetchone()[1])
+
+
+def _answer(**data: Any) -> JsonResponse:
+    return JsonResponse({"thread": threading.current_thread().name, **data})
+
+
+def hello(request: HttpRequest) -> HttpResponse:
+    """A sync view with no database: the handler's own cost."""
+    return HttpResponse("hello")
+
+
+def sleep(request: HttpRequest) -> HttpResponse:
+    seconds = float(request.GET.get("t", "0"))
+    return _answer(pid=_sleep(request.GET.get("alias", "default"), seconds))
+
+
+def atomic(request: HttpRequest) -> HttpResponse:
+    """Write a row in a transaction, wait, and optionally fail (rolling it back)."""
+    name = request.GET["name"]
+    with transaction.atomic():
+        Item.objects.create(name=name)
+        pid = _sleep("default", float(request.GET.get("t", "0")))
+        seen = Item.objects.filter(name=name).count()
+        if request.GET.get("fail"):
+            raise RuntimeError("failed inside transaction.atomic()")
+    return _answer(pid=pid, seen=seen)
+
+
+def count(request: HttpRequest) -> HttpResponse:
+    return _answer(count=Item.objects.filter(name=request.GET["name"]).count())
+
+
+async def async_view(request: HttpRequest) -> HttpResponse:
+    """A native async view on the async ORM (which Django runs through sync_to_async)."""
+    number = await Item.objects.filter(name=request.GET.get("name", "")).acount()
+    return _answer(count=number, view="async")
+
+
+async def async_asgiref(request: HttpRequest) -> HttpResponse:
+    """The ORM through asgiref's own sync_to_async, as a third-party app would call it."""
+
+    def count() -> tuple[int, str]:
+        return Item.objects.count(), threading.current_thread().name
+
+    number, worker = await sync_to_async(count)()
+    return _answer(count=number, worker=worker)
+
+
+async def async_orm_direct(request: HttpRequest) -> HttpResponse:
+    """The sync ORM from a coroutine: Django must refuse it."""
+    try:
+        Item.objects.count()
+    except SynchronousOnlyOperation as exc:
+        return _answer(error=type(exc).__name__)
+    return _answer(error=None)
+
+
+def boom(request: HttpRequest) -> HttpResponse:
+    raise ValueError("boom from a sync view")
+
+
+def pooled(request: HttpRequest) -> HttpResponse:
+    return _answer(pid=_sleep("pooled", float(request.GET.get("t", "0"))))
+
+
+def close_pool(request: HttpRequest) -> HttpResponse:
+    connections["pooled"].close_pool()
+    return _answer(closed=True)
+
+
+def persistent(request: HttpRequest) -> HttpResponse:
+    """The backend of a CONN_MAX_AGE=None connection (``?close=1``: close it)."""
+    pid = _sleep("persistent", 0)
+    if request.GET.get("close"):
+        connections["persistent"].close()
+    return _answer(pid=pid)
