@@ -92,7 +92,7 @@ def test_view_under_the_test_client_and_wsgi(db: str) -> None:
 
         print(json.dumps(call("/item/8")))
         print(json.dumps(call("/__bench/heartbeat")))
-        if connection.pool:
+        if getattr(connection, "pool", None):  # (Django 5.1+)
             connection.close_pool()
         """,
         GB_EXAMPLE_DJANGO_DB=db,
