@@ -6,22 +6,31 @@ subprocess of its own (the rest of the suite may configure Django otherwise).
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
 import sys
 import textwrap
+from importlib import metadata
 from pathlib import Path
 
 import pytest
 
 from .helpers import require_postgres
 
-django = pytest.importorskip("django")
-pytest.importorskip("psycopg")
+
+def _installed(name: str) -> bool:
+    # Found, not imported: this process must not import psycopg_pool (the
+    # Django integration's tests need it imported green, or not at all).
+    return importlib.util.find_spec(name) is not None
+
+
+if not (_installed("django") and _installed("psycopg")):
+    pytest.skip("needs Django and psycopg 3", allow_module_level=True)
 
 # Django's own pool (OPTIONS={"pool": ...}) came with Django 5.1.
-HAS_POOL = django.VERSION >= (5, 1)
+HAS_POOL = tuple(int(part) for part in metadata.version("django").split(".")[:2]) >= (5, 1)
 
 ROOT = Path(__file__).resolve().parent.parent
 APP = ROOT / "examples" / "django_app"
@@ -69,7 +78,8 @@ def test_view_under_the_test_client_and_wsgi(db: str) -> None:
     if db == "pool":
         if not HAS_POOL:
             pytest.skip("Django's own pool needs Django 5.1+")
-        pytest.importorskip("psycopg_pool")
+        if not _installed("psycopg_pool"):
+            pytest.skip("needs psycopg_pool")
     out = _run(
         """
         import io, json, wsgiref.util
@@ -108,11 +118,10 @@ def test_view_under_the_test_client_and_wsgi(db: str) -> None:
 def test_benchmark_runs_greenbridge(tmp_path: Path) -> None:
     """A tiny run of the benchmark itself: greenbridge under uvicorn, both set-ups."""
     require_postgres()
-    pytest.importorskip("greenbridge.integrations.django")
-    pytest.importorskip("uvicorn")
+    if not _installed("uvicorn"):
+        pytest.skip("needs uvicorn")
     setups = ["conn"]
-    if HAS_POOL:
-        pytest.importorskip("psycopg_pool")
+    if HAS_POOL and _installed("psycopg_pool"):
         setups.append("pool")
     out = tmp_path / "results.json"
     done = subprocess.run(
