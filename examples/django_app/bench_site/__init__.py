@@ -1,0 +1,1 @@
+"""The Django project of examples/django_app (settings, URLs, the ASGI and WSGI entry points)."""

@@ -1,0 +1,1 @@
+"""The example's one app: a model, a view that queries PostgreSQL, a template."""
