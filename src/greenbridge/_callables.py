@@ -17,6 +17,8 @@ __all__ = ["callable_name", "is_async_callable"]
 _CO_ITERABLE_COROUTINE = inspect.CO_ITERABLE_COROUTINE
 _CO_ASYNC = inspect.CO_COROUTINE | _CO_ITERABLE_COROUTINE
 _FunctionType = types.FunctionType
+_MethodType = types.MethodType
+_MARK = "_is_coroutine_marker"  # the attribute inspect.markcoroutinefunction sets
 
 
 def callable_name(fn: object) -> str:
@@ -40,11 +42,14 @@ def is_async_callable(fn: object) -> bool:
     objects whose class has an ``async def __call__``, and generator-based
     coroutine functions (``@types.coroutine``).
     """
+    if type(fn) is _MethodType:  # a bound method is async if its function is
+        fn = fn.__func__
     if type(fn) is _FunctionType:  # the usual case, kept cheap for spawn()
         if fn.__code__.co_flags & _CO_ASYNC:
             return True
-        # inspect.markcoroutinefunction() (3.12+) leaves a mark in __dict__.
-        return bool(fn.__dict__) and inspect.iscoroutinefunction(fn)
+        # inspect.markcoroutinefunction() (3.12+) leaves a mark in __dict__
+        # (and functools.wraps fills __dict__ too: look for the mark first).
+        return _MARK in fn.__dict__ and inspect.iscoroutinefunction(fn)
     while isinstance(fn, functools.partial):
         fn = fn.func
     if inspect.iscoroutinefunction(fn) or _is_generator_coroutine_function(fn):
