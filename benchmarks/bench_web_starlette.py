@@ -19,7 +19,9 @@ Workloads:
   20 connections: requests/s, p50 and p99 latency, the server's CPU time per
   request, ratios to stock; once with
   no response model (``/item``) and once with a return annotation
-  (``/item-typed``, whose result FastAPI validates in its thread pool).
+  (``/item-typed``, whose result FastAPI validates in its thread pool); and
+  with the asyncpg contender's shape (``/item-release``: the connection goes
+  back to the pool right after the query, not at the request's teardown).
 - ``upstream``: the same 200 clients, a ``def`` path operation that calls a
   50 ms upstream HTTP service with ``requests`` (``examples/asgi_app/upstream.py``;
   imported under ``greenbridge.patch_blocking()`` in the green server).
@@ -160,6 +162,14 @@ def build_app(mode: str, pool: int, pool_timeout: float) -> Any:
     async def async_noop() -> Any:
         return {"ok": "yes"}
 
+    # The asyncpg contender's shape: the connection goes back to the pool as
+    # soon as the query is done, not at the request's teardown.
+    @app.get("/item-release", response_model=None)
+    def item_release() -> Any:
+        with engine.connect() as conn:
+            conn.execute(query)
+        return {"ok": "yes"}
+
     user_dependency = Depends(current_user)
 
     @app.get("/user-item")
@@ -283,6 +293,8 @@ def bench_pool(clients: int, seconds: float) -> None:
         ("stock-typed", "stock", "/item-typed"),
         ("green", "green", "/item"),
         ("green-typed", "green", "/item-typed"),
+        ("stock-release", "stock", "/item-release"),
+        ("green-release", "green", "/item-release"),
     ]
     if have_asyncpg():
         runs.append(("asyncpg", "asyncpg", "/item"))
@@ -292,8 +304,9 @@ def bench_pool(clients: int, seconds: float) -> None:
         with server(mode, pool=20) as (port, pid):
             results[name] = r = measured_load(port, pid, path, clients, seconds)
         print(row(name, r))
-    pairs = [("green", "stock"), ("green-typed", "stock-typed")]
-    pairs += [("green", "asyncpg")] if "asyncpg" in modes else []
+    pairs = [("green", "stock"), ("green-typed", "stock-typed"), ("green-release", "stock-release")]
+    if "asyncpg" in modes:
+        pairs += [("green", "asyncpg"), ("green-release", "asyncpg")]
     for mine, anchor in pairs:
         r, base = results[mine], results[anchor]
         print(
