@@ -66,7 +66,6 @@ import functools
 import importlib
 import inspect
 import logging
-import re
 import sys
 import threading
 import types
@@ -97,6 +96,7 @@ from .._patcher import original, patch_blocking
 from .._where import UNBRIDGED, BridgeGreenlet, where
 from ..drivers import patch_psycopg, patch_psycopg2
 from ..green._ident import current_task, thread_key
+from ._versions import check_release, release
 
 if sys.version_info >= (3, 10) or TYPE_CHECKING:
     from typing import ParamSpec
@@ -729,22 +729,11 @@ _REQUIRED: dict[str, tuple[tuple[str, ...], tuple[int, int]]] = {
 
 
 def _version(text: str) -> tuple[int, int]:
-    match = re.match(r"(\d+)\.(\d+)", text)
-    if match is None:
-        raise UnsupportedVersion(f"cannot read the version {text!r}")
-    return int(match.group(1)), int(match.group(2))
+    return release(text, UnsupportedVersion)
 
 
 def _check_version(name: str, version: str) -> None:
-    oldest, newest = TESTED_VERSIONS[name]
-    if not oldest <= _version(version) <= newest:
-        tested = f"{oldest[0]}.{oldest[1]} to {newest[0]}.{newest[1]}"
-        raise UnsupportedVersion(
-            f"greenbridge.integrations.django was tested with {name} {tested}, not "
-            f"{name} {version}: it replaces functions inside Django, whose layout changes "
-            f"between releases; install a tested {name} version (or a greenbridge release "
-            "that supports this one)"
-        )
+    check_release("django", name, version, TESTED_VERSIONS, UnsupportedVersion)
 
 
 def _patch_modules() -> None:

@@ -43,7 +43,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib
-import re
 import sys
 import threading
 import weakref
@@ -65,6 +64,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without Starlett
 
 from .._bridge import async_
 from .._detector import BlockingReport, detect_blocking
+from ._versions import check_release, release
 
 __all__ = [
     "PATCHES",
@@ -299,22 +299,11 @@ _lock = threading.Lock()
 
 
 def _version(text: str) -> tuple[int, int]:
-    match = re.match(r"(\d+)\.(\d+)", text)
-    if match is None:
-        raise UnsupportedVersion(f"cannot read the version {text!r}")
-    return int(match.group(1)), int(match.group(2))
+    return release(text, UnsupportedVersion)
 
 
 def _check_version(name: str, version: str) -> None:
-    oldest, newest = TESTED_VERSIONS[name]
-    if not oldest <= _version(version) <= newest:
-        tested = f"{oldest[0]}.{oldest[1]} to {newest[0]}.{newest[1]}"
-        raise UnsupportedVersion(
-            f"greenbridge.integrations.starlette was tested with {name} {tested}, "
-            f"not {name} {version}: it replaces functions inside {name}, whose layout "
-            f"changes between releases; install a tested {name} version (or a "
-            "greenbridge release that supports this one)"
-        )
+    check_release("starlette", name, version, TESTED_VERSIONS, UnsupportedVersion)
 
 
 def _resolve(ref: str) -> Any:
