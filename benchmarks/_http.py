@@ -1,4 +1,4 @@
-"""What the web benchmarks share: a free port, waiting for a server, a keep-alive GET, CPU time.
+"""What the web benchmarks share: a free port, a server process, a keep-alive GET, CPU time.
 
 Also ``profile_if_asked()``: with ``GB_BENCH_PROFILE=/some/prefix`` in the
 environment, each server process runs under cProfile and writes
@@ -16,6 +16,9 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 
@@ -38,6 +41,31 @@ def wait_for_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 30)
         except OSError:
             time.sleep(0.05)
     raise TimeoutError(f"nothing listens on port {port} after {timeout} s")
+
+
+@contextmanager
+def server_process(
+    argv: list[str],
+    port: int,
+    env: dict[str, str],
+    cwd: Path,
+    *,
+    new_session: bool = False,
+    start_timeout: float = 30,
+    stop_timeout: float = 15,
+) -> Iterator[int]:
+    """Run a server until the block ends; yield its pid once it accepts connections."""
+    proc = subprocess.Popen(argv, env=env, cwd=cwd, start_new_session=new_session)
+    try:
+        wait_for_port(port, proc, timeout=start_timeout)
+        yield proc.pid
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(stop_timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 async def get(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, path: str) -> int:

@@ -58,7 +58,6 @@ import asyncio
 import json
 import os
 import pstats
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -66,7 +65,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from _http import free_port, get, wait_for_port
+from _http import free_port, get, server_process
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -181,17 +180,10 @@ def serve(argv: list[str], port: int, env: dict[str, str]) -> Iterator[int]:
     # A session of its own: where the kernel groups CPU time by session
     # (autogroup), the server does not share this process's slice, so a
     # one-thread server and one with 32 threads each get a whole slice.
-    proc = subprocess.Popen(argv, env=env, cwd=APP, start_new_session=True)
-    try:
-        wait_for_port(port, proc, timeout=60)
-        yield proc.pid
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    with server_process(
+        argv, port, env, APP, new_session=True, start_timeout=60, stop_timeout=20
+    ) as pid:
+        yield pid
 
 
 # ---------------------------------------------------------------- the load

@@ -35,7 +35,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from _http import cpu_seconds, free_port, get, wait_for_port
+from _http import cpu_seconds, free_port, get, server_process
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -44,17 +44,8 @@ UPSTREAM = ROOT / "examples" / "asgi_app" / "upstream.py"
 
 @contextmanager
 def process(args: list[str], port: int, env: dict[str, str]) -> Iterator[int]:
-    proc = subprocess.Popen(args, env=env, cwd=HERE)
-    try:
-        wait_for_port(port, proc)
-        yield proc.pid
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    with server_process(args, port, env, HERE) as pid:
+        yield pid
 
 
 def contenders(python: str, gevent_python: str | None) -> list[tuple[str, str, str, list[str]]]:
