@@ -254,7 +254,10 @@ class Timers:
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.heap: list[float] = []  # the deadlines in ``due``
         self.due: dict[float, list[Wait]] = {}
-        self.handle: asyncio.TimerHandle | None = None  # the loop's timer, for armed_at
+        # The loop's timer, for armed_at: weakly, as the loop holds it while it is
+        # scheduled, and it holds the loop, which must not outlive its last
+        # reference through this registry (a value of a weak dictionary).
+        self.handle: weakref.ref[asyncio.TimerHandle] | None = None
         self.armed_at = math.inf
         self.waits = 0  # the waits in ``due``
         self.dead = 0  # how many of them are disarmed (at most: see forget)
@@ -271,10 +274,18 @@ class Timers:
         self.due[when] = [waiter]
         _heappush(self.heap, when)
         if when < self.armed_at:
-            if self.handle is not None:
-                self.handle.cancel()
+            self._cancel()
             self.armed_at = when
-            self.handle = loop.call_at(when, self.fire, loop)
+            self.handle = weakref.ref(loop.call_at(when, self.fire, loop))
+
+    def _cancel(self) -> None:
+        """Cancel the loop's timer, if one is armed."""
+        ref = self.handle
+        if ref is not None:
+            self.handle = None
+            handle = ref()
+            if handle is not None:
+                handle.cancel()
 
     def forget(self) -> None:
         """A sleep ended before its deadline (its Wait is disarmed): drop it some time.
@@ -298,9 +309,8 @@ class Timers:
             heapq.heapify(self.heap)
             self.waits = waits
             self.dead = 0
-            if not due and self.handle is not None:  # nobody left to wake
-                self.handle.cancel()
-                self.handle = None
+            if not due:  # nobody left to wake
+                self._cancel()
                 self.armed_at = math.inf
 
     def fire(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -323,7 +333,7 @@ class Timers:
         if heap:
             when = heap[0]
             self.armed_at = when
-            self.handle = loop.call_at(when, self.fire, loop)
+            self.handle = weakref.ref(loop.call_at(when, self.fire, loop))
         for index, waits in enumerate(batches):
             try:
                 for waiter in waits:
