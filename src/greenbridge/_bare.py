@@ -218,33 +218,31 @@ def _report(error: BaseException) -> None:
         loop.call_exception_handler({"message": "Exception in a green thread", "exception": error})
 
 
-def _begin(
-    run: Run, fn: Callable[..., Any], args: tuple[Any, ...], context: contextvars.Context
-) -> None:
-    """Loop callback: run ``fn(*args)`` in a pooled worker until it parks or ends."""
-    worker = pooled_worker()
-    here = getcurrent()
-    if worker.parent is not here:
-        worker.parent = here
-    worker.gr_context = context
-    worker.thread = run
-    worker.drv = run
-    run._handle(worker, worker.switch(fn, args, NO_KWARGS))
-
-
 def _begin_all(guard: _Guard) -> None:
     """Loop callback: begin every thread started since the last one, in order.
 
-    One callback per turn of the loop, not one per thread: 10,000 threads
-    started at once cost one ``Handle``, one Context copy for it and one
-    entry in the ready queue, not 10,000.  (A thread started by one of them
-    waits for the next turn, as it did with its own callback.)
+    Each runs in a pooled worker until it parks or ends.  One callback per
+    turn of the loop, not one per thread: 10,000 threads started at once
+    cost one ``Handle``, one Context copy for it and one entry in the ready
+    queue, not 10,000.  (A thread started by one of them waits for the next
+    turn, as it did with its own callback.)
     """
     batch = guard.starting
     guard.starting = []
+    here = getcurrent()
     for index, (run, fn, args, context) in enumerate(batch):
         try:
-            _begin(run, fn, args, context)
+            worker = pooled_worker()
+            if worker.parent is not here:
+                worker.parent = here
+            worker.gr_context = context
+            worker.thread = run
+            worker.drv = run
+            msg = worker.switch(fn, args, NO_KWARGS)
+            if msg is PARK:  # run._handle(), inlined for the common case
+                run.parked = True
+            else:
+                run._handle(worker, msg)
         except BaseException:
             # (The loop reports it.)  The rest begin at the next turn, first.
             rest = batch[index + 1 :]
