@@ -613,9 +613,18 @@ def test_an_eager_task_that_suspends_twice_in_one_await_matches_native(aio: Back
         log.append("created")
         return await task
 
-    async def main() -> list[tuple[str, list[str]]]:
+    async def main() -> list[tuple[str, list[str]]] | None:
         loop = asyncio.get_running_loop()
         loop.set_task_factory(asyncio.eager_task_factory)  # type: ignore[attr-defined,unused-ignore]
+        probe = asyncio.sleep(0)
+        try:
+            await loop.create_task(probe)
+        except TypeError as exc:  # uvloop's create_task on 3.13 passes eager_start
+            probe.close()
+            loop.set_task_factory(None)
+            if "eager_start" not in str(exc):
+                raise
+            return None
         out = []
         for parent in (native_parent, async_(sync_parent)):
             log: list[str] = []
@@ -623,7 +632,10 @@ def test_an_eager_task_that_suspends_twice_in_one_await_matches_native(aio: Back
         loop.set_task_factory(None)
         return out
 
-    native, bridged = aio.run(main)
+    outcome = aio.run(main)
+    if outcome is None:
+        pytest.skip(f"{aio.name}'s create_task and asyncio.eager_task_factory disagree here")
+    native, bridged = outcome
     assert native == ("result", ["first turn", "created", "second turn", "third turn"])
     assert bridged == native
 
