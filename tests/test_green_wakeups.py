@@ -598,11 +598,17 @@ def test_condition_wait_timed_out_but_notified_reports_it(aio: Backend) -> None:
         ta, tb = gt.Thread(target=a), gt.Thread(target=b)
         ta.start()
         tb.start()
-        gt.Event().wait(0.001)
-        with cond:  # A's timer fires now; A then waits for the lock
-            gt.Event().wait(0.05)
-            assert cond._waiters and "A" not in results
-            cond.notify(1)
+        # Take the lock once both wait (on a loaded uvloop a 1 ms timer can run
+        # before the threads' first step, so one fixed pause is not enough).
+        cond.acquire()
+        while len(cond._waiters) < 2:
+            cond.release()
+            gt.Event().wait(0.001)
+            cond.acquire()
+        gt.Event().wait(0.05)  # A's timer fires now; A then waits for the lock
+        assert cond._waiters and "A" not in results
+        cond.notify(1)
+        cond.release()
         ta.join()
         with cond:
             b_still_waiting = len(cond._waiters) == 1 and "B" not in results
