@@ -315,3 +315,50 @@ def test_a_socket_wait_with_a_timeout_times_out_and_unregisters(aio: Backend) ->
             return result  # type: ignore[no-any-return]
 
     assert aio.run(main) == "timed out"
+
+
+def test_sleeps_wake_in_deadline_order_as_native_sleeps(aio: Backend) -> None:
+    # The hub keeps the sleeps of workers in a heap of its own, with one loop
+    # timer (greenbridge._hub._asyncio.Timers): they wake in the order native
+    # asyncio.sleep() calls of the same lengths wake.
+    lengths = [0.05, 0.01, 0.04, 0.02, 0.03, 0.06, 0.015, 0.035]
+
+    def green(i: int, order: list[int]) -> None:
+        _hub.sleep(lengths[i])
+        order.append(i)
+
+    async def native(i: int, order: list[int]) -> None:
+        await asyncio.sleep(lengths[i])
+        order.append(i)
+
+    async def main() -> tuple[list[int], list[int]]:
+        green_order: list[int] = []
+        native_order: list[int] = []
+        await asyncio.gather(*(greenbridge.async_(green)(i, green_order) for i in range(8)))
+        await asyncio.gather(*(native(i, native_order) for i in range(8)))
+        return green_order, native_order
+
+    green_order, native_order = aio.run(main)
+    assert green_order == native_order == sorted(range(8), key=lengths.__getitem__)
+
+
+def test_cancelled_sleeps_leave_no_timer_and_later_sleeps_still_wake(aio: Backend) -> None:
+    async def main() -> tuple[list[bool], tuple[int, bool], bool]:
+        loop = asyncio.get_running_loop()
+        tasks = [greenbridge.spawn(_hub.sleep, 100.0) for _ in range(300)]
+        await asyncio.sleep(0.01)  # every one asleep
+        for task in tasks:
+            task.cancel()
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+        timers = _hub._asyncio.registry(loop).timers
+        # A short sleep after them wakes on time (the loop's timer is re-armed).
+        t0 = time.monotonic()
+        await greenbridge.async_(_hub.sleep)(0.02)
+        woke = time.monotonic() - t0 < 5.0
+        left = len(timers.heap), timers.handle is None
+        return [isinstance(r, asyncio.CancelledError) for r in results], left, woke
+
+    cancelled, left, woke = aio.run(main)
+    assert all(cancelled) and len(cancelled) == 300
+    assert left == (0, True)  # no entry, no loop timer left for the cancelled sleeps
+    assert woke
