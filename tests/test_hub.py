@@ -362,3 +362,43 @@ def test_cancelled_sleeps_leave_no_timer_and_later_sleeps_still_wake(aio: Backen
     assert all(cancelled) and len(cancelled) == 300
     assert left == (0, True)  # no entry, no loop timer left for the cancelled sleeps
     assert woke
+
+
+def _timers_pending(loop: asyncio.AbstractEventLoop) -> int | None:
+    """How many timers asyncio's loop holds that are not cancelled (None: uvloop)."""
+    scheduled = getattr(loop, "_scheduled", None)
+    if scheduled is None:
+        return None
+    return sum(not handle.cancelled() for handle in scheduled)
+
+
+@pytest.mark.parametrize("cancelled", ["later", "earlier"])
+def test_a_cancelled_sleep_beside_a_live_one_leaves_what_native_leaves(
+    aio: Backend, cancelled: str
+) -> None:
+    # One sleep is cancelled while another still sleeps; once the other has
+    # woken, no timer is left on the loop (natively, the cancelled sleep's
+    # timer is cancelled with it), and the live sleep woke on time.
+    lengths = {"later": (0.05, 100.0), "earlier": (100.0, 0.05)}[cancelled]
+
+    async def twin(green: bool) -> tuple[bool, bool, int | None, int]:
+        loop = asyncio.get_running_loop()
+        if green:
+            first, second = (greenbridge.spawn(_hub.sleep, s) for s in lengths)
+        else:
+            first, second = (asyncio.ensure_future(asyncio.sleep(s)) for s in lengths)
+        await asyncio.sleep(0.01)
+        doomed, live = (second, first) if cancelled == "later" else (first, second)
+        doomed.cancel()
+        t0 = time.monotonic()
+        await asyncio.gather(doomed, live, return_exceptions=True)
+        on_time = time.monotonic() - t0 < 5.0
+        heap = len(_hub._asyncio.registry(loop).timers.heap) if green else 0
+        return doomed.cancelled(), on_time, _timers_pending(loop), heap
+
+    async def main() -> tuple[Any, Any]:
+        return await twin(False), await twin(True)
+
+    native, green = aio.run(main)
+    assert native == green == (True, True, native[2], 0)
+    assert native[2] in (0, None)

@@ -287,31 +287,53 @@ class Timers:
             if handle is not None:
                 handle.cancel()
 
-    def forget(self) -> None:
-        """A sleep ended before its deadline (its Wait is disarmed): drop it some time.
+    def forget(self, when: float) -> None:
+        """A sleep due at ``when`` ended before it (its Wait is disarmed): drop it some time.
 
         Once the disarmed waits are most of them, they all go at once.  (A
         wait woken by a signal as `fire` woke it was counted here although
         fire had popped it: the count may be too high, never too low, and
-        the sweep counts again.)
+        the sweep counts again.)  A disarmed earliest deadline goes at once,
+        so that the loop's timer is never left armed for sleeps that all
+        ended, as a cancelled sleep's own timer would not be.
         """
         self.dead += 1
         if self.dead >= self.waits or (self.dead > 64 and self.dead * 2 > self.waits):
             due = {}
             waits = 0
-            for when, waiting_then in self.due.items():
+            for deadline, waiting_then in self.due.items():
                 live = [waiter for waiter in waiting_then if waiter.armed]
                 if live:
-                    due[when] = live
+                    due[deadline] = live
                     waits += len(live)
             self.due = due
             self.heap = list(due)
             heapq.heapify(self.heap)
             self.waits = waits
             self.dead = 0
-            if not due:  # nobody left to wake
-                self._cancel()
-                self.armed_at = math.inf
+        elif self.heap and when == self.heap[0]:
+            self._drop_ended()
+        if not self.heap:  # nobody left to wake
+            self._cancel()
+            self.armed_at = math.inf
+
+    def _drop_ended(self) -> None:
+        """Drop the earliest deadlines whose sleeps all ended.
+
+        The loop's timer stays armed for the old earliest one (it then
+        finds nothing due and arms itself for the next): cheaper than a
+        new timer each time, and never left armed once nobody sleeps.
+        """
+        heap = self.heap
+        due = self.due
+        while heap:
+            waits = due[heap[0]]
+            for waiter in waits:
+                if waiter.armed:
+                    return
+            del due[_heappop(heap)]
+            self.waits -= len(waits)
+            self.dead = max(0, self.dead - len(waits))
 
     def fire(self, loop: asyncio.AbstractEventLoop) -> None:
         """The loop's timer: wake every sleep due now, and arm it for the next one."""
@@ -330,6 +352,8 @@ class Timers:
             waits = due.pop(_heappop(heap))
             self.waits -= len(waits)
             batches.append(waits)
+        if heap:
+            self._drop_ended()
         if heap:
             when = heap[0]
             self.armed_at = when
@@ -722,7 +746,7 @@ def sleep_worker(loop: asyncio.AbstractEventLoop, worker: Worker, seconds: float
             waiter.armed = False
             del waiting[worker]
             if value is not False:  # not woken by timers.fire(): still in there
-                timers.forget()
+                timers.forget(deadline)
         if value is False or value is True:
             return
         if type(value) is not SignalArrived:
