@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import gc
 import socket
 import time
+import weakref
 
 import pytest
 
 import greenbridge
+import greenbridge.green.socket
 from greenbridge import _hub
 
 from .helpers import Backend, registered_fds
@@ -402,3 +405,33 @@ def test_a_cancelled_sleep_beside_a_live_one_leaves_what_native_leaves(
     native, green = aio.run(main)
     assert native == green == (True, True, native[2], 0)
     assert native[2] in (0, None)
+
+
+def test_a_closed_loop_that_waited_on_a_socket_can_be_collected() -> None:
+    # A loop is garbage once closed and dropped, as a loop on which no green
+    # socket ever waited is; the hub keeps nothing of it alive (its one-entry
+    # cache of the last loop's registry included).
+    def waits(pair: list[socket.socket]) -> bytes:
+        _hub.sleep(0.001)
+        return pair[0].recv(1)
+
+    def run_on_a_new_loop() -> weakref.ref[asyncio.AbstractEventLoop]:
+        loop = asyncio.new_event_loop()
+        a, b = socket.socketpair()
+        try:
+            green_a = greenbridge.green.socket.socket(fileno=a.detach())
+
+            async def main() -> bytes:
+                loop.call_later(0.01, b.send, b"x")
+                return await greenbridge.async_(waits)([green_a])  # type: ignore[no-any-return]
+
+            assert loop.run_until_complete(main()) == b"x"
+            green_a.close()
+        finally:
+            b.close()
+            loop.close()
+        return weakref.ref(loop)
+
+    ref = run_on_a_new_loop()
+    gc.collect()
+    assert ref() is None

@@ -466,17 +466,25 @@ def _time_turns(loop: asyncio.AbstractEventLoop, reg: Registry) -> None:
 registries: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Registry] = (
     weakref.WeakKeyDictionary()
 )
-_last: list[Any] = [None, None]  # [loop, registry]: one-entry cache, the common case
+def _no_loop() -> None:
+    return None
+
+
+# [a weak reference to a loop, its registry]: a one-entry cache, the common case.
+# Weak, so that the last loop that waited here can be collected once closed and
+# dropped (its registry, which holds no loop when nothing waits, stays until
+# another loop waits).
+_last: list[Any] = [_no_loop, None]
 
 
 def registry(loop: asyncio.AbstractEventLoop) -> Registry:
     """Our registrations on ``loop`` (created on first use)."""
-    if _last[0] is loop:
+    if _last[0]() is loop:
         return _last[1]  # type: ignore[no-any-return]
     reg = registries.get(loop)
     if reg is None:
         reg = registries[loop] = Registry(loop)
-    _last[0] = loop
+    _last[0] = weakref.ref(loop)
     _last[1] = reg
     return reg
 
@@ -665,7 +673,7 @@ def wait_owned(
         waiter.fut = None
         waiter.armed = True
         waiter.signal = None
-        reg = _last[1] if _last[0] is loop else registry(loop)
+        reg = _last[1] if _last[0]() is loop else registry(loop)
         watch = (reg.readers if readable else reg.writers).get(fd)
         timer = None
         waiting[worker] = waiter
@@ -721,7 +729,7 @@ def sleep_worker(loop: asyncio.AbstractEventLoop, worker: Worker, seconds: float
     meanwhile runs here, and the sleep goes on until the same deadline (PEP
     475); a cancellation thrown in is raised.
     """
-    reg = _last[1] if _last[0] is loop else registry(loop)
+    reg = _last[1] if _last[0]() is loop else registry(loop)
     timers = reg.timers
     deadline = (_monotonic() if timers.plain_clock else loop.time()) + seconds
     while True:
