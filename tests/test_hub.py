@@ -8,6 +8,7 @@ import gc
 import socket
 import time
 import weakref
+from typing import Any
 
 import pytest
 

@@ -466,6 +466,8 @@ def _time_turns(loop: asyncio.AbstractEventLoop, reg: Registry) -> None:
 registries: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Registry] = (
     weakref.WeakKeyDictionary()
 )
+
+
 def _no_loop() -> None:
     return None
 
