@@ -33,7 +33,7 @@ from greenlet import getcurrent
 from .._bridge import await_
 from .._errors import unsupported_loop
 from .._park import PARK, wake
-from .._trampoline import Worker, chain_thrown, handled_exception
+from .._trampoline import Pending, Worker, chain_thrown, handled_exception
 from ._signals import SignalArrived, waiting
 
 __all__ = [
@@ -274,9 +274,13 @@ class Timers:
         self.due[when] = [waiter]
         _heappush(self.heap, when)
         if when < self.armed_at:
-            self._cancel()
-            self.armed_at = when
-            self.handle = weakref.ref(loop.call_at(when, self.fire, loop))
+            self.arm(loop, when)
+
+    def arm(self, loop: asyncio.AbstractEventLoop, when: float) -> None:
+        """Arm the loop's timer for ``when``, the new earliest deadline."""
+        self._cancel()
+        self.armed_at = when
+        self.handle = weakref.ref(loop.call_at(when, self.fire, loop))
 
     def _cancel(self) -> None:
         """Cancel the loop's timer, if one is armed."""
@@ -368,7 +372,13 @@ class Timers:
                     worker = waiter.worker
                     if worker is not None and waiter.signal is None:
                         waiter.armed = False  # Wait.wake(False), inlined: the hot path
-                        wake(worker, False)
+                        drv = worker.drv
+                        if drv is not None and type(drv) is not Pending:
+                            # A green thread with no task (greenbridge._bare's Run):
+                            # what wake() would call, without wake()'s frame.
+                            drv.resume(worker, False)  # type: ignore[union-attr]
+                        else:
+                            wake(worker, False)
                     else:
                         waiter.wake(False)
             except BaseException:
@@ -741,7 +751,16 @@ def sleep_worker(loop: asyncio.AbstractEventLoop, worker: Worker, seconds: float
         waiter.armed = True
         waiter.signal = None
         value: Any = None
-        timers.add(loop, deadline, waiter)
+        # timers.add(loop, deadline, waiter), inlined: the hot path
+        timers.waits += 1
+        waits = timers.due.get(deadline)
+        if waits is not None:
+            waits.append(waiter)
+        else:
+            timers.due[deadline] = [waiter]
+            _heappush(timers.heap, deadline)
+            if deadline < timers.armed_at:
+                timers.arm(loop, deadline)
         waiting[worker] = waiter
         try:
             handled = handled_exception()
