@@ -21,7 +21,16 @@ Green threads have no task any more (issue 15, see greenbridge._bare): the
 greenlet started by ``call_soon`` and resumed by a ``call_later`` timer per
 sleep.  The gevent row runs ``gevent.spawn`` with gevent's ``sleep`` on its own
 loop, in the Python given by ``--gevent-python`` (target of issue 15: green
-threads <= 0.9x gevent's time, <= its memory).
+threads <= 0.9x gevent's time, <= its memory).  The "floor: bare greenlets,
+heap timers" row is the floor of greenbridge's own design (green threads sleep
+in the hub's heap of deadlines, with one loop timer): bare greenlets and that
+heap, nothing else.
+
+``--callgrind`` counts machine instructions per unit instead (valgrind; each
+variant run with 1,000 and 3,000 units, the difference divided by 2,000): the
+green threads, ``spawn()``, ``run`` (``greenbridge._bare.start`` of the same
+body: a green thread without its ``Thread`` object), the two bare-greenlet
+floors and gevent, free of the wall clock's noise.
 """
 
 from __future__ import annotations
@@ -123,6 +132,33 @@ def variant_spawn(n: int, use_uvloop: bool) -> float:
     return _run_on_new_loop(greenbridge.async_(main)(), use_uvloop)
 
 
+def variant_run(n: int, use_uvloop: bool) -> float:
+    """What a green thread is without its ``Thread`` object: ``greenbridge._bare.start``."""
+    import greenbridge
+    from greenbridge import _bare
+    from greenbridge.green import threading
+
+    body = _green_body()
+
+    def main() -> float:
+        t0 = time.perf_counter()
+        finished = threading.Event()
+        left = [n]
+
+        def unit() -> None:
+            body()
+            left[0] -= 1
+            if not left[0]:
+                finished.set()
+
+        for _ in range(n):
+            _bare.start(unit)
+        finished.wait()
+        return time.perf_counter() - t0
+
+    return _run_on_new_loop(greenbridge.async_(main)(), use_uvloop)
+
+
 def variant_floor(n: int, use_uvloop: bool) -> float:
     """The least any greenlet-per-task design pays: each asyncio task runs a fresh
     bare greenlet that asks the task, by switching back to it, to sleep twice.
@@ -183,6 +219,69 @@ def variant_bare(n: int, use_uvloop: bool) -> float:
     return _run_on_new_loop(main(), use_uvloop)
 
 
+def variant_heap(n: int, use_uvloop: bool) -> float:
+    """The floor of greenbridge's own design: bare greenlets begun by one ``call_soon``,
+    asleep in a heap of deadlines with one loop timer for the earliest (as the hub's
+    ``Timers``), with no pool, no ``Thread``, no bookkeeping and no cancellation."""
+    import asyncio
+    import heapq
+
+    from greenlet import getcurrent, greenlet
+
+    async def main() -> float:
+        loop = asyncio.get_running_loop()
+        done = loop.create_future()
+        left = [n]
+        heap: list[float] = []
+        due: dict[float, list[Any]] = {}
+        armed: list[Any] = [None, float("inf")]  # the loop's timer, its deadline
+
+        def fire() -> None:
+            armed[0], armed[1] = None, float("inf")
+            end = loop.time() + 1e-9
+            batch = []
+            while heap and heap[0] < end:
+                batch.append(due.pop(heapq.heappop(heap)))
+            if heap:
+                armed[0], armed[1] = loop.call_at(heap[0], fire), heap[0]
+            for sleepers in batch:
+                for sleeper in sleepers:
+                    sleeper.switch()
+
+        def sleep(me: Any) -> None:
+            when = loop.time() + SLEEP
+            sleepers = due.get(when)
+            if sleepers is not None:
+                sleepers.append(me)
+            else:
+                due[when] = [me]
+                heapq.heappush(heap, when)
+                if when < armed[1]:
+                    if armed[0] is not None:
+                        armed[0].cancel()
+                    armed[0], armed[1] = loop.call_at(when, fire), when
+            me.parent.switch()
+
+        def body() -> None:
+            me = getcurrent()
+            sleep(me)
+            sleep(me)
+            left[0] -= 1
+            if not left[0]:
+                done.set_result(None)
+
+        def begin(units: list[Any]) -> None:
+            for unit in units:
+                unit.switch()
+
+        t0 = time.perf_counter()
+        loop.call_soon(begin, [greenlet(body) for _ in range(n)])
+        await done
+        return time.perf_counter() - t0
+
+    return _run_on_new_loop(main(), use_uvloop)
+
+
 def variant_gevent(n: int, use_uvloop: bool) -> float:
     """gevent.spawn, monkey-patching nothing: gevent's own sleep (gevent's own loop)."""
     import gevent
@@ -216,8 +315,10 @@ VARIANTS = {
     "asyncio": variant_asyncio,
     "green": variant_green,
     "spawn": variant_spawn,
+    "run": variant_run,
     "floor": variant_floor,
     "bare": variant_bare,
+    "heap": variant_heap,
     "gevent": variant_gevent,
     "real": variant_real,
 }
@@ -260,6 +361,47 @@ def measure(name: str, n: int, use_uvloop: bool) -> dict[str, float]:
     return best
 
 
+#: What ``--callgrind`` counts: units N1 and N2, instructions per unit = difference / (N2 - N1).
+CALLGRIND_UNITS = (1000, 3000)
+
+
+def instructions(name: str, n: int, use_uvloop: bool) -> int:
+    """Machine instructions (callgrind) of one child process running ``n`` units of ``name``."""
+    import re
+    import tempfile
+
+    python = GEVENT_PYTHON if name == "gevent" else sys.executable
+    with tempfile.TemporaryDirectory() as tmp:
+        cmd = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={tmp}/out"]
+        cmd += [python, __file__, "--child", name, "-n", str(n)]
+        if use_uvloop and name != "gevent":
+            cmd.append("--uvloop")
+        err = subprocess.run(cmd, capture_output=True, text=True, check=True).stderr
+    found = re.search(r"refs:\s+([\d,]+)", err)
+    if found is None:
+        raise RuntimeError(f"no instruction count in valgrind's output:\n{err}")
+    return int(found.group(1).replace(",", ""))
+
+
+def count_instructions(use_uvloop: bool) -> None:
+    """Print the instructions per unit of each variant (free of start-up and of noise)."""
+    low, high = CALLGRIND_UNITS
+    print(f"callgrind: machine instructions per unit ({low:,} and {high:,} units, difference)")
+    names = ["green", "spawn", "run", "bare", "heap", "gevent"]
+    per_unit: dict[str, float] = {}
+    for name in names:
+        try:
+            first = instructions(name, low, use_uvloop)
+            second = instructions(name, high, use_uvloop)
+        except (subprocess.CalledProcessError, OSError) as exc:
+            print(f"  {name:<8} not measured ({exc})")
+            continue
+        per_unit[name] = (second - first) / (high - low)
+    for name, count in per_unit.items():
+        ratio = f"{count / per_unit['gevent']:.2f}x gevent" if "gevent" in per_unit else ""
+        print(f"  {name:<8} {count / 1000:8.1f}k  {ratio}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--uvloop", action="store_true")
@@ -267,6 +409,9 @@ def main() -> None:
     parser.add_argument("-n", type=int, default=0)
     parser.add_argument("--gevent-python", help="python of a venv with gevent (GEVENT_PYTHON)")
     parser.add_argument("--green", type=int, default=N_GREEN, help="green units (default 10,000)")
+    parser.add_argument(
+        "--callgrind", action="store_true", help="count instructions per unit instead (valgrind)"
+    )
     args = parser.parse_args()
     if args.child:
         child(args.child, args.n, args.uvloop)
@@ -274,6 +419,9 @@ def main() -> None:
     global GEVENT_PYTHON
     if args.gevent_python:
         GEVENT_PYTHON = args.gevent_python
+    if args.callgrind:
+        count_instructions(args.uvloop)
+        return
     n_green = args.green
     loop_name = "uvloop" if args.uvloop else "asyncio"
     print(f"Python {sys.version.split()[0]}, loop {loop_name}; each unit sleeps 2 x {SLEEP} s")
@@ -283,6 +431,7 @@ def main() -> None:
     spawned = measure("spawn", n_green, args.uvloop)
     floor = measure("floor", n_green, args.uvloop)
     bare = measure("bare", n_green, args.uvloop)
+    heap = measure("heap", n_green, args.uvloop)
     try:
         gevent_row: dict[str, float] | None = measure("gevent", n_green, False)
     except (subprocess.CalledProcessError, OSError):
@@ -294,6 +443,7 @@ def main() -> None:
         (f"{n_green:,} spawn() calls, no Thread", spawned, None),
         ("floor: tasks + bare greenlets", floor, None),
         ("floor: bare greenlets, no task", bare, None),
+        ("floor: bare greenlets, heap timers", heap, None),
     ]
     if gevent_row is not None:
         rows.append((f"{n_green:,} gevent.spawn (gevent's loop)", gevent_row, None))

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import gc
 import socket
 import time
+import weakref
+from typing import Any
 
 import pytest
 
 import greenbridge
+import greenbridge.green.socket
 from greenbridge import _hub
 
 from .helpers import Backend, registered_fds
@@ -315,3 +319,120 @@ def test_a_socket_wait_with_a_timeout_times_out_and_unregisters(aio: Backend) ->
             return result  # type: ignore[no-any-return]
 
     assert aio.run(main) == "timed out"
+
+
+def test_sleeps_wake_in_deadline_order_as_native_sleeps(aio: Backend) -> None:
+    # The hub keeps the sleeps of workers in a heap of its own, with one loop
+    # timer (greenbridge._hub._asyncio.Timers): they wake in the order native
+    # asyncio.sleep() calls of the same lengths wake.
+    lengths = [0.05, 0.01, 0.04, 0.02, 0.03, 0.06, 0.015, 0.035]
+
+    def green(i: int, order: list[int]) -> None:
+        _hub.sleep(lengths[i])
+        order.append(i)
+
+    async def native(i: int, order: list[int]) -> None:
+        await asyncio.sleep(lengths[i])
+        order.append(i)
+
+    async def main() -> tuple[list[int], list[int]]:
+        green_order: list[int] = []
+        native_order: list[int] = []
+        await asyncio.gather(*(greenbridge.async_(green)(i, green_order) for i in range(8)))
+        await asyncio.gather(*(native(i, native_order) for i in range(8)))
+        return green_order, native_order
+
+    green_order, native_order = aio.run(main)
+    assert green_order == native_order == sorted(range(8), key=lengths.__getitem__)
+
+
+def test_cancelled_sleeps_leave_no_timer_and_later_sleeps_still_wake(aio: Backend) -> None:
+    async def main() -> tuple[list[bool], tuple[int, bool], bool]:
+        loop = asyncio.get_running_loop()
+        tasks = [greenbridge.spawn(_hub.sleep, 100.0) for _ in range(300)]
+        await asyncio.sleep(0.01)  # every one asleep
+        for task in tasks:
+            task.cancel()
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+        timers = _hub._asyncio.registry(loop).timers
+        # A short sleep after them wakes on time (the loop's timer is re-armed).
+        t0 = time.monotonic()
+        await greenbridge.async_(_hub.sleep)(0.02)
+        woke = time.monotonic() - t0 < 5.0
+        left = len(timers.heap), timers.handle is None
+        return [isinstance(r, asyncio.CancelledError) for r in results], left, woke
+
+    cancelled, left, woke = aio.run(main)
+    assert all(cancelled) and len(cancelled) == 300
+    assert left == (0, True)  # no entry, no loop timer left for the cancelled sleeps
+    assert woke
+
+
+def _timers_pending(loop: asyncio.AbstractEventLoop) -> int | None:
+    """How many timers asyncio's loop holds that are not cancelled (None: uvloop)."""
+    scheduled = getattr(loop, "_scheduled", None)
+    if scheduled is None:
+        return None
+    return sum(not handle.cancelled() for handle in scheduled)
+
+
+@pytest.mark.parametrize("cancelled", ["later", "earlier"])
+def test_a_cancelled_sleep_beside_a_live_one_leaves_what_native_leaves(
+    aio: Backend, cancelled: str
+) -> None:
+    # One sleep is cancelled while another still sleeps; once the other has
+    # woken, no timer is left on the loop (natively, the cancelled sleep's
+    # timer is cancelled with it), and the live sleep woke on time.
+    lengths = {"later": (0.05, 100.0), "earlier": (100.0, 0.05)}[cancelled]
+
+    async def twin(green: bool) -> tuple[bool, bool, int | None, int]:
+        loop = asyncio.get_running_loop()
+        if green:
+            first, second = (greenbridge.spawn(_hub.sleep, s) for s in lengths)
+        else:
+            first, second = (asyncio.ensure_future(asyncio.sleep(s)) for s in lengths)
+        await asyncio.sleep(0.01)
+        doomed, live = (second, first) if cancelled == "later" else (first, second)
+        doomed.cancel()
+        t0 = time.monotonic()
+        await asyncio.gather(doomed, live, return_exceptions=True)
+        on_time = time.monotonic() - t0 < 5.0
+        heap = len(_hub._asyncio.registry(loop).timers.heap) if green else 0
+        return doomed.cancelled(), on_time, _timers_pending(loop), heap
+
+    async def main() -> tuple[Any, Any]:
+        return await twin(False), await twin(True)
+
+    native, green = aio.run(main)
+    assert native == green == (True, True, native[2], 0)
+    assert native[2] in (0, None)
+
+
+def test_a_closed_loop_that_waited_on_a_socket_can_be_collected() -> None:
+    # A loop is garbage once closed and dropped, as a loop on which no green
+    # socket ever waited is; the hub keeps nothing of it alive (its one-entry
+    # cache of the last loop's registry included).
+    def waits(pair: list[socket.socket]) -> bytes:
+        _hub.sleep(0.001)
+        return pair[0].recv(1)
+
+    def run_on_a_new_loop() -> weakref.ref[asyncio.AbstractEventLoop]:
+        loop = asyncio.new_event_loop()
+        a, b = socket.socketpair()
+        try:
+            green_a = greenbridge.green.socket.socket(fileno=a.detach())
+
+            async def main() -> bytes:
+                loop.call_later(0.01, b.send, b"x")
+                return await greenbridge.async_(waits)([green_a])  # type: ignore[no-any-return]
+
+            assert loop.run_until_complete(main()) == b"x"
+            green_a.close()
+        finally:
+            b.close()
+            loop.close()
+        return weakref.ref(loop)
+
+    ref = run_on_a_new_loop()
+    gc.collect()
+    assert ref() is None

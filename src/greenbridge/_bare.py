@@ -4,9 +4,10 @@ A green ``threading.Thread`` mostly waits through the hub (sockets, sleeps)
 and the green waiter (locks, queues, joins), and both resume a parked worker
 straight from a loop callback with `greenbridge._park.wake`.  Such a thread
 needs no asyncio task, so it gets none: `start` runs it in a pooled worker
-that a ``call_soon`` callback starts; when it parks, the worker switches back
-to whoever resumed it (the loop's greenlet, in a callback), and ``wake``
-resumes it through its `Run` (the worker's ``drv``).  A suspended thread costs
+that a loop callback starts (one ``call_soon`` starts every thread started
+since the last one ran, in order: `_begin_all`); when it parks, the worker
+switches back to whoever resumed it (the loop's greenlet, in a callback), and
+``wake`` resumes it through its `Run` (the worker's ``drv``).  A suspended thread costs
 its greenlet, its frames and whatever will wake it: no Task, no Future, no
 driver generator, no done callbacks (see docs/how-it-works.md, "What a
 suspended green thread costs").
@@ -36,6 +37,7 @@ when it is collected, and its ``finally`` blocks run.
 
 from __future__ import annotations
 
+import _thread
 import asyncio
 import contextvars
 from collections.abc import Callable
@@ -95,7 +97,11 @@ class Run:
         here = getcurrent()
         if worker.parent is not here:
             worker.parent = here
-        self._handle(worker, worker.switch(value))
+        msg = worker.switch(value)
+        if msg is PARK:  # _handle(), inlined for the common case
+            self.parked = True
+            return
+        self._handle(worker, msg)
 
     def adopt(self, worker: Worker) -> None:
         """In the worker: give this thread a task, and go on running as that task.
@@ -144,11 +150,16 @@ class Run:
 class _Guard:
     """The bare threads alive on one loop, and the task that ends them at shutdown."""
 
-    __slots__ = ("loop", "count", "fut")
+    __slots__ = ("loop", "count", "fut", "native_id", "starting")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self.count = 0
+        # The OS thread id of the loop's thread (made here, where it runs), which
+        # its green threads run on: one system call per loop, not per thread.
+        self.native_id = _thread.get_native_id()
+        # The threads started since the loop last ran `_begin_all`, in order.
+        self.starting: list[tuple[Run, Callable[..., Any], tuple[Any, ...], Any]] = []
         self.fut: asyncio.Future[None] = loop.create_future()
         loop.create_task(_guard(self), name="greenbridge green threads")
 
@@ -207,33 +218,63 @@ def _report(error: BaseException) -> None:
         loop.call_exception_handler({"message": "Exception in a green thread", "exception": error})
 
 
-def _begin(
-    run: Run, fn: Callable[..., Any], args: tuple[Any, ...], context: contextvars.Context
-) -> None:
-    """Loop callback: run ``fn(*args)`` in a pooled worker until it parks or ends."""
-    worker = pooled_worker()
+def _begin_all(guard: _Guard) -> None:
+    """Loop callback: begin every thread started since the last one, in order.
+
+    Each runs in a pooled worker until it parks or ends.  One callback per
+    turn of the loop, not one per thread: 10,000 threads started at once
+    cost one ``Handle``, one Context copy for it and one entry in the ready
+    queue, not 10,000.  (A thread started by one of them waits for the next
+    turn, as it did with its own callback.)
+    """
+    batch = guard.starting
+    guard.starting = []
     here = getcurrent()
-    if worker.parent is not here:
-        worker.parent = here
-    worker.gr_context = context
-    worker.thread = run
-    worker.drv = run
-    run._handle(worker, worker.switch(fn, args, NO_KWARGS))
+    for index, (run, fn, args, context) in enumerate(batch):
+        try:
+            worker = pooled_worker()
+            if worker.parent is not here:
+                worker.parent = here
+            worker.gr_context = context
+            worker.thread = run
+            worker.drv = run
+            msg = worker.switch(fn, args, NO_KWARGS)
+            if msg is PARK:  # run._handle(), inlined for the common case
+                run.parked = True
+            else:
+                run._handle(worker, msg)
+        except BaseException:
+            # (The loop reports it.)  The rest begin at the next turn, first.
+            rest = batch[index + 1 :]
+            if rest:
+                if not guard.starting:
+                    guard.loop.call_soon(_begin_all, guard)
+                guard.starting[:0] = rest
+            raise
 
 
-def start(fn: Callable[..., Any], args: tuple[Any, ...] = ()) -> Run:
+def start(
+    fn: Callable[..., Any],
+    args: tuple[Any, ...] = (),
+    loop: asyncio.AbstractEventLoop | None = None,
+) -> Run:
     """Run ``fn(*args)`` as a bare green thread on the running asyncio loop.
 
     It starts at the loop's next turn, in a copy of the caller's Context (as
     `greenbridge.spawn` runs its task), and gets a task only if it needs one
     (see the module docstring).  Raises RuntimeError with no loop running.
+    ``loop``: the running loop, when the caller has it at hand already.
     """
-    loop = asyncio_loop()
+    if loop is None:
+        loop = asyncio_loop()
     if loop is None:
         raise RuntimeError("greenbridge: a green thread needs a running asyncio loop")
     guard = _guards.get(loop)
     if guard is None:
         guard = _guards[loop] = _Guard(loop)
     run = Run(guard)
-    loop.call_soon(_begin, run, fn, args, contextvars.copy_context())
+    starting = guard.starting
+    if not starting:
+        loop.call_soon(_begin_all, guard)
+    starting.append((run, fn, args, contextvars.copy_context()))
     return run

@@ -174,6 +174,22 @@ def _describe_hub(locs: dict[str, Any]) -> tuple[str, float | None]:
     return what + _timeout(timeout), start
 
 
+def _describe_sleep(locs: dict[str, Any]) -> tuple[str, float | None]:
+    """A worker's sleep (`greenbridge._hub._asyncio.sleep_worker`): its length, its start."""
+    seconds, deadline, loop = locs.get("seconds"), locs.get("deadline"), locs.get("loop")
+    if not isinstance(seconds, (int, float)):
+        return "a sleep", None
+    start = None
+    if isinstance(deadline, float) and loop is not None:
+        try:
+            age = loop.time() - (deadline - seconds)
+        except Exception:  # noqa: BLE001 - best effort, from any thread
+            pass
+        else:
+            start = time.monotonic() - max(0.0, float(age))
+    return f"sleep({seconds:g})", start
+
+
 def _innermost_awaited(awaitable: Any) -> Any:
     """Follow a coroutine's await chain to the object it waits on at the end."""
     for _ in range(100):
@@ -214,6 +230,7 @@ def _describe(frames: list[FrameType]) -> tuple[str, float | None]:
         _code_of("greenbridge._hub._asyncio", "wait"),
         _code_of("greenbridge._hub._asyncio", "wait_owned"),  # the green socket's
     )
+    sleep_code = _code_of("greenbridge._hub._asyncio", "sleep_worker")
     waiter_wait = _code_of("greenbridge.green._waiter", "Waiter", "wait")
     await_code = getattr(await_, "__code__", None)
     # The greenbridge frames next to the innermost one; the outermost known
@@ -228,6 +245,8 @@ def _describe(frames: list[FrameType]) -> tuple[str, float | None]:
         code = frame.f_code
         if code in hub_waits:
             found = _describe_hub(frame.f_locals)
+        elif code is sleep_code:
+            found = _describe_sleep(frame.f_locals)
         elif code is waiter_wait:
             locs = frame.f_locals
             what = "green " + (_name(run[i + 1]) if i + 1 < len(run) else "waiter")

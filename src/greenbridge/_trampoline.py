@@ -125,35 +125,45 @@ class Worker(BridgeGreenlet):
     `launch` and `Pending` before every switch into the worker, so the
     worker finds its driver explicitly and never by walking an unknown
     parent chain.
+
+    Made by `_new_worker` only, which sets every field (a Python
+    ``__init__`` would cost a frame and a ``super()`` call per worker):
+
+    - ``home``: the pool it parks in, the one for the recursion depth it was
+      created at;
+    - ``value``: the outcome of the current call, taken (and cleared) by the
+      driver;
+    - ``free``: idle steppers (see `_stepper`), each with the box it reports
+      into;
+    - ``drv``: while parked (see `greenbridge._park.park`), the `Pending`
+      whose task waits for it; for a green thread with no task, its run
+      (`greenbridge._bare.Run`);
+    - ``pending``: while its call is suspended, a weak reference to the
+      `Pending` driving it (weak: the worker's frames are invisible to the
+      cycle collector, so a strong one would keep the task alive; see
+      `_unwind_dead_loops`);
+    - ``inherited``: during a call made from an ``except`` block, the
+      caller's exception, handled here too (see `call_handling`), but not
+      by the sync code itself;
+    - ``since``: when the call last suspended (``time.monotonic``), for
+      `greenbridge.dump_stacks`: set on the suspending paths only (one
+      clock read next to a greenlet switch and a loop turn), never read by
+      the bridge itself;
+    - ``thread``: while it runs a green thread (see `greenbridge._bare`),
+      that thread's run, which is also its identity; None for any other
+      call.
     """
 
     __slots__ = ("value", "free", "drv", "home", "pending", "inherited", "since", "thread")
 
-    def __init__(self, home: _Bucket) -> None:
-        super().__init__(_worker_main)
-        # The pool it parks in: the one for the recursion depth it was created at.
-        self.home = home
-        # The outcome of the current call, taken (and cleared) by the driver.
-        self.value: Any = None
-        # Idle steppers (see _stepper), each with the box it reports into.
-        self.free: list[tuple[types.GeneratorType[Any, Any, None], list[Any]]] = []
-        # While parked (see _park.park): the Pending whose task waits for it;
-        # for a green thread with no task, its run (greenbridge._bare.Run).
-        self.drv: Pending | Any = None
-        # While its call is suspended: a weak reference to the Pending driving
-        # it (weak: the worker's frames are invisible to the cycle collector, so
-        # a strong one would keep the task alive; see _unwind_dead_loops).
-        self.pending: weakref.ref[Pending] | None = None
-        # During a call made from an ``except`` block: the caller's exception,
-        # handled here too (see call_handling), but not by the sync code itself.
-        self.inherited: BaseException | None = None
-        # When the call last suspended (time.monotonic), for greenbridge.dump_stacks:
-        # set on the suspending paths only (one clock read next to a greenlet
-        # switch and a loop turn), never read by the bridge itself.
-        self.since = 0.0
-        # While it runs a green thread (see greenbridge._bare): that thread's
-        # run, which is also its identity; None for any other call.
-        self.thread: Any = None
+    home: _Bucket
+    value: Any
+    free: list[tuple[types.GeneratorType[Any, Any, None], list[Any]]]
+    drv: Pending | Any
+    pending: weakref.ref[Pending] | None
+    inherited: BaseException | None
+    since: float
+    thread: Any
 
 
 # What the stepper yields when the awaitable it steps has ended.
@@ -316,7 +326,7 @@ class _ThreadState(threading.local):
     def __init__(self) -> None:
         global _DEPTH_OFFSET, _depth_probed
         # Every live worker of this thread (see _unwind_dead_loops).
-        self.workers: weakref.WeakSet[Worker] | None = None
+        self.workers: _LiveWorkers | None = None
         if not _depth_probed:
             try:
                 _DEPTH_OFFSET = _find_depth_offset()
@@ -355,7 +365,7 @@ def _worker_main() -> Any:
     (they are ``run``'s arguments) until the greenlet ends, which would keep
     the first call's arguments alive for the worker's whole life.
     """
-    me = cast(Worker, getcurrent())
+    me: Worker = getcurrent()  # type: ignore[assignment]  # (no cast(): a call)
     pool = me.home  # a greenlet never leaves its thread, nor does its pool
     fn, args, kwargs = me.parent.switch()  # type: ignore[union-attr]
     while True:
@@ -446,20 +456,51 @@ def call_handling(
 
 def _new_worker(pool: _Bucket) -> Worker:
     """A worker that parks in ``pool``."""
-    worker = Worker(pool)
+    worker = Worker(_worker_main)
+    worker.home = pool
+    worker.value = None
+    worker.free = []
+    worker.drv = None
+    worker.pending = None
+    worker.inherited = None
+    worker.since = 0.0
+    worker.thread = None
     workers = _state.workers
     if workers is None:
-        workers = _state.workers = weakref.WeakSet()
+        workers = _state.workers = _LiveWorkers()
         _watch_dead_loops()
         _thread_workers.append(weakref.ref(workers))  # once per thread: see live_workers
-    workers.add(worker)
+    workers.add(_ref(worker, workers.discard))
     return worker
+
+
+_ref = weakref.ref
+
+
+class _LiveWorkers(set["weakref.ref[Worker]"]):
+    """The live workers of one thread: weak references that drop out as workers die.
+
+    A `weakref.WeakSet` would cost a Python call to add each worker and
+    another to drop it; here a reference's callback is the set's own
+    ``discard``, so neither runs any Python code.
+    """
+
+    __slots__ = ()  # (sets take weak references already)
+
+    def alive(self) -> list[Worker]:
+        """The workers still alive (a copy: the set may change meanwhile)."""
+        found = []
+        for ref in list(self):
+            worker = ref()
+            if worker is not None:
+                found.append(worker)
+        return found
 
 
 # The live-worker sets of every thread that made a worker (weakly: a thread's
 # set goes with the thread), for live_workers.  Appended to once per thread,
 # never on a call's path.
-_thread_workers: list[weakref.ref[weakref.WeakSet[Worker]]] = []
+_thread_workers: list[weakref.ref[_LiveWorkers]] = []
 
 
 def live_workers() -> list[Worker]:
@@ -476,7 +517,7 @@ def live_workers() -> list[Worker]:
             continue
         for _ in range(10):
             try:
-                found.extend(list(workers))
+                found.extend(workers.alive())
                 break
             except RuntimeError:  # changed size during iteration (another thread)
                 continue
@@ -755,7 +796,7 @@ def _unwind_dead_loops(phase: str, info: dict[str, int]) -> None:
     while current is not None:
         running.add(current)
         current = current.parent
-    for worker in list(workers):
+    for worker in workers.alive():
         if worker in running:
             continue
         ref = worker.pending

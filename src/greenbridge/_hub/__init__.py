@@ -74,6 +74,7 @@ __all__ = [
 _monotonic = _time.monotonic
 _aio_wait = _asyncio.wait
 _aio_wait_owned = _asyncio.wait_owned
+_aio_sleep = _asyncio.sleep_worker
 
 
 def where_to_wait() -> Where:
@@ -238,12 +239,12 @@ def sleep(seconds: Any) -> None:
     Raises ``ValueError`` for a negative or NaN duration, as ``time.sleep``.
     """
     current = getcurrent()
-    if type(current) is Worker and type(seconds) is float and seconds >= 0.0:
+    if type(current) is Worker and type(seconds) is float and seconds > 0.0:
         loop = asyncio_loop()
         if loop is not None:
             # The common case (a green thread's time.sleep): straight into the
-            # wait, as wait_fd does.  (NaN fails ``>= 0.0``: the checks below.)
-            _aio_wait(loop, current, None, False, None, seconds)
+            # loop's sleeps.  (NaN fails ``> 0.0``: the checks below.)
+            _aio_sleep(loop, current, seconds)
             return
     place = where()  # where_to_wait(), inlined: one frame less
     if place is UNBRIDGED:
@@ -260,8 +261,12 @@ def sleep(seconds: Any) -> None:
     if place is TRIO:
         _trio.sleep(seconds)
         return
+    loop = asyncio_loop()
+    if type(current) is Worker and seconds > 0:
+        _aio_sleep(loop, current, float(seconds))  # type: ignore[arg-type]
+        return
     # A wait on no descriptor (0: one loop turn).
-    _aio_wait(asyncio_loop(), getcurrent(), None, False, None, float(seconds))  # type: ignore[arg-type]
+    _aio_wait(loop, current, None, False, None, float(seconds))  # type: ignore[arg-type]
 
 
 def _coerce_seconds(seconds: Any) -> float:

@@ -5,10 +5,12 @@ A wait registers the descriptors with ``loop.add_reader``/``add_writer``
 there) and, with a timeout, a timer; whichever fires first wakes the `Wait`.
 A greenbridge worker parks (see `greenbridge._bridge.park`) and the reader
 callback resumes it on the spot; other code that can suspend (an SQLAlchemy
-greenlet) waits on a Future instead.  `wait` is the only wait: sleeping is a
-wait on no descriptor, and the green socket's fast path calls it directly.
-Every registration is removed in its ``finally``: on success, timeout,
-cancellation or error.
+greenlet) waits on a Future instead.  `wait` is the general wait (a sleep
+is a wait on no descriptor); the green socket's fast path (`wait_owned`) and
+a worker's sleep (`sleep_worker`, whose deadline goes into the loop's
+`Timers` instead of a timer of its own) are `wait` specialised for their
+case.  Every registration is removed in its ``finally``: on success,
+timeout, cancellation or error.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import asyncio.selector_events
 import errno
+import heapq
 import math
 import os
 import time as _time
@@ -30,7 +33,7 @@ from greenlet import getcurrent
 from .._bridge import await_
 from .._errors import unsupported_loop
 from .._park import PARK, wake
-from .._trampoline import Worker, chain_thrown, handled_exception
+from .._trampoline import Pending, Worker, chain_thrown, handled_exception
 from ._signals import SignalArrived, waiting
 
 __all__ = [
@@ -38,10 +41,12 @@ __all__ = [
     "Registry",
     "Wait",
     "Watch",
+    "Timers",
     "give_turn",
     "notify_closing",
     "registries",
     "registry",
+    "sleep_worker",
     "wait",
     "wait_owned",
 ]
@@ -213,14 +218,197 @@ class Watch:
             pass
 
 
+#: How far ahead of the loop's clock a deadline counts as due, as asyncio's
+#: own timers (``BaseEventLoop`` reads the same clock's resolution).
+_RESOLUTION = _time.get_clock_info("monotonic").resolution
+_heappush = heapq.heappush
+_heappop = heapq.heappop
+
+
+class Timers:
+    """The sleeps of workers on one loop: a heap of deadlines, one loop timer for them.
+
+    asyncio keeps its timers in a heap of ``TimerHandle`` objects ordered by
+    a Python ``__lt__``: a sleep through ``call_later`` costs a handle (and
+    a Context copy), and about log2(n) Python calls to push and to pop it
+    among n timers, which made it the largest cost of a sleep among
+    thousands of sleeping green threads.  Here a sleep puts its `Wait` in
+    ``due[when]`` (the waits with that deadline, in the order they slept),
+    and a new deadline into a heap of floats, compared in C; the loop holds
+    one timer, for the earliest deadline.  When it fires, every sleep due by
+    then (as asyncio counts due: before the clock plus its resolution) is
+    woken, in deadline order; sleeps that begin meanwhile wait for the next
+    firing, as a timer made by a callback waits for the loop's next turn.
+    So a sleep ends in the turn of the loop where its own timer would have
+    ended it; only its order among other timers due in that same turn may
+    differ.  A sleep that ends another way (a signal, a cancellation) leaves
+    its `Wait` disarmed, which a firing skips; `forget` counts those and
+    drops them all once they are most of what is left.
+
+    It holds no reference to its loop (the registry it lives in is a value
+    of a weak dictionary keyed by the loop): the loop comes as an argument.
+    """
+
+    __slots__ = ("heap", "due", "handle", "armed_at", "waits", "dead", "plain_clock")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.heap: list[float] = []  # the deadlines in ``due``
+        self.due: dict[float, list[Wait]] = {}
+        # The loop's timer, for armed_at: weakly, as the loop holds it while it is
+        # scheduled, and it holds the loop, which must not outlive its last
+        # reference through this registry (a value of a weak dictionary).
+        self.handle: weakref.ref[asyncio.TimerHandle] | None = None
+        self.armed_at = math.inf
+        self.waits = 0  # the waits in ``due``
+        self.dead = 0  # how many of them are disarmed (at most: see forget)
+        # Whether loop.time() is time.monotonic(), which then saves a call.
+        self.plain_clock = type(loop).time is asyncio.BaseEventLoop.time
+
+    def add(self, loop: asyncio.AbstractEventLoop, when: float, waiter: Wait) -> None:
+        """Wake ``waiter`` with False at loop time ``when`` (unless disarmed by then)."""
+        self.waits += 1
+        waits = self.due.get(when)
+        if waits is not None:
+            waits.append(waiter)
+            return
+        self.due[when] = [waiter]
+        _heappush(self.heap, when)
+        if when < self.armed_at:
+            self.arm(loop, when)
+
+    def arm(self, loop: asyncio.AbstractEventLoop, when: float) -> None:
+        """Arm the loop's timer for ``when``, the new earliest deadline."""
+        self._cancel()
+        self.armed_at = when
+        self.handle = weakref.ref(loop.call_at(when, self.fire, loop))
+
+    def _cancel(self) -> None:
+        """Cancel the loop's timer, if one is armed."""
+        ref = self.handle
+        if ref is not None:
+            self.handle = None
+            handle = ref()
+            if handle is not None:
+                handle.cancel()
+
+    def forget(self, when: float) -> None:
+        """A sleep due at ``when`` ended before it (its Wait is disarmed): drop it some time.
+
+        Once the disarmed waits are most of them, they all go at once.  (A
+        wait woken by a signal as `fire` woke it was counted here although
+        fire had popped it: the count may be too high, never too low, and
+        the sweep counts again.)  A disarmed earliest deadline goes at once,
+        so that the loop's timer is never left armed for sleeps that all
+        ended, as a cancelled sleep's own timer would not be.
+        """
+        self.dead += 1
+        if self.dead >= self.waits or (self.dead > 64 and self.dead * 2 > self.waits):
+            due = {}
+            waits = 0
+            for deadline, waiting_then in self.due.items():
+                live = [waiter for waiter in waiting_then if waiter.armed]
+                if live:
+                    due[deadline] = live
+                    waits += len(live)
+            self.due = due
+            self.heap = list(due)
+            heapq.heapify(self.heap)
+            self.waits = waits
+            self.dead = 0
+        elif self.heap and when == self.heap[0]:
+            self._drop_ended()
+        if not self.heap:  # nobody left to wake
+            self._cancel()
+            self.armed_at = math.inf
+
+    def _drop_ended(self) -> None:
+        """Drop the earliest deadlines whose sleeps all ended.
+
+        The loop's timer stays armed for the old earliest one (it then
+        finds nothing due and arms itself for the next): cheaper than a
+        new timer each time, and never left armed once nobody sleeps.
+        """
+        heap = self.heap
+        due = self.due
+        while heap:
+            waits = due[heap[0]]
+            for waiter in waits:
+                if waiter.armed:
+                    return
+            del due[_heappop(heap)]
+            self.waits -= len(waits)
+            self.dead = max(0, self.dead - len(waits))
+
+    def fire(self, loop: asyncio.AbstractEventLoop) -> None:
+        """The loop's timer: wake every sleep due now, and arm it for the next one."""
+        fired_at = self.armed_at
+        self.handle = None
+        self.armed_at = math.inf
+        heap = self.heap
+        due = self.due
+        end = loop.time() + _RESOLUTION
+        if end <= fired_at:
+            # The loop fired it by its own rounding (uvloop counts milliseconds):
+            # whatever was due by then is due now.
+            end = math.nextafter(fired_at, math.inf)
+        batches = []
+        while heap and heap[0] < end:
+            waits = due.pop(_heappop(heap))
+            self.waits -= len(waits)
+            batches.append(waits)
+        if heap:
+            self._drop_ended()
+        if heap:
+            when = heap[0]
+            self.armed_at = when
+            self.handle = weakref.ref(loop.call_at(when, self.fire, loop))
+        for index, waits in enumerate(batches):
+            try:
+                for waiter in waits:
+                    if not waiter.armed:  # its sleep ended meanwhile (forget() counted it)
+                        if self.dead:
+                            self.dead -= 1
+                        continue
+                    worker = waiter.worker
+                    if worker is not None and waiter.signal is None:
+                        waiter.armed = False  # Wait.wake(False), inlined: the hot path
+                        drv = worker.drv
+                        if drv is not None and type(drv) is not Pending:
+                            # A green thread with no task (greenbridge._bare's Run):
+                            # what wake() would call, without wake()'s frame.
+                            drv.resume(worker, False)  # type: ignore[union-attr]
+                        else:
+                            wake(worker, False)
+                    else:
+                        waiter.wake(False)
+            except BaseException:
+                # (The loop reports it.)  The others due still wake, at its next turn.
+                for rest in batches[index:]:
+                    for waiter in rest:
+                        if waiter.armed:
+                            self.add(loop, fired_at, waiter)
+                raise
+
+
 class Registry:
     """Our registrations on one asyncio loop: fd -> watch."""
 
-    __slots__ = ("readers", "writers", "direct", "firing", "fired", "idle", "queued", "turn_end")
+    __slots__ = (
+        "readers",
+        "writers",
+        "direct",
+        "firing",
+        "fired",
+        "idle",
+        "queued",
+        "turn_end",
+        "timers",
+    )
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.readers: dict[int, Watch] = {}
         self.writers: dict[int, Watch] = {}
+        self.timers = Timers(loop)  # the sleeps of workers (see sleep_worker)
         self.firing = 0  # > 0 while a watch's fire() runs (and the code it resumed)
         self.idle: list[Watch] = []  # watches kept until the fire() returns
         self.fired: Watch | None = None  # the watch whose fire() runs (the innermost)
@@ -288,17 +476,27 @@ def _time_turns(loop: asyncio.AbstractEventLoop, reg: Registry) -> None:
 registries: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Registry] = (
     weakref.WeakKeyDictionary()
 )
-_last: list[Any] = [None, None]  # [loop, registry]: one-entry cache, the common case
+
+
+def _no_loop() -> None:
+    return None
+
+
+# [a weak reference to a loop, its registry]: a one-entry cache, the common case.
+# Weak, so that the last loop that waited here can be collected once closed and
+# dropped (its registry, which holds no loop when nothing waits, stays until
+# another loop waits).
+_last: list[Any] = [_no_loop, None]
 
 
 def registry(loop: asyncio.AbstractEventLoop) -> Registry:
     """Our registrations on ``loop`` (created on first use)."""
-    if _last[0] is loop:
+    if _last[0]() is loop:
         return _last[1]  # type: ignore[no-any-return]
     reg = registries.get(loop)
     if reg is None:
         reg = registries[loop] = Registry(loop)
-    _last[0] = loop
+    _last[0] = weakref.ref(loop)
     _last[1] = reg
     return reg
 
@@ -487,7 +685,7 @@ def wait_owned(
         waiter.fut = None
         waiter.armed = True
         waiter.signal = None
-        reg = _last[1] if _last[0] is loop else registry(loop)
+        reg = _last[1] if _last[0]() is loop else registry(loop)
         watch = (reg.readers if readable else reg.writers).get(fd)
         timer = None
         waiting[worker] = waiter
@@ -533,6 +731,57 @@ def wait_owned(
         value.run()  # after the clean-up; its exception propagates
         if deadline is not None:
             timeout = max(0.0, deadline - _monotonic())
+
+
+def sleep_worker(loop: asyncio.AbstractEventLoop, worker: Worker, seconds: float) -> None:
+    """`wait` for a worker that sleeps ``seconds`` (> 0): the green ``time.sleep``.
+
+    What `wait` does for a sleep, with its deadline in the loop's `Timers`
+    rather than a ``call_later`` of its own.  A signal handler delivered
+    meanwhile runs here, and the sleep goes on until the same deadline (PEP
+    475); a cancellation thrown in is raised.
+    """
+    reg = _last[1] if _last[0]() is loop else registry(loop)
+    timers = reg.timers
+    deadline = (_monotonic() if timers.plain_clock else loop.time()) + seconds
+    while True:
+        waiter = _new_wait(Wait)
+        waiter.worker = worker
+        waiter.fut = None
+        waiter.armed = True
+        waiter.signal = None
+        value: Any = None
+        # timers.add(loop, deadline, waiter), inlined: the hot path
+        timers.waits += 1
+        waits = timers.due.get(deadline)
+        if waits is not None:
+            waits.append(waiter)
+        else:
+            timers.due[deadline] = [waiter]
+            _heappush(timers.heap, deadline)
+            if deadline < timers.armed_at:
+                timers.arm(loop, deadline)
+        waiting[worker] = waiter
+        try:
+            handled = handled_exception()
+            worker.since = _monotonic()  # for dump_stacks
+            try:
+                value = worker.parent.switch(PARK)  # type: ignore[union-attr]
+            except BaseException as exc:
+                if handled is not None:
+                    chain_thrown(exc, handled)
+                raise
+        finally:
+            waiter.armed = False
+            del waiting[worker]
+            if value is not False:  # not woken by timers.fire(): still in there
+                timers.forget(deadline)
+        if value is False or value is True:
+            return
+        if type(value) is not SignalArrived:
+            _outcome(value)  # raises it
+            return
+        value.run()  # after the clean-up; its exception propagates
 
 
 def give_turn() -> None:

@@ -16,6 +16,8 @@ from __future__ import annotations
 import _thread as _real_thread
 import asyncio
 import sys
+import types
+from collections.abc import Callable
 from typing import Any
 
 from greenlet import getcurrent
@@ -32,7 +34,12 @@ __all__ = ["active_threads", "current_task", "get_ident", "thread_key"]
 active_threads: dict[int, Any] = {}
 
 _real_get_ident = _real_thread.get_ident
+_current_task: Callable[[asyncio.AbstractEventLoop], asyncio.Task[Any] | None]
 _current_task = asyncio.current_task
+if not isinstance(_current_task, types.BuiltinFunctionType):
+    # Before 3.12 asyncio.current_task(loop) is a Python function that only
+    # looks the loop up in this dict (which the C tasks keep): skip its frame.
+    _current_task = asyncio.tasks._current_tasks.get  # type: ignore[attr-defined]
 
 
 def current_task() -> object | None:

@@ -174,19 +174,17 @@ class Thread:
         assert group is None, "group argument must be None for now"
         if kwargs is None:
             kwargs = {}
-        if name:
-            name = str(name)
-        else:
-            name = f"Thread-{_counter()}"
-            if target is not None and _NAME_TARGET:
-                target_name = getattr(target, "__name__", _NO_NAME)
-                if target_name is not _NO_NAME:
-                    name += f" ({target_name})"
         self._target = target
-        self._name = name
+        if name:
+            self._name: Any = str(name)
+        else:
+            # The stdlib's "Thread-N (target)", formatted when first read (most
+            # names never are): its number now, and what the target is called.
+            self._name = _counter()
+            self._named = getattr(target, "__name__", _NO_NAME) if _NAME_TARGET else _NO_NAME
         self._args = args
         self._kwargs = kwargs
-        self._daemonic = current_thread().daemon if daemon is None else bool(daemon)
+        self._daemonic: bool = current_thread()._daemonic if daemon is None else bool(daemon)
         self._ident: int | None = None
         self._native_id: int | None = None
         # Plain flags instead of the stdlib's two Events: most threads are never
@@ -212,7 +210,7 @@ class Thread:
             status += " daemon"
         if self._ident is not None:
             status += f" {self._ident}"
-        return f"<{type(self).__name__}({self._name}, {status})>"
+        return f"<{type(self).__name__}({self.name}, {status})>"
 
     def start(self) -> None:
         """Start the thread: a green thread on the running asyncio loop, else an OS thread."""
@@ -220,14 +218,15 @@ class Thread:
             raise RuntimeError("thread.__init__() not called")
         if self._is_started:
             raise RuntimeError("threads can only be started once")
-        if asyncio_loop() is not None:
+        loop = asyncio_loop()
+        if loop is not None:
             # A worker greenlet with no task until it needs one (see greenbridge._bare).
             # It starts at the loop's next turn: registered before that, it needs no
             # stay in _limbo.
-            run = start_bare(self._run_and_finish)
+            run = start_bare(self._run_and_finish, (), loop)
             self._run = run
             ident = self._ident = id(run)
-            self._native_id = get_native_id()
+            self._native_id = run.guard.native_id
             with _active_mutex:
                 _active[ident] = self
             self._is_started = True
@@ -318,7 +317,7 @@ class Thread:
             raise RuntimeError("Thread.__init__() not called")
         if not self._is_started:
             raise RuntimeError("cannot join thread before it is started")
-        if self._has_ended():  # the common case; an ended thread is not the current one
+        if self._is_stopped:  # the common case; an ended thread is not the current one
             return
         if self is current_thread():
             raise RuntimeError("cannot join current thread")
@@ -345,7 +344,13 @@ class Thread:
     def name(self) -> str:
         """The thread's name (for identification only)."""
         assert self._initialized, "Thread.__init__() not called"
-        return self._name
+        name = self._name
+        if type(name) is int:  # not formatted yet (see __init__)
+            name = f"Thread-{name}"
+            if self._named is not _NO_NAME:
+                name += f" ({self._named})"
+            self._name = name
+        return name  # type: ignore[no-any-return]
 
     @name.setter
     def name(self, name: str) -> None:
