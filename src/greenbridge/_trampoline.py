@@ -488,9 +488,22 @@ class _LiveWorkers(set["weakref.ref[Worker]"]):
     __slots__ = ()  # (sets take weak references already)
 
     def alive(self) -> list[Worker]:
-        """The workers still alive (a copy: the set may change meanwhile)."""
+        """The workers still alive (a copy: the set may change meanwhile).
+
+        Copying the set can meet a change (another thread adds a worker, or
+        a worker dies in a collection the copy's own allocation started):
+        then it is copied again.
+        """
+        for _ in range(100):
+            try:
+                refs = list(self)
+                break
+            except RuntimeError:  # changed size during iteration
+                continue
+        else:  # pragma: no cover - a set that never holds still
+            refs = list(self.copy())
         found = []
-        for ref in list(self):
+        for ref in refs:
             worker = ref()
             if worker is not None:
                 found.append(worker)
@@ -506,21 +519,14 @@ _thread_workers: list[weakref.ref[_LiveWorkers]] = []
 def live_workers() -> list[Worker]:
     """Every live worker of every thread, pooled or in a call (for greenbridge._stacks).
 
-    Any thread may call it; a set that another thread changes meanwhile is
-    read again.
+    Any thread may call it (see `_LiveWorkers.alive`).
     """
     _thread_workers[:] = [ref for ref in _thread_workers if ref() is not None]
     found: list[Worker] = []
     for ref in list(_thread_workers):
         workers = ref()
-        if workers is None:
-            continue
-        for _ in range(10):
-            try:
-                found.extend(workers.alive())
-                break
-            except RuntimeError:  # changed size during iteration (another thread)
-                continue
+        if workers is not None:
+            found.extend(workers.alive())
     return found
 
 
