@@ -63,7 +63,9 @@ def get_ident() -> int:
         thread = current.thread
         if thread is not None:  # a green Thread (greenbridge._bare)
             return id(thread)
-    task = current_task()
+    loop = asyncio_loop()
+    # current_task(), inlined for asyncio (green locks ask for their owner).
+    task = _current_task(loop) if loop is not None else current_task()
     if task is not None:
         return id(task)
     return _real_get_ident()
