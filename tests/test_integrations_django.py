@@ -266,6 +266,15 @@ def test_per_request_connections_are_closed(server: Uvicorn) -> None:
     assert wait_for_connections(0) == 0
 
 
+def test_a_request_reuses_the_closed_connection_object_of_an_ended_one(server: Uvicorn) -> None:
+    """As a thread keeps its DatabaseWrapper between requests: closed, then connected again."""
+    first = get(server.url + "/sleep").json()
+    assert wait_for_connections(0) == 0
+    second = get(server.url + "/sleep").json()
+    assert first["wrapper"] == second["wrapper"]
+    assert wait_for_connections(0) == 0
+
+
 def test_transactions_are_isolated_between_concurrent_requests(server: Uvicorn) -> None:
     async def main() -> tuple[Any, Any, Any]:
         async with httpx.AsyncClient(timeout=30) as client:

@@ -39,7 +39,8 @@ def hello(request: HttpRequest) -> HttpResponse:
 
 def sleep(request: HttpRequest) -> HttpResponse:
     seconds = float(request.GET.get("t", "0"))
-    return _answer(pid=_sleep(request.GET.get("alias", "default"), seconds))
+    alias = request.GET.get("alias", "default")
+    return _answer(pid=_sleep(alias, seconds), wrapper=id(connections[alias]))
 
 
 def atomic(request: HttpRequest) -> HttpResponse:
