@@ -192,6 +192,20 @@ def test_request_bodies_are_read_as_under_the_stock_handler(
     assert answers[1][2] == {"a": "1", "b": "two"}
 
 
+def test_a_chunked_body_is_read_within_data_upload_max_memory_size(server: Uvicorn) -> None:
+    """No Content-Length: ``request.body`` stops past the limit (a 400), as Django 6.1's does."""
+
+    def chunks(total: int) -> Iterator[bytes]:
+        for _ in range(total // 65536):
+            yield b"x" * 65536
+
+    small = httpx.post(server.url + "/upload", content=chunks(1 << 20), timeout=30)
+    assert small.status_code == 200 and small.json()["size"] == 1 << 20
+    limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+    big = httpx.post(server.url + "/upload", content=chunks(limit + (1 << 20)), timeout=30)
+    assert big.status_code == 400
+
+
 @pytest.mark.parametrize("path", ["/stream", "/async-stream"])
 def test_streaming_responses_go_out_chunk_by_chunk(server: Uvicorn, path: str) -> None:
     """A sync and an async iterator: the first chunk arrives before the second is made."""

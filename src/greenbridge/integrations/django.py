@@ -90,6 +90,7 @@ try:
     from asgiref.sync import ThreadSensitiveContext
     from django.conf import settings as _settings
     from django.core import signals
+    from django.core.exceptions import RequestDataTooBig
     from django.core.handlers.asgi import ASGIHandler
     from django.http import FileResponse
     from django.urls import set_script_prefix
@@ -660,10 +661,46 @@ class GreenASGIHandler(ASGIHandler):  # type: ignore[misc]
 class _Body(_Input):
     """The request's body file: WSGIMiddleware's ``wsgi.input`` (reads wait green), closable.
 
-    (Django closes the body file once ``request.body`` has read it all.)
+    Reading it all (``request.body``, a urlencoded ``request.POST``) stops
+    with Django's ``RequestDataTooBig`` once more than
+    ``DATA_UPLOAD_MAX_MEMORY_SIZE`` (or the request's Content-Length, if
+    larger) came in: Django checks the Content-Length itself, and (6.1+)
+    the size of the body it spooled, for a body sent without one.
     """
 
-    __slots__ = ()
+    __slots__ = ("_headers",)
+
+    def __init__(self, request: _Request, headers: Any) -> None:
+        super().__init__(request)
+        self._headers = headers
+
+    def read(self, size: int | None = -1, /) -> bytes:
+        """Up to ``size`` bytes (all the rest of the body, within the limit above, if < 0)."""
+        if size is None or size < 0:
+            limit = _settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+            if limit is not None:
+                limit = max(limit, self._declared_length())
+                body = self._request.body
+                while len(body) <= limit and self._fill():
+                    pass
+                if len(body) > limit:
+                    raise RequestDataTooBig(
+                        "Request body exceeded settings.DATA_UPLOAD_MAX_MEMORY_SIZE."
+                    )
+        return super().read(size)
+
+    def _declared_length(self) -> int:
+        for name, value in self._headers:
+            if name == b"content-length":
+                try:
+                    return int(value)
+                except ValueError:
+                    return 0
+        return 0
+
+    def seekable(self) -> bool:
+        """False: the body streams in (Django 6.1 asks before measuring a spooled body)."""
+        return False
 
     def close(self) -> None:
         """Nothing to release: what was read is gone, the rest is never received."""
@@ -689,7 +726,9 @@ def _respond(handler: GreenASGIHandler, scope: Any, request: _Request) -> None:
     cls = type(handler)
     set_script_prefix(_get_script_prefix(scope))
     signals.request_started.send(sender=cls, scope=scope)
-    django_request, response = handler.create_request(scope, _Body(request))
+    django_request, response = handler.create_request(
+        scope, _Body(request, scope.get("headers", ()))
+    )
     if django_request is not None:
         try:
             response = handler.get_response(django_request)
