@@ -223,6 +223,28 @@ def test_streaming_responses_go_out_chunk_by_chunk(server: Uvicorn, path: str) -
     assert wait_for_connections(0) == 0
 
 
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_a_client_leaving_a_stream_closes_its_iterator(server: Uvicorn, kind: str) -> None:
+    """The request is cancelled mid-stream: the iterator is closed, the connection too."""
+    from .django_project import views
+
+    views.CLOSED_STREAMS.clear()
+    path = "/endless-stream" if kind == "sync" else "/async-endless-stream"
+    with httpx.stream("GET", server.url + path, timeout=30) as response:
+        received = 0
+        for chunk in response.iter_raw():
+            received += chunk.count(b"chunk")
+            if received >= 3:
+                break
+    closed = views.CLOSED_STREAMS
+    deadline = time.monotonic() + 10
+    while not closed:
+        assert time.monotonic() < deadline, "the iterator was never closed"
+        time.sleep(0.02)
+    assert closed == [kind]
+    assert wait_for_connections(0) == 0
+
+
 def test_only_http_is_served(green_app: Any) -> None:
     """As Django's handler: a lifespan or websocket scope is refused."""
 

@@ -22,4 +22,6 @@ urlpatterns = [
     path("upload", views.upload),
     path("stream", views.stream),
     path("async-stream", views.async_stream),
+    path("endless-stream", views.endless_stream),
+    path("async-endless-stream", views.async_endless_stream),
 ]

@@ -158,3 +158,35 @@ async def async_stream(request: HttpRequest) -> HttpResponse:
         yield b"second\n"
 
     return StreamingHttpResponse(chunks())
+
+
+#: The endless streams below append their name here when their iterator is closed.
+CLOSED_STREAMS: list[str] = []
+
+
+def endless_stream(request: HttpRequest) -> HttpResponse:
+    """A sync iterator that never ends: a chunk every 50 ms of database time."""
+
+    def chunks() -> Iterator[bytes]:
+        try:
+            while True:
+                yield b"chunk\n"
+                _sleep("default", 0.05)
+        finally:
+            CLOSED_STREAMS.append("sync")
+
+    return StreamingHttpResponse(chunks())
+
+
+async def async_endless_stream(request: HttpRequest) -> HttpResponse:
+    """An async iterator that never ends: a chunk every 50 ms."""
+
+    async def chunks() -> AsyncIterator[bytes]:
+        try:
+            while True:
+                yield b"chunk\n"
+                await asyncio.sleep(0.05)
+        finally:
+            CLOSED_STREAMS.append("async")
+
+    return StreamingHttpResponse(chunks())
