@@ -10,11 +10,16 @@ of what a thread pool adds: the benchmarks' CPU per request shows that).
 gunicorn forks its workers, which callgrind_control cannot reach: only
 single-process uvicorn servers are here.
 
-Targets (the apps of bench_web_wsgi.py and bench_web_starlette.py):
+Targets (the apps of bench_web_wsgi.py, bench_web_starlette.py and bench_django.py):
   wsgi-hello, wsgi-upstream, wsgi-db   Flask through WSGIMiddleware
   fastapi-green-<route>, fastapi-stock-<route>
                                        route: upstream, noop (def), async-noop; the
                                        FastAPI app installed (green) or not (stock)
+  django-green-<db>, django-stock-<db> examples/django_app's view (its query waits
+                                       50 ms) under greenbridge's get_asgi_application()
+                                       or Django's own (without the benchmark's probe);
+                                       db: pool (Django's psycopg 3 pool) or conn
+                                       (a connection per request); PostgreSQL needed
 
 Run: python benchmarks/bench_web_callgrind.py TARGET... [--requests 1000]
      [--clients 20] [--loop asyncio|uvloop]
@@ -36,6 +41,7 @@ from _http import free_port, get, wait_for_port
 
 HERE = Path(__file__).resolve().parent
 UPSTREAM = HERE.parent / "examples" / "asgi_app" / "upstream.py"
+DJANGO_SITE = HERE.parent / "examples" / "django_app"
 
 
 def server(target: str, port: int, loop: str) -> tuple[list[str], dict[str, str], str]:
@@ -46,6 +52,10 @@ def server(target: str, port: int, loop: str) -> tuple[list[str], dict[str, str]
     if kind == "wsgi":
         return [*args, "web_wsgi_app:green_asgi"], {"GB_BENCH_MODE": "green"}, f"/{rest}/{{i}}"
     mode, _, route = rest.partition("-")
+    if kind == "django" and mode in ("green", "stock") and route in ("pool", "conn"):
+        module = "green_asgi" if mode == "green" else "asgi"
+        django = [*args, "--app-dir", str(DJANGO_SITE), f"bench_site.{module}:django_application"]
+        return django, {"GB_EXAMPLE_DJANGO_DB": route}, "/item/{i}"
     if kind != "fastapi" or mode not in ("green", "stock") or not route:
         raise SystemExit(f"unknown target {target!r}: see --help")
     factory = [*args, "--factory", "bench_web_starlette:app_from_env"]

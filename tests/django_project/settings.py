@@ -43,6 +43,7 @@ INSTALLED_APPS = ["tests.django_project.apps.DjangoProjectConfig"]
 MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",  # an old-style (MiddlewareMixin) sync one
     "tests.django_project.middleware.where_middleware",  # a function-style sync one
+    "tests.django_project.middleware.async_middleware",  # an async-only one
 ]
 USE_TZ = True
 # Leave the process's logging alone: django.request records reach the root logger.

@@ -18,4 +18,10 @@ urlpatterns = [
     path("pooled", views.pooled),
     path("close-pool", views.close_pool),
     path("persistent", views.persistent),
+    path("request", views.request_info),
+    path("upload", views.upload),
+    path("stream", views.stream),
+    path("async-stream", views.async_stream),
+    path("endless-stream", views.endless_stream),
+    path("async-endless-stream", views.async_endless_stream),
 ]

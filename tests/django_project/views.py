@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import threading
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.core.exceptions import SynchronousOnlyOperation
 from django.db import connections, transaction
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 
 from .models import Item
 
@@ -36,7 +39,8 @@ def hello(request: HttpRequest) -> HttpResponse:
 
 def sleep(request: HttpRequest) -> HttpResponse:
     seconds = float(request.GET.get("t", "0"))
-    return _answer(pid=_sleep(request.GET.get("alias", "default"), seconds))
+    alias = request.GET.get("alias", "default")
+    return _answer(pid=_sleep(alias, seconds), wrapper=id(connections[alias]))
 
 
 def atomic(request: HttpRequest) -> HttpResponse:
@@ -99,3 +103,90 @@ def persistent(request: HttpRequest) -> HttpResponse:
     if request.GET.get("close"):
         connections["persistent"].close()
     return _answer(pid=pid)
+
+
+def request_info(request: HttpRequest) -> HttpResponse:
+    """What the view sees of its request: its class, its scope, its META."""
+    scope = getattr(request, "scope", None)
+    meta = {
+        key: value if isinstance(value, (str, int, bool)) else repr(type(value))
+        for key, value in request.META.items()
+    }
+    return _answer(
+        cls=type(request).__name__,
+        scope_type=None if scope is None else scope["type"],
+        meta=meta,
+        path=request.path,
+        path_info=request.path_info,
+        scheme=request.scheme,
+        host=request.get_host(),
+        query=request.GET.dict(),
+    )
+
+
+def upload(request: HttpRequest) -> HttpResponse:
+    """The body as the view reads it: its size and digest, its form fields and files."""
+    if request.content_type == "multipart/form-data":
+        files = {name: hashlib.sha256(f.read()).hexdigest() for name, f in request.FILES.items()}
+        return _answer(form=request.POST.dict(), files=files)
+    body = request.body
+    form = (
+        request.POST.dict() if request.content_type == "application/x-www-form-urlencoded" else {}
+    )
+    return _answer(size=len(body), sha256=hashlib.sha256(body).hexdigest(), form=form)
+
+
+def stream(request: HttpRequest) -> HttpResponse:
+    """A sync iterator: a chunk, a wait of ``t`` seconds in the database, a chunk."""
+    seconds = float(request.GET.get("t", "0"))
+
+    def chunks() -> Iterator[bytes]:
+        yield b"first\n"
+        _sleep("default", seconds)
+        yield b"second\n"
+
+    return StreamingHttpResponse(chunks())
+
+
+async def async_stream(request: HttpRequest) -> HttpResponse:
+    """An async iterator: a chunk, ``asyncio.sleep(t)``, a chunk."""
+    seconds = float(request.GET.get("t", "0"))
+
+    async def chunks() -> AsyncIterator[bytes]:
+        yield b"first\n"
+        await asyncio.sleep(seconds)
+        yield b"second\n"
+
+    return StreamingHttpResponse(chunks())
+
+
+#: The endless streams below append their name here when their iterator is closed.
+CLOSED_STREAMS: list[str] = []
+
+
+def endless_stream(request: HttpRequest) -> HttpResponse:
+    """A sync iterator that never ends: a chunk every 50 ms of database time."""
+
+    def chunks() -> Iterator[bytes]:
+        try:
+            while True:
+                yield b"chunk\n"
+                _sleep("default", 0.05)
+        finally:
+            CLOSED_STREAMS.append("sync")
+
+    return StreamingHttpResponse(chunks())
+
+
+async def async_endless_stream(request: HttpRequest) -> HttpResponse:
+    """An async iterator that never ends: a chunk every 50 ms."""
+
+    async def chunks() -> AsyncIterator[bytes]:
+        try:
+            while True:
+                yield b"chunk\n"
+                await asyncio.sleep(0.05)
+        finally:
+            CLOSED_STREAMS.append("async")
+
+    return StreamingHttpResponse(chunks())

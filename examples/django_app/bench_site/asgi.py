@@ -10,4 +10,6 @@ from .probe import AsgiProbe
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "bench_site.settings")
 
-application = AsgiProbe(get_asgi_application())
+#: The handler without the probe (benchmarks/bench_web_callgrind.py counts it alone).
+django_application = get_asgi_application()
+application = AsgiProbe(django_application)

@@ -19,8 +19,9 @@ from .probe import AsgiProbe
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "bench_site.settings")
 
-_django = get_asgi_application()
+#: The handler without the probe (benchmarks/bench_web_callgrind.py counts it alone).
+django_application = get_asgi_application()
 with greenbridge.patch_blocking():
     import catalog.views  # noqa: F401  (before the URLconf imports it)
 
-application = AsgiProbe(_django)
+application = AsgiProbe(django_application)

@@ -6,9 +6,15 @@ receivers of ``request_started``/``request_finished``, ``response.close()``,
 the exception handlers.  Each request gets an executor thread of its own and
 hops between the loop and that thread at every sync/async boundary.
 :func:`get_asgi_application` returns a :class:`GreenASGIHandler` instead,
-under which the same calls run through :func:`greenbridge.async_`: in a pooled
-greenlet on the loop, in the request's own `contextvars.Context`.  Async
-views and async middleware stay native coroutines.
+which serves each request as Django's WSGI handler serves one in a thread,
+with the middleware chain in Django's sync mode, but in ONE greenlet on the
+loop (:func:`greenbridge.async_`, in the server's task for the request):
+``request_started``, the ``ASGIRequest``, the middleware and the view, the
+response out, ``response.close()`` and the end of the request's connections
+run there with no hop through the loop.  Async views and async middleware
+are called through Django's ``async_to_sync``, which in the request is
+:func:`async_to_sync` here: the coroutine runs in the request's greenlet,
+on the loop, with no thread.
 
 Four process-wide changes make that work (:func:`install`, called by
 :func:`get_asgi_application`; :func:`uninstall` undoes them).  Each one
@@ -43,9 +49,9 @@ and Django's test clients keep Django's behaviour in the same process.
    concurrent requests, as between threads), and in other bridged code
    (``async_`` outside a request) keeps them per green thread (the asyncio
    or trio task).  Everything else uses Django's ``Local`` as before.  The
-   request is the unit, not the task: Django's handler runs the view in a
-   task of its own and the ``request_started``/``request_finished`` signals
-   in another, and the request's connections must be the same in both.
+   request is the unit, not the green thread: the code of an async view
+   or middleware calls Django's ``sync_to_async`` (the async ORM
+   methods), whose greenlets must see the request's connections.
 4. **Drivers.** :func:`get_asgi_application` (not :func:`install`) patches
    the PostgreSQL driver Django uses (:func:`greenbridge.patch_psycopg` or
    :func:`greenbridge.patch_psycopg2`), and imports ``psycopg_pool`` under
@@ -81,7 +87,13 @@ try:
     import asgiref.local
     import asgiref.sync
     import django
+    from asgiref.sync import ThreadSensitiveContext
+    from django.conf import settings as _settings
+    from django.core import signals
+    from django.core.exceptions import RequestDataTooBig
     from django.core.handlers.asgi import ASGIHandler
+    from django.http import FileResponse
+    from django.urls import set_script_prefix
 except ImportError as exc:  # pragma: no cover - exercised only without Django
     raise ImportError(
         "greenbridge.integrations.django needs Django and asgiref: "
@@ -95,8 +107,10 @@ from .._offload import offload
 from .._patcher import original, patch_blocking
 from .._where import UNBRIDGED, BridgeGreenlet, where
 from ..drivers import patch_psycopg, patch_psycopg2
-from ..green._ident import current_task, thread_key
+from ..green._ident import thread_key
+from . import wsgi as _wsgi
 from ._versions import check_release, release
+from .wsgi import _Input, _Request, _watch
 
 if sys.version_info >= (3, 10) or TYPE_CHECKING:
     from typing import ParamSpec
@@ -330,15 +344,12 @@ class _Scope:
     thread, would not do.
     """
 
-    __slots__ = ("connections", "others", "thread", "users")
+    __slots__ = ("connections", "others", "thread")
 
     def __init__(self) -> None:
         self.thread = _get_ident()
         self.connections: dict[str, Any] = {}
         self.others: dict[int, dict[str, Any]] = {}
-        # The tasks that took a connection into ``connections`` (see
-        # GreenASGIHandler.__call__: a cancelled handler leaves them running).
-        self.users: set[Any] = set()
 
 
 # Set by GreenASGIHandler for its requests (and while it loads middleware).
@@ -401,16 +412,32 @@ def _guard_get_running_loop() -> asyncio.AbstractEventLoop:
     refused the sync ORM, as natively.  So the frames of the call are walked
     up to the worker's first one (a greenlet's frame chain ends there): a
     coroutine frame on the way means the caller is async code.
+
+    The walk stops early at Django's sync ``BaseHandler._get_response`` (the
+    frame that calls a view): below it in the same greenlet there is only
+    the sync handler path (sync middleware, :class:`GreenASGIHandler`'s
+    request), since an async middleware reaches it through
+    ``sync_to_async``, i.e. from another greenlet.  (A request's stack is
+    some 45 frames deep; the view's queries walk only their own 20.)
     """
     if isinstance(getcurrent(), BridgeGreenlet):
         frame: types.FrameType | None = sys._getframe(1)
+        boundary = _SYNC_VIEW_CALLER
         while frame is not None:
-            if frame.f_code.co_flags & _ASYNC_CODE:
+            code = frame.f_code
+            if code.co_flags & _ASYNC_CODE:
+                break
+            if code is boundary:
+                frame = None
                 break
             frame = frame.f_back
-        else:
+        if frame is None:
             raise RuntimeError("no running event loop")
     return _real_get_running_loop()
+
+
+# The code of Django's sync BaseHandler._get_response (see the guard above).
+_SYNC_VIEW_CALLER: types.CodeType = ASGIHandler._get_response.__code__
 
 
 # ---------------------------------------------------------------- per-request connections
@@ -418,6 +445,13 @@ def _guard_get_running_loop() -> asyncio.AbstractEventLoop:
 # Connections kept open between requests (CONN_MAX_AGE > 0 or None), by
 # (thread, alias): a connection is used by the thread that opened it only.
 _idle: dict[tuple[int, str], list[Any]] = {}
+# Closed connection objects (Django's DatabaseWrapper) of ended requests, by
+# (thread, alias), for later requests to connect again with, as a thread
+# keeps its DatabaseWrapper between requests: making one per request costs
+# Django's load_backend() and the wrapper's set-up (about 80 k instructions).
+# Django's connect() resets a wrapper's state as it does for a thread's.
+_spare: dict[tuple[int, str], list[Any]] = {}
+_SPARE_WRAPPERS = 256  # (at most this many per thread and alias)
 
 
 class _ConnectionStore:
@@ -463,21 +497,12 @@ class _ConnectionStore:
             return store[alias]
         except KeyError:
             pass
-        idle = _idle.get((_get_ident(), alias))
-        if idle and _inside():
-            store[alias] = conn = idle.pop()
-            self._used(store)
+        key = (_get_ident(), alias)
+        kept = _idle.get(key) or _spare.get(key)
+        if kept and _inside():
+            store[alias] = conn = kept.pop()
             return conn
         raise AttributeError(alias)
-
-    @staticmethod
-    def _used(store: dict[str, Any]) -> None:
-        """Note the current task as a user of ``store`` if it is a request's."""
-        scope = _scope.get()
-        if scope is not None and store is scope.connections:
-            task = current_task()
-            if task is not None:
-                scope.users.add(task)
 
     def __setattr__(self, alias: str, value: Any) -> None:
         store = self._store()
@@ -485,7 +510,6 @@ class _ConnectionStore:
             setattr(self._fallback, alias, value)
         else:
             store[alias] = value
-            self._used(store)
 
     def __delattr__(self, alias: str) -> None:
         store = self._store()
@@ -504,18 +528,21 @@ def _end_request(scope: _Scope) -> None:
     while scope.connections:
         alias, conn = scope.connections.popitem()
         try:
-            if conn.connection is None:
-                continue
-            if not conn.in_atomic_block:
-                conn.close_if_unusable_or_obsolete()
-            if (
-                conn.connection is not None
-                and not conn.in_atomic_block
-                and conn.settings_dict.get("CONN_MAX_AGE", 0) != 0
-            ):
-                _idle.setdefault((thread, alias), []).append(conn)
-            else:
+            if conn.connection is not None:
+                if not conn.in_atomic_block:
+                    conn.close_if_unusable_or_obsolete()
+                if (
+                    conn.connection is not None
+                    and not conn.in_atomic_block
+                    and conn.settings_dict.get("CONN_MAX_AGE", 0) != 0
+                ):
+                    _idle.setdefault((thread, alias), []).append(conn)
+                    continue
                 conn.close()
+            if conn.connection is None and not conn.in_atomic_block:
+                spare = _spare.setdefault((thread, alias), [])
+                if len(spare) < _SPARE_WRAPPERS:
+                    spare.append(conn)
         except Exception:
             logger.exception("closing the database connection %r at the end of a request", alias)
     while scope.others:
@@ -532,19 +559,48 @@ def _end_request(scope: _Scope) -> None:
                 conn.dec_thread_sharing()
 
 
-_green_end_request = async_(_end_request)
-
-
 # ---------------------------------------------------------------- the handler
 
 
 class GreenASGIHandler(ASGIHandler):  # type: ignore[misc]
-    """Django's ``ASGIHandler``, with its sync code in greenlets on the loop.
+    """Django's request handling for ASGI servers, each request in one greenlet on the loop.
 
-    Each request runs in a context where Django's ``sync_to_async`` and
-    ``async_to_sync`` are this module's (see :func:`install`) and where
-    ``django.db.connections`` holds the request's own connections.  When
-    the request ends (after ``request_finished``, whose
+    An ASGI application, and a subclass of Django's ``ASGIHandler`` (what
+    ``isinstance`` checks and ``request_class`` see), that serves each HTTP
+    request as Django's ``WSGIHandler`` serves one in a thread: the
+    middleware chain is loaded in Django's *sync* mode, and the whole
+    request, ``request_started``, the request object, the middleware, the
+    view, the response's headers and body out, ``response.close()`` (which
+    sends ``request_finished``) and the end of the request's connections,
+    runs in one greenlet (:func:`greenbridge.async_`), in the server's task
+    for the request.  Its waits (queries through a patched driver, a pooled
+    connection, the client reading the response) suspend only that
+    greenlet; nothing hops through the loop between the view and the return
+    of its connection.
+
+    What Django code sees is what it sees under Django's ``ASGIHandler``:
+
+    * the request is Django's ``ASGIRequest`` (``request.scope``, the same
+      ``META``), whose body is read on demand from ASGI ``receive`` (a read
+      suspends only the request; Django's handler reads the whole body into
+      a temporary file before the view);
+    * async views and async middleware are called through Django's
+      ``async_to_sync``, which is this module's inside the request: the
+      coroutine runs right there, on the loop, with no thread; the ORM still
+      refuses to be called from it (``SynchronousOnlyOperation``);
+    * a ``StreamingHttpResponse`` is sent chunk by chunk, each chunk waited
+      for (the server's flow control), from a sync iterator or an async one
+      alike (Django's handlers buffer the former under ASGI, the latter
+      under WSGI, whole, with a warning);
+    * a client that disconnects cancels the request: the greenlet gets
+      `asyncio.CancelledError` at its next wait (a query is cancelled,
+      ``transaction.atomic()`` rolls back), then ``request_finished`` is
+      sent and the connections closed, as Django 5.0+ does under ASGI (and
+      Django 4.2 too, whose handler did not notice disconnects);
+    * the server cancelling the handler (a shutdown timeout) cancels the
+      request the same way; it ends before the handler does.
+
+    When the request ends (after ``request_finished``, whose
     ``close_old_connections`` closes connections past their
     ``CONN_MAX_AGE``), every connection still open is closed, unless
     ``CONN_MAX_AGE`` is above 0 (or None) and the connection is healthy and
@@ -552,67 +608,191 @@ class GreenASGIHandler(ASGIHandler):  # type: ignore[misc]
     same thread takes it instead of connecting again (as a thread keeps its
     connection between requests).  With Django's psycopg 3 pool, closing
     returns the connection to the pool.
+
+    Only HTTP is served: other scope types raise ``ValueError``, as Django's
+    handler does.
     """
 
     def __init__(self) -> None:
         install()
         loading = _Scope()
-        token = _scope.set(loading)  # the middleware chain is adapted green
+        token = _scope.set(loading)  # async middleware is adapted with our async_to_sync
         try:
-            super().__init__()
+            self.load_middleware(is_async=False)
         finally:
             _scope.reset(token)
             # (a middleware that queried the database while being set up)
             _end_request(loading)
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        """Serve one ASGI connection as Django does, with the request's sync code green."""
+        """Serve one ASGI HTTP request, all of Django's part in one greenlet."""
+        if scope["type"] != "http":
+            raise ValueError(f"Django can only handle ASGI/HTTP connections, not {scope['type']}.")
         if len(sys.modules) != _scanned_modules:
             _patch_modules()
-        request = _Scope()
-        token = _scope.set(request)
+        # (As WSGIMiddleware serves a request: the greenlet in the server's
+        # task, a receiver task watching for a disconnect only after
+        # WATCH_AFTER; see greenbridge.integrations.wsgi.)
+        loop = asyncio.get_running_loop()
+        request = _Request(receive, send, loop)
+        request.task = asyncio.current_task(loop)
+        watch = loop.call_later(_wsgi.WATCH_AFTER, _watch, request)
         try:
-            await super().__call__(scope, receive, send)
+            # (asgiref's own thread-sensitive sync_to_async, called by a
+            # third-party module, gets a thread of the request's, as under
+            # Django's handler, not a thread shared by the whole process.)
+            async with ThreadSensitiveContext():
+                await _serve_green(self, scope, request)
+        except asyncio.CancelledError:
+            # Cancelled by the receiver, the client having left: the request
+            # is over (and rolled back), nothing to answer.  Cancelled by the
+            # server: the greenlet has ended, the cancellation goes on.
+            if not request.cancelled:
+                raise
+            uncancel = getattr(request.task, "uncancel", None)  # (Python 3.11+)
+            if uncancel is not None:
+                uncancel()
         finally:
-            try:
-                if request.connections or request.others:
-                    await _end_when_unused(request)
-            finally:
-                _scope.reset(token)
+            watch.cancel()
+            if request.receiver is not None:
+                request.receiver.cancel()
 
 
-async def _end_when_unused(request: _Scope) -> None:
-    """End the request's connections now, or when the tasks still using them end.
+class _Body(_Input):
+    """The request's body file: WSGIMiddleware's ``wsgi.input`` (reads wait green), closable.
 
-    Django's handler waits for its view task, unless the handler itself is
-    cancelled (a server's shutdown timeout): then the view task runs on,
-    orphaned, and closing its connection under it would close a socket that
-    its greenlet waits on (and whose descriptor number the next connection
-    may reuse).  So the end waits for the last of those tasks.
+    Reading it all (``request.body``, a urlencoded ``request.POST``) stops
+    with Django's ``RequestDataTooBig`` once more than
+    ``DATA_UPLOAD_MAX_MEMORY_SIZE`` (or the request's Content-Length, if
+    larger) came in: Django checks the Content-Length itself, and (6.1+)
+    the size of the body it spooled, for a body sent without one.
     """
-    me = current_task()
-    running = [task for task in request.users if task is not me and not task.done()]
-    request.users.clear()
-    if not running:
-        await _green_end_request(request)
+
+    __slots__ = ("_headers",)
+
+    def __init__(self, request: _Request, headers: Any) -> None:
+        super().__init__(request)
+        self._headers = headers
+
+    def read(self, size: int | None = -1, /) -> bytes:
+        """Up to ``size`` bytes (all the rest of the body, within the limit above, if < 0)."""
+        if size is None or size < 0:
+            limit = _settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+            if limit is not None:
+                limit = max(limit, self._declared_length())
+                body = self._request.body
+                while len(body) <= limit and self._fill():
+                    pass
+                if len(body) > limit:
+                    raise RequestDataTooBig(
+                        "Request body exceeded settings.DATA_UPLOAD_MAX_MEMORY_SIZE."
+                    )
+        return super().read(size)
+
+    def _declared_length(self) -> int:
+        for name, value in self._headers:
+            if name == b"content-length":
+                try:
+                    return int(value)
+                except ValueError:
+                    return 0
+        return 0
+
+    def seekable(self) -> bool:
+        """False: the body streams in (Django 6.1 asks before measuring a spooled body)."""
+        return False
+
+    def close(self) -> None:
+        """Nothing to release: what was read is gone, the rest is never received."""
+
+
+def _serve(handler: GreenASGIHandler, scope: Any, request: _Request) -> None:
+    """One request, in its greenlet, with its own connections; they end with it."""
+    connections = _Scope()
+    token = _scope.set(connections)
+    try:
+        _respond(handler, scope, request)
+    finally:
+        _scope.reset(token)
+        if connections.connections or connections.others:
+            _end_request(connections)
+
+
+_serve_green = async_(_serve)
+
+
+def _respond(handler: GreenASGIHandler, scope: Any, request: _Request) -> None:
+    """What Django's ``ASGIHandler.handle`` does, in sync code (the request's greenlet)."""
+    cls = type(handler)
+    set_script_prefix(_get_script_prefix(scope))
+    signals.request_started.send(sender=cls, scope=scope)
+    django_request, response = handler.create_request(
+        scope, _Body(request, scope.get("headers", ()))
+    )
+    if django_request is not None:
+        try:
+            response = handler.get_response(django_request)
+        except BaseException:
+            # (cancelled: no response to close, which would send it)
+            signals.request_finished.send(sender=cls)
+            raise
+        response._handler_class = cls
+        if isinstance(response, FileResponse):
+            response.block_size = handler.chunk_size
+    try:
+        _send_response(response, request)
+    finally:
+        response.close()
+
+
+def _get_script_prefix(scope: Any) -> str:
+    """The script prefix of a request: ``FORCE_SCRIPT_NAME``, else ASGI's ``root_path``."""
+    forced = _settings.FORCE_SCRIPT_NAME
+    if forced:
+        return str(forced)
+    return scope.get("root_path", "") or ""
+
+
+def _send_response(response: Any, request: _Request) -> None:
+    """Send ``response`` as Django's ``ASGIHandler.send_response`` does, waiting green."""
+    headers = []
+    for name, value in response.items():
+        if isinstance(name, str):
+            name = name.encode("ascii")
+        if isinstance(value, str):
+            value = value.encode("latin1")
+        headers.append((bytes(name), bytes(value)))
+    for cookie in response.cookies.values():
+        headers.append((b"Set-Cookie", cookie.output(header="").encode("ascii").strip()))
+    send = request.send
+    await_(
+        send({"type": "http.response.start", "status": response.status_code, "headers": headers})
+    )
+    if not response.streaming:
+        # (The whole body in one message: the server chunks the socket writes.)
+        request.complete = True  # (a http.disconnect from now on is the end, not a client leaving)
+        await_(send({"type": "http.response.body", "body": response.content}))
         return
-    loop = asyncio.get_running_loop()
-    left = len(running)
-
-    def one_ended(_: Any) -> None:
-        nonlocal left
-        left -= 1
-        if left == 0:
-            ending = loop.create_task(_green_end_request(request))
-            _endings.add(ending)
-            ending.add_done_callback(_endings.discard)
-
-    for task in running:
-        task.add_done_callback(one_ended)
-
-
-# The deferred ends of requests whose handler was cancelled (strong references).
-_endings: set[asyncio.Task[None]] = set()
+    if response.is_async:
+        # Django's WSGIHandler would gather the whole iterator first; here
+        # each chunk goes out as the iterator yields it.
+        content = response.streaming_content
+        try:
+            while True:
+                try:
+                    part = await_(content.__anext__())
+                except StopAsyncIteration:
+                    break
+                if part:
+                    await_(send({"type": "http.response.body", "body": part, "more_body": True}))
+        finally:
+            await_(content.aclose())
+    else:
+        for part in response.streaming_content:
+            if part:
+                await_(send({"type": "http.response.body", "body": part, "more_body": True}))
+    request.complete = True
+    await_(send({"type": "http.response.body", "body": b"", "more_body": False}))
 
 
 def get_asgi_application(*, patch_drivers: bool = True) -> GreenASGIHandler:
@@ -827,6 +1007,7 @@ def uninstall() -> None:
         _scanned_modules = 0
         idle = [conn for conns in _idle.values() for conn in conns]
         _idle.clear()
+        _spare.clear()
     for conn in idle:
         # (the DB-API connection itself: Django's close() refuses another thread)
         try:

@@ -124,7 +124,11 @@ class ClientDisconnected(OSError):
 
 
 class _Request:
-    """What the request's coroutine, its receiver task and its greenlet share."""
+    """What the request's coroutine, its receiver task and its greenlet share.
+
+    (`greenbridge.integrations.django` serves its requests with this class,
+    `_Input` and `_watch` too: change them with both in mind.)
+    """
 
     __slots__ = (
         "receive",
