@@ -37,7 +37,7 @@ Run:  python benchmarks/bench_django.py [--setups conn,pool]
           [--modes asgi,gthread,gevent,greenbridge] [--duration 10] [--warmup 3]
           [--clients 200] [--quick] [--gevent-python /path/to/venv/bin/python]
           [--driver psycopg|psycopg2] [--gevent-driver psycopg2|psycopg]
-          [--profile DIR] [--json FILE]
+          [--loop auto|asyncio|uvloop] [--profile DIR] [--json FILE]
 
 The drivers: psycopg 3 everywhere, except gevent with a connection per request,
 which uses psycopg2 with psycogreen (the usual gevent set-up) unless
@@ -81,10 +81,14 @@ LABELS = {
 }
 
 
+#: uvicorn's ``--loop`` for the ASGI modes (``--loop``: auto picks uvloop when installed).
+UVICORN_LOOP = "auto"
+
+
 def server_argv(mode: str, python: str, port: int) -> list[str]:
     """The command that serves the example in ``mode`` on ``port``."""
     uvicorn = [python, "-m", "uvicorn", "--port", str(port), "--log-level", "warning"]
-    uvicorn += ["--backlog", "2048", "--no-access-log"]
+    uvicorn += ["--backlog", "2048", "--no-access-log", "--loop", UVICORN_LOOP]
     gunicorn = [python, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", "1"]
     gunicorn += ["--log-level", "warning", "--backlog", "2048", "--keep-alive", "30"]
     if mode == "asgi":
@@ -453,12 +457,20 @@ def main() -> None:
         default="psycopg",
         help="the other modes' driver in the conn set-up",
     )
+    parser.add_argument(
+        "--loop",
+        choices=["auto", "asyncio", "uvloop"],
+        default="auto",
+        help="uvicorn's event loop for the ASGI modes (auto: uvloop when installed)",
+    )
     parser.add_argument("--profile", metavar="DIR", help="cProfile the ASGI servers' loop")
     parser.add_argument("--profile-top", type=int, default=30)
     parser.add_argument("--json", metavar="FILE", help="write every result there too")
     args = parser.parse_args()
     if args.quick:
         args.duration, args.warmup = 3.0, 1.5
+    global UVICORN_LOOP
+    UVICORN_LOOP = args.loop
     setups = [s for s in args.setups.split(",") if s]
     modes = [m for m in args.modes.split(",") if m]
     for name in setups:
