@@ -763,6 +763,7 @@ def sleep_worker(loop: asyncio.AbstractEventLoop, worker: Worker, seconds: float
                 timers.arm(loop, deadline)
         waiting[worker] = waiter
         try:
+            # greenbridge._park.park(), inlined as in wait_owned: the hot path.
             handled = handled_exception()
             worker.since = _monotonic()  # for dump_stacks
             try:

@@ -110,7 +110,7 @@ from ..drivers import patch_psycopg, patch_psycopg2
 from ..green._ident import thread_key
 from . import wsgi as _wsgi
 from ._versions import check_release, release
-from .wsgi import _Input, _Request, _watch
+from .wsgi import _client_left, _Input, _Request, _watch
 
 if sys.version_info >= (3, 10) or TYPE_CHECKING:
     from typing import ParamSpec
@@ -644,14 +644,10 @@ class GreenASGIHandler(ASGIHandler):  # type: ignore[misc]
             async with ThreadSensitiveContext():
                 await _serve_green(self, scope, request)
         except asyncio.CancelledError:
-            # Cancelled by the receiver, the client having left: the request
-            # is over (and rolled back), nothing to answer.  Cancelled by the
-            # server: the greenlet has ended, the cancellation goes on.
-            if not request.cancelled:
+            # The client left: the request is over (and rolled back).  Cancelled
+            # by the server: the greenlet has ended, the cancellation goes on.
+            if not _client_left(request):
                 raise
-            uncancel = getattr(request.task, "uncancel", None)  # (Python 3.11+)
-            if uncancel is not None:
-                uncancel()
         finally:
             watch.cancel()
             if request.receiver is not None:

@@ -562,6 +562,21 @@ def _serve(app: WSGIApp, environ: Environ, request: _Request) -> None:
 _serve_green = async_(_serve)
 
 
+def _client_left(request: _Request) -> bool:
+    """After a request's task got ``CancelledError``: was it the receiver's, the client gone?
+
+    Then the request is over, with nothing to answer: the task's cancellation
+    is taken back (Python 3.11+), and the caller returns quietly.  Otherwise
+    (the server cancelled the task) the caller lets the error go on.
+    """
+    if not request.cancelled:
+        return False
+    uncancel = getattr(request.task, "uncancel", None)  # (Python 3.11+)
+    if uncancel is not None:
+        uncancel()
+    return True
+
+
 class WSGIMiddleware:
     """An ASGI application serving the WSGI application ``app``, one greenlet per request.
 
@@ -635,14 +650,10 @@ class WSGIMiddleware:
             try:
                 await _serve_green(self.app, environ, request)
             except asyncio.CancelledError:
-                # Cancelled by the receiver, the client having left: the request
-                # is over, nothing to answer.  Cancelled by the server: the
-                # greenlet has ended (the iterable closed), the error goes on.
-                if not request.cancelled:
+                # Cancelled by the server: the greenlet has ended (the iterable
+                # closed), the error goes on.
+                if not _client_left(request):
                     raise
-                uncancel = getattr(request.task, "uncancel", None)  # (Python 3.11+)
-                if uncancel is not None:
-                    uncancel()
             finally:
                 watch.cancel()
                 if request.receiver is not None:
