@@ -436,3 +436,26 @@ def test_a_closed_loop_that_waited_on_a_socket_can_be_collected() -> None:
     ref = run_on_a_new_loop()
     gc.collect()
     assert ref() is None
+
+
+def test_a_pooled_worker_waits_on_the_loop_of_each_call() -> None:
+    # A worker remembers the loop of its current call for the hub's waits; a
+    # later call, on another loop, must wait on that one (the first is closed).
+    from greenlet import getcurrent
+
+    def sleeps_and_reads() -> tuple[int, bytes]:
+        _hub.sleep(0.001)
+        a, b = socket.socketpair()
+        with a, b:
+            green_a = greenbridge.green.socket.socket(fileno=a.detach())
+            with green_a:
+                b.send(b"x")
+                return id(getcurrent()), green_a.recv(1)
+
+    async def main() -> tuple[int, bytes]:
+        return await greenbridge.async_(sleeps_and_reads)()  # type: ignore[no-any-return]
+
+    first = asyncio.run(main())
+    second = asyncio.run(main())
+    assert first[1] == second[1] == b"x"
+    assert first[0] == second[0]  # the same pooled worker served both calls

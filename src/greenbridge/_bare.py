@@ -238,6 +238,7 @@ def _begin_all(guard: _Guard) -> None:
             worker.gr_context = context
             worker.thread = run
             worker.drv = run
+            worker.loop = guard.loop
             msg = worker.switch(fn, args, NO_KWARGS)
             if msg is PARK:  # run._handle(), inlined for the common case
                 run.parked = True

@@ -151,10 +151,26 @@ class Worker(BridgeGreenlet):
       the bridge itself;
     - ``thread``: while it runs a green thread (see `greenbridge._bare`),
       that thread's run, which is also its identity; None for any other
-      call.
+      call;
+    - ``loop``: the asyncio loop its current call runs on, once the hub
+      looked it up (None before, and under trio).  A call never changes
+      loops (asyncio refuses to run a loop inside a running one), and the
+      slot is cleared when the call ends.  It spares the hub's waits
+      ``asyncio._get_running_loop()``, which before Python 3.12 makes a
+      ``getpid()`` system call each time.
     """
 
-    __slots__ = ("value", "free", "drv", "home", "pending", "inherited", "since", "thread")
+    __slots__ = (
+        "value",
+        "free",
+        "drv",
+        "home",
+        "pending",
+        "inherited",
+        "since",
+        "thread",
+        "loop",
+    )
 
     home: _Bucket
     value: Any
@@ -164,6 +180,7 @@ class Worker(BridgeGreenlet):
     inherited: BaseException | None
     since: float
     thread: Any
+    loop: asyncio.AbstractEventLoop | None
 
 
 # What the stepper yields when the awaitable it steps has ended.
@@ -396,6 +413,7 @@ def _worker_main() -> Any:
         # Drop every reference to the finished call before parking.
         fn = args = kwargs = None
         me.pending = None
+        me.loop = None
         if len(pool) >= POOL_SIZE or not pool.live:
             # Pool full or evicted: end this greenlet; its return value reaches the driver.
             return end
@@ -465,6 +483,7 @@ def _new_worker(pool: _Bucket) -> Worker:
     worker.inherited = None
     worker.since = 0.0
     worker.thread = None
+    worker.loop = None
     workers = _state.workers
     if workers is None:
         workers = _state.workers = _LiveWorkers()

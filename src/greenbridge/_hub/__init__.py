@@ -198,7 +198,9 @@ def wait_socket(sock: Any, fd: int, readable: bool, timeout: float | None = None
     """
     current = getcurrent()
     if type(current) is Worker:
-        loop = asyncio_loop()
+        loop = current.loop
+        if loop is None:
+            loop = current.loop = asyncio_loop()
         if loop is not None:
             # The common case, a worker on an asyncio loop, needs no
             # classification: straight into the wait, with one descriptor.
@@ -240,7 +242,9 @@ def sleep(seconds: Any) -> None:
     """
     current = getcurrent()
     if type(current) is Worker and type(seconds) is float and seconds > 0.0:
-        loop = asyncio_loop()
+        loop = current.loop
+        if loop is None:
+            loop = current.loop = asyncio_loop()
         if loop is not None:
             # The common case (a green thread's time.sleep): straight into the
             # loop's sleeps.  (NaN fails ``> 0.0``: the checks below.)
