@@ -108,9 +108,8 @@ from .._patcher import original, patch_blocking
 from .._where import UNBRIDGED, BridgeGreenlet, where
 from ..drivers import patch_psycopg, patch_psycopg2
 from ..green._ident import thread_key
-from . import wsgi as _wsgi
 from ._versions import check_release, release
-from .wsgi import _client_left, _Input, _Request, _watch
+from .wsgi import _client_left, _Input, _Request
 
 if sys.version_info >= (3, 10) or TYPE_CHECKING:
     from typing import ParamSpec
@@ -633,10 +632,8 @@ class GreenASGIHandler(ASGIHandler):  # type: ignore[misc]
         # (As WSGIMiddleware serves a request: the greenlet in the server's
         # task, a receiver task watching for a disconnect only after
         # WATCH_AFTER; see greenbridge.integrations.wsgi.)
-        loop = asyncio.get_running_loop()
-        request = _Request(receive, send, loop)
-        request.task = asyncio.current_task(loop)
-        watch = loop.call_later(_wsgi.WATCH_AFTER, _watch, request)
+        request = _Request(receive, send, asyncio.get_running_loop())
+        request.begin()
         try:
             # (asgiref's own thread-sensitive sync_to_async, called by a
             # third-party module, gets a thread of the request's, as under
@@ -649,9 +646,7 @@ class GreenASGIHandler(ASGIHandler):  # type: ignore[misc]
             if not _client_left(request):
                 raise
         finally:
-            watch.cancel()
-            if request.receiver is not None:
-                request.receiver.cancel()
+            request.end()
 
 
 class _Body(_Input):

@@ -126,8 +126,8 @@ class ClientDisconnected(OSError):
 class _Request:
     """What the request's coroutine, its receiver task and its greenlet share.
 
-    (`greenbridge.integrations.django` serves its requests with this class,
-    `_Input` and `_watch` too: change them with both in mind.)
+    (`greenbridge.integrations.django` serves its requests with this class
+    and `_Input` too: change them with both in mind.)
     """
 
     __slots__ = (
@@ -145,6 +145,7 @@ class _Request:
         "disconnected",
         "cancelled",
         "complete",
+        "watch",
     )
 
     def __init__(self, receive: Receive, send: Send, loop: asyncio.AbstractEventLoop) -> None:
@@ -164,6 +165,23 @@ class _Request:
         # The last body chunk is being sent: the http.disconnect that the
         # server reports once the response is complete is no client leaving.
         self.complete = False
+        self.watch: asyncio.TimerHandle | None = None  # see begin()
+
+    def begin(self) -> None:
+        """The request starts, in the running task: from ``WATCH_AFTER`` on, watch it.
+
+        (A request that ends sooner never gets a receiver task: see `_watch`.)
+        Always paired with `end`.
+        """
+        self.task = asyncio.current_task(self.loop)
+        self.watch = self.loop.call_later(WATCH_AFTER, _watch, self)
+
+    def end(self) -> None:
+        """The request is over, however it ended: stop watching it."""
+        if self.watch is not None:
+            self.watch.cancel()
+        if self.receiver is not None:
+            self.receiver.cancel()
 
     def take(self, message: Message) -> None:
         """Take in a message from ``receive``."""
@@ -645,8 +663,7 @@ class WSGIMiddleware:
             loop = asyncio.get_running_loop()
             request = _Request(receive, send, loop)
             environ = self.environ(scope, _Input(request))
-            request.task = asyncio.current_task(loop)
-            watch = loop.call_later(WATCH_AFTER, _watch, request)
+            request.begin()
             try:
                 await _serve_green(self.app, environ, request)
             except asyncio.CancelledError:
@@ -655,9 +672,7 @@ class WSGIMiddleware:
                 if not _client_left(request):
                     raise
             finally:
-                watch.cancel()
-                if request.receiver is not None:
-                    request.receiver.cancel()
+                request.end()
         elif kind == "lifespan":
             while True:
                 message = await receive()
