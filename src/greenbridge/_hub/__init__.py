@@ -241,14 +241,18 @@ def sleep(seconds: Any) -> None:
     Raises ``ValueError`` for a negative or NaN duration, as ``time.sleep``.
     """
     current = getcurrent()
-    if type(current) is Worker and type(seconds) is float and seconds > 0.0:
+    if type(current) is Worker and type(seconds) is float and seconds >= 0.0:
         loop = current.loop
         if loop is None:
             loop = current.loop = asyncio_loop()
         if loop is not None:
             # The common case (a green thread's time.sleep): straight into the
-            # loop's sleeps.  (NaN fails ``> 0.0``: the checks below.)
-            _aio_sleep(loop, current, seconds)
+            # loop's sleeps, or one turn of the loop for 0.  (NaN fails
+            # ``>= 0.0``: the checks below.)
+            if seconds:
+                _aio_sleep(loop, current, seconds)
+            else:
+                _aio_wait(loop, current, None, False, None, 0.0)
             return
     place = where()  # where_to_wait(), inlined: one frame less
     if place is UNBRIDGED:
