@@ -668,3 +668,56 @@ def test_cancelled_again_while_retaking_the_lock(aio: Backend) -> None:
     native = aio.run(lambda: _cancel_twice(False))
     assert native == (("CancelledError", "NoneType"), False, 0)
     assert aio.run(lambda: _cancel_twice(True)) == native
+
+
+# ---------------------------------------------------------------------------
+# Fair hand-over: a released lock or permit goes to the oldest waiter, never to
+# a newcomer that runs first (asyncio's Lock, and its Semaphore since 3.11).
+
+_GREEN_LOCKS = {"Lock": gt.Lock, "Semaphore": gt.Semaphore, "BoundedSemaphore": gt.BoundedSemaphore}
+_NATIVE_LOCKS = {
+    "Lock": asyncio.Lock,
+    "Semaphore": asyncio.Semaphore,
+    "BoundedSemaphore": asyncio.BoundedSemaphore,
+}
+
+
+async def _newcomer_after_release(green: bool, kind: str) -> list[str]:
+    """A, B, C wait; D starts, the holder releases; D runs first. Who gets it when?"""
+    order: list[str] = []
+    obj: Any = (_GREEN_LOCKS if green else _NATIVE_LOCKS)[kind]()
+
+    def green_wait(name: str) -> None:
+        with obj:
+            order.append(name)
+
+    async def native_wait(name: str) -> None:
+        async with obj:
+            order.append(name)
+
+    def start(name: str) -> asyncio.Task[Any]:
+        if green:
+            return greenbridge.spawn(green_wait, name)
+        return asyncio.ensure_future(native_wait(name))
+
+    if green:
+        assert obj.acquire(blocking=False)
+    else:
+        await obj.acquire()
+    waiting = []
+    for name in "ABC":
+        waiting.append(start(name))
+        await _settle()  # parked, in this order
+    waiting.append(start("D"))  # its first step is queued before the wake-up below
+    obj.release()
+    await asyncio.wait_for(asyncio.gather(*waiting), 5)
+    return order
+
+
+@pytest.mark.parametrize("kind", ["Lock", "Semaphore", "BoundedSemaphore"])
+def test_a_released_lock_or_permit_goes_to_the_oldest_waiter(aio: Backend, kind: str) -> None:
+    got = aio.run(lambda: _newcomer_after_release(True, kind))
+    assert got == ["A", "B", "C", "D"]
+    if kind == "Lock" or sys.version_info >= (3, 11):
+        # asyncio's Semaphore let a newcomer overtake the waiters before 3.11 (gh-90155).
+        assert aio.run(lambda: _newcomer_after_release(False, kind)) == got

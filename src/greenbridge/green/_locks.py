@@ -50,6 +50,32 @@ def _qualname(obj: object) -> str:
     return f"{module}.{cls.__qualname__}"
 
 
+def _granted(owner: Lock | Semaphore, waiter: Waiter, timeout: float | None) -> bool:
+    """Wait for ``owner`` (a Lock or Semaphore) to hand ``waiter`` what it queued for.
+
+    Returns True once handed it, False if ``timeout`` passed first.  A caller
+    interrupted (cancelled) after it was handed the lock or the permit passes it
+    on (``_hand_on``), so nothing is lost.
+    """
+    mutex = owner._mutex
+    try:
+        if waiter.wait(timeout):
+            return True
+    except BaseException:
+        with mutex:
+            handed = waiter.fired
+            if not handed:
+                owner._waiters.remove(waiter)
+        if handed:  # handed to us as we were interrupted: pass it on
+            owner._hand_on()
+        raise
+    with mutex:
+        if waiter.fired:
+            return True
+        owner._waiters.remove(waiter)
+        return False
+
+
 class Lock:
     """A green ``threading.Lock``: FIFO hand-off, usable by green and real threads alike."""
 
@@ -73,22 +99,7 @@ class Lock:
                 return False
             waiter = Waiter()
             self._waiters.append(waiter)
-        try:
-            if waiter.wait(None if timeout == -1 else timeout):
-                return True
-        except BaseException:
-            with mutex:
-                owned = waiter.fired
-                if not owned:
-                    self._waiters.remove(waiter)
-            if owned:  # handed to us as we were interrupted: pass it on
-                self.release()
-            raise
-        with mutex:
-            if waiter.fired:
-                return True
-            self._waiters.remove(waiter)
-            return False
+        return _granted(self, waiter, None if timeout == -1 else timeout)
 
     def release(self) -> None:
         """Release the lock, handing it to the oldest waiter if there is one."""
@@ -99,6 +110,8 @@ class Lock:
                 self._waiters.popleft().wake()  # stays locked: now the waiter's
             else:
                 self._locked = False
+
+    _hand_on = release
 
     def locked(self) -> bool:
         """Whether the lock is held."""
@@ -346,13 +359,21 @@ class Condition:
 
 
 class Semaphore:
-    """A green counting semaphore."""
+    """A green counting semaphore: a release hands its permit to the oldest waiter (FIFO).
+
+    The stdlib's semaphore lets whoever comes next take a released permit
+    before the waiter it woke runs (which then waits again, at the back); with
+    many green threads on a few permits, that starves the oldest waiters.
+    Here a permit released while some wait is theirs at once, in order of
+    arrival, as a released green :class:`Lock` is.
+    """
 
     def __init__(self, value: int = 1) -> None:
         if value < 0:
             raise ValueError("semaphore initial value must be >= 0")
-        self._cond = Condition(Lock())
+        self._mutex = _real_allocate()
         self._value = value
+        self._waiters: collections.deque[Waiter] = collections.deque()
 
     def __repr__(self) -> str:
         return f"<{_qualname(self)} at {id(self):#x}: value={self._value}>"
@@ -361,28 +382,39 @@ class Semaphore:
         """Decrement the counter, waiting while it is zero (at most ``timeout`` seconds)."""
         if not blocking and timeout is not None:
             raise ValueError("can't specify timeout for non-blocking acquire")
-        with self._cond:
-            if self._value == 0:
-                if not blocking:
-                    return False
-                for waittime in lock_waits(timeout):
-                    self._cond.wait(waittime)
-                    if self._value:
-                        break
-                else:
-                    return False
-            self._value -= 1
-            return True
+        with self._mutex:
+            if self._value:  # never while some wait: a release hands its permit to them
+                self._value -= 1
+                return True
+            if not blocking:
+                return False
+            waiter = Waiter()
+            self._waiters.append(waiter)
+        return _granted(self, waiter, timeout)
 
     __enter__ = acquire
 
     def release(self, n: int = 1) -> None:
-        """Increment the counter by ``n`` and wake up to ``n`` waiters."""
+        """Increment the counter by ``n``, handing permits to up to ``n`` waiters first."""
         if n < 1:
             raise ValueError("n must be one or more")
-        with self._cond:
-            self._value += n
-            self._cond.notify(n)
+        with self._mutex:
+            self._add(n)
+
+    def _add(self, n: int) -> None:
+        waiters = self._waiters
+        while waiters and n:
+            waiters.popleft().wake()
+            n -= 1
+        self._value += n
+
+    def _hand_on(self) -> None:
+        with self._mutex:
+            self._add(1)
+
+    def _at_fork_reinit(self) -> None:
+        self._mutex = _real_allocate()
+        self._waiters.clear()
 
     def __exit__(self, *exc: object) -> None:
         self.release()
@@ -402,11 +434,11 @@ class BoundedSemaphore(Semaphore):
         """Increment the counter; ValueError if it would exceed the initial value."""
         if n < 1:
             raise ValueError("n must be one or more")
-        with self._cond:
+        with self._mutex:
+            # Permits handed to waiters are held by them: only the free ones count.
             if self._value + n > self._initial_value:
                 raise ValueError("Semaphore released too many times")
-            self._value += n
-            self._cond.notify(n)
+            self._add(n)
 
 
 class Event:
