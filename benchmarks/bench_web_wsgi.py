@@ -4,6 +4,10 @@ Contenders (each one server process, started in turn; the app is
 benchmarks/web_wsgi_app.py):
   greenbridge WSGIMiddleware   uvicorn + greenbridge.integrations.wsgi.WSGIMiddleware
   greenbridge gunicorn Worker  gunicorn -k greenbridge.integrations.gunicorn.Worker, 1 worker
+  ..., 32 at once / --threads 32
+                               the same, at most 32 requests in the app at once
+                               (``WSGIMiddleware(app, concurrency=32)``; the worker's
+                               ``--threads 32``), as many as the thread pools' threads
   uvicorn + a2wsgi             a2wsgi's thread pool (32 threads)
   gunicorn gthread             1 worker, 32 threads
   gunicorn gevent              1 worker, psycogreen; only with --gevent-python (a separate
@@ -61,6 +65,22 @@ def contenders(python: str, gevent_python: str | None) -> list[tuple[str, str, s
             "green",
             python,
             [*gunicorn, "-k", "greenbridge.integrations.gunicorn.Worker", "web_wsgi_app:app"],
+        ),
+        (
+            "greenbridge WSGIMiddleware, 32 at once",
+            "green",
+            python,
+            [*uvicorn, "web_wsgi_app:green_asgi_32"],
+        ),
+        (
+            "greenbridge gunicorn Worker --threads 32",
+            "green",
+            python,
+            [
+                *gunicorn,
+                *("-k", "greenbridge.integrations.gunicorn.Worker", "--threads", "32"),
+                "web_wsgi_app:app",
+            ],
         ),
         ("uvicorn + a2wsgi (32)", "thread", python, [*uvicorn, "web_wsgi_app:a2wsgi_asgi"]),
         (
@@ -160,14 +180,14 @@ def main() -> None:
             best = max(anchors) if anchors else None
             print(f"\n{workload}: {args.clients} clients, {args.seconds:g} s, delay 50 ms")
             print(
-                f"  {'':30s} {'req/s':>8s} {'p50 ms':>8s} {'p99 ms':>8s} {'errors':>7s}"
+                f"  {'':40s} {'req/s':>8s} {'p50 ms':>8s} {'p99 ms':>8s} {'errors':>7s}"
                 f" {'CPU ms/req':>10s}  ratio"
             )
             for name, rps, lat, errors, cpu in rows:
                 ratio = f"x{rps / best:.2f}" if best else ""
                 p50, p99 = percentile(lat, 50) * 1000, percentile(lat, 99) * 1000
                 print(
-                    f"  {name:30s} {rps:8.0f} {p50:8.1f} {p99:8.1f} {errors:7d}"
+                    f"  {name:40s} {rps:8.0f} {p50:8.1f} {p99:8.1f} {errors:7d}"
                     f" {cpu * 1000:10.2f}  {ratio}"
                 )
 

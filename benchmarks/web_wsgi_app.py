@@ -91,6 +91,7 @@ if MODE == "green":
     from greenbridge.integrations.wsgi import WSGIMiddleware
 
     green_asgi = WSGIMiddleware(app)
+    green_asgi_32 = WSGIMiddleware(app, concurrency=32)  # (as many as the thread pools)
 elif MODE == "thread":
     try:
         from a2wsgi import WSGIMiddleware as A2WSGI

@@ -491,6 +491,42 @@ def test_pool_wait_suspends_only_the_request(server: Uvicorn) -> None:
     assert wait_for_connections(0) == 0
 
 
+def test_concurrency_caps_the_requests_in_django(project: None) -> None:
+    """concurrency=2, 6 slow views: all answered, never more than 2 on the database at once."""
+    seconds = 0.3
+    handler = gd.GreenASGIHandler(concurrency=2)
+    most = [0]
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.is_set():
+            most[0] = max(most[0], _sleeping_backends())
+            time.sleep(0.02)
+
+    watcher = threading.Thread(target=watch)
+    with Uvicorn(handler) as server:
+        get(server.url + "/hello")  # (the first request imports the URLconf)
+        watcher.start()
+        try:
+            with server.heartbeat() as beat:
+                responses = get_many([(server.url + "/sleep", {"t": seconds})] * 6)
+        finally:
+            done.set()
+            watcher.join()
+    assert [r.status_code for r in responses] == [200] * 6
+    assert most[0] == 2, most
+    assert beat.max_gap < seconds, beat.max_gap
+    assert handler._gate is not None and handler._gate.free == 2
+    assert wait_for_connections(0) == 0
+
+
+def test_get_asgi_application_checks_concurrency_first(project: None) -> None:
+    with pytest.raises(ValueError, match="concurrency must be at least 1"):
+        gd.get_asgi_application(concurrency=0)
+    with pytest.raises(TypeError, match="concurrency must be an int"):
+        gd.get_asgi_application(concurrency="8")  # type: ignore[arg-type]
+
+
 # ---------------------------------------------------------------- outside the handler
 
 

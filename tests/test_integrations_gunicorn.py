@@ -76,6 +76,20 @@ APP = textwrap.dedent(
         return {"slept": seconds, "pid": os.getpid()}
 
 
+    inside = [0, 0]  # requests in the app now, most at once
+
+
+    @app.get("/count/<float:seconds>")
+    def count(seconds):
+        inside[0] += 1
+        inside[1] = max(inside)
+        try:
+            green_time.sleep(seconds)
+        finally:
+            inside[0] -= 1
+        return {"most": inside[1]}
+
+
     @app.get("/block/<float:seconds>")
     def block(seconds):
         time.sleep(seconds)  # NOT green: the whole worker stalls
@@ -269,6 +283,15 @@ def test_worker_connections_bounds_the_requests_in_flight(app_dir: Path) -> None
     # uvicorn answers 503 beyond the limit (counting the connections open, and
     # the requests in flight; how many of 12 at once get in depends on timing).
     assert statuses.count(200) <= 4 and statuses.count(503) >= 8, statuses
+    assert code == 0, output
+
+
+def test_threads_caps_the_requests_in_the_app(app_dir: Path) -> None:
+    """--threads 3: all 12 answered, never more than 3 in the app at once (as gthread's 3)."""
+    with _gunicorn(app_dir, "--threads", "3") as g:
+        answers, _ = asyncio.run(_get_all(g.url, ["/count/0.1"] * 12))
+        code, output = g.stop()
+    assert max(a["most"] for a in answers) == 3, answers
     assert code == 0, output
 
 

@@ -582,6 +582,123 @@ def test_many_requests_wait_on_green_io_at_once() -> None:
     assert server.max_gap < MAX_GAP
 
 
+def test_concurrency_caps_the_requests_in_the_app() -> None:
+    """concurrency=3 under uvicorn: 12 requests all answered, never more than 3 in the app."""
+    inside = [0, 0]  # now, most
+
+    def app(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+        inside[0] += 1
+        inside[1] = max(inside)
+        try:
+            green_time.sleep(0.05)
+        finally:
+            inside[0] -= 1
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"ok"]
+
+    async def fetch_all(url: str) -> list[int]:
+        async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+            responses = await asyncio.gather(*(client.get("/") for _ in range(12)))
+            return [r.status_code for r in responses]
+
+    middleware = WSGIMiddleware(app, concurrency=3)
+    with Uvicorn(middleware) as server:
+        assert asyncio.run(fetch_all(server.url)) == [200] * 12
+    assert inside == [0, 3]
+    assert server.max_gap < MAX_GAP
+
+
+def _http_scope(path: str) -> dict[str, Any]:
+    return {
+        "type": "http",
+        "method": "GET",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "headers": [],
+        "http_version": "1.1",
+    }
+
+
+def test_concurrency_admits_in_order_of_arrival_and_a_cancelled_waiter_leaves_no_trace() -> None:
+    """Waiting requests enter in order of arrival; one cancelled while it waits never enters."""
+    from greenbridge.green import threading as green_threading
+
+    entered: list[str] = []
+    go = green_threading.Event()
+
+    def app(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+        entered.append(environ["PATH_INFO"])
+        go.wait()
+        start_response("200 OK", [])
+        return [b""]
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: Any) -> None:
+        pass
+
+    async def settle() -> None:
+        for _ in range(20):
+            await asyncio.sleep(0)
+
+    async def main() -> tuple[list[str], list[str], Any]:
+        middleware = WSGIMiddleware(app, concurrency=2)
+        tasks = {}
+        for name in ["/a", "/b", "/c", "/d", "/e", "/f"]:
+            tasks[name] = asyncio.ensure_future(middleware(_http_scope(name), receive, send))
+            await settle()
+        first = list(entered)
+        tasks["/d"].cancel()  # waiting: it leaves the queue
+        go.set()  # /a and /b end: /c and /e are let in, then /f
+        results = await asyncio.gather(*tasks.values(), return_exceptions=True)
+        outcomes = [type(r).__name__ for r in results]
+        gate = middleware._gate
+        assert gate is not None
+        return first, outcomes, (gate.free, len(gate.waiting), entered)
+
+    first, outcomes, (free, waiting, everyone) = asyncio.run(main())
+    assert first == ["/a", "/b"]
+    assert outcomes == ["NoneType"] * 3 + ["CancelledError"] + ["NoneType"] * 2
+    assert everyone == ["/a", "/b", "/c", "/e", "/f"]
+    assert (free, waiting) == (2, 0)
+
+
+def test_a_place_handed_to_a_cancelled_waiter_goes_to_the_next() -> None:
+    from greenbridge.integrations.wsgi import _make_gate
+
+    async def main() -> tuple[list[str], int]:
+        gate = _make_gate(1)
+        assert gate is not None
+        loop = asyncio.get_running_loop()
+        await gate.enter(loop)
+        got: list[str] = []
+
+        async def wait(name: str) -> None:
+            await gate.enter(loop)
+            got.append(name)
+            gate.leave()
+
+        b = asyncio.ensure_future(wait("b"))
+        c = asyncio.ensure_future(wait("c"))
+        await asyncio.sleep(0)
+        gate.leave()  # handed to b...
+        b.cancel()  # ...cancelled before it runs: c gets it
+        await asyncio.gather(b, c, return_exceptions=True)
+        return got, gate.free
+
+    assert asyncio.run(main()) == (["c"], 1)
+
+
+@pytest.mark.parametrize(
+    ("value", "error"), [(0, ValueError), (-1, ValueError), (True, TypeError), (2.0, TypeError)]
+)
+def test_concurrency_must_be_a_positive_int(value: Any, error: type[Exception]) -> None:
+    with pytest.raises(error, match="concurrency must"):
+        WSGIMiddleware(environ_app, concurrency=value)
+
+
 # ---------------------------------------------------------------- other scopes
 
 

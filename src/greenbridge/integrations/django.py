@@ -109,7 +109,7 @@ from .._where import UNBRIDGED, BridgeGreenlet, where
 from ..drivers import patch_psycopg, patch_psycopg2
 from ..green._ident import thread_key
 from ._versions import check_release, release
-from .wsgi import _client_left, _Input, _Request
+from .wsgi import _client_left, _Input, _make_gate, _Request
 
 if sys.version_info >= (3, 10) or TYPE_CHECKING:
     from typing import ParamSpec
@@ -608,11 +608,16 @@ class GreenASGIHandler(ASGIHandler):  # type: ignore[misc]
     connection between requests).  With Django's psycopg 3 pool, closing
     returns the connection to the pool.
 
+    ``concurrency`` is the most requests in Django at once (None, the
+    default: no limit); the others wait for a place, in order of arrival,
+    before Django sees them (see :func:`get_asgi_application`).
+
     Only HTTP is served: other scope types raise ``ValueError``, as Django's
     handler does.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, concurrency: int | None = None) -> None:
+        self._gate = _make_gate(concurrency)
         install()
         loading = _Scope()
         token = _scope.set(loading)  # async middleware is adapted with our async_to_sync
@@ -632,14 +637,22 @@ class GreenASGIHandler(ASGIHandler):  # type: ignore[misc]
         # (As WSGIMiddleware serves a request: the greenlet in the server's
         # task, a receiver task watching for a disconnect only after
         # WATCH_AFTER; see greenbridge.integrations.wsgi.)
-        request = _Request(receive, send, asyncio.get_running_loop())
+        loop = asyncio.get_running_loop()
+        request = _Request(receive, send, loop)
         request.begin()
         try:
-            # (asgiref's own thread-sensitive sync_to_async, called by a
-            # third-party module, gets a thread of the request's, as under
-            # Django's handler, not a thread shared by the whole process.)
-            async with ThreadSensitiveContext():
-                await _serve_green(self, scope, request)
+            gate = self._gate
+            if gate is not None:
+                await gate.enter(loop)
+            try:
+                # (asgiref's own thread-sensitive sync_to_async, called by a
+                # third-party module, gets a thread of the request's, as under
+                # Django's handler, not a thread shared by the whole process.)
+                async with ThreadSensitiveContext():
+                    await _serve_green(self, scope, request)
+            finally:
+                if gate is not None:
+                    gate.leave()
         except asyncio.CancelledError:
             # The client left: the request is over (and rolled back).  Cancelled
             # by the server: the greenlet has ended, the cancellation goes on.
@@ -786,7 +799,9 @@ def _send_response(response: Any, request: _Request) -> None:
     await_(send({"type": "http.response.body", "body": b"", "more_body": False}))
 
 
-def get_asgi_application(*, patch_drivers: bool = True) -> GreenASGIHandler:
+def get_asgi_application(
+    *, patch_drivers: bool = True, concurrency: int | None = None
+) -> GreenASGIHandler:
     """The drop-in for ``django.core.asgi.get_asgi_application()``.
 
     Sets Django up (``django.setup(set_prefix=False)``), calls
@@ -801,19 +816,30 @@ def get_asgi_application(*, patch_drivers: bool = True) -> GreenASGIHandler:
             under :func:`greenbridge.patch_blocking` (it must not have been
             imported before); for a MySQL database, check that Django gets
             PyMySQL imported green as ``MySQLdb`` (see the guide).
+        concurrency: the most requests in Django at once (None, the
+            default: no limit).  The others wait for a place, in order of
+            arrival, before Django sees them (no greenlet, no request
+            object, no middleware).  Where every request waits for the same
+            few connections (a pool of 20), a limit a little above the
+            pool's size keeps out of Django the requests that would only
+            queue for one: less memory per waiting request, and less for
+            the garbage collector to go through (see the guide's figures).
 
     Raises:
+        TypeError, ValueError: ``concurrency`` is not None or an int of at
+            least 1.
         UnsupportedVersion: see :func:`install`.
         RuntimeError: ``psycopg_pool`` was imported before, with blocking
             locks (import it under :func:`greenbridge.patch_blocking`), or
             Django's MySQL backend would use mysqlclient or PyMySQL with
             blocking sockets.
     """
+    _make_gate(concurrency)  # (checked before anything is set up)
     django.setup(set_prefix=False)
     install()
     if patch_drivers:
         _patch_drivers()
-    return GreenASGIHandler()
+    return GreenASGIHandler(concurrency=concurrency)
 
 
 def _patch_drivers() -> None:

@@ -113,6 +113,11 @@ class Worker(base.Worker):  # type: ignore[misc]
     request), an ASGI app as it is (see `is_asgi`), with uvicorn's
     HTTP/1.1 server on one event loop per process (uvloop when installed).
     Set ``loop_factory`` in a subclass to choose the loop.
+
+    ``--threads N`` (above 1) is the WSGI app's ``concurrency``: at most N
+    requests in the app at once, the others waiting their turn in order of
+    arrival, as requests wait for one of the gthread worker's N threads; by
+    default there is no limit but ``--worker-connections``.
     """
 
     #: Makes each worker's event loop (default: uvloop's if installed, else asyncio's).
@@ -150,7 +155,12 @@ class Worker(base.Worker):  # type: ignore[misc]
         app = self.wsgi
         asgi = is_asgi(app) if self.asgi is None else self.asgi
         if not asgi:
-            app = WSGIMiddleware(app, multiprocess=cfg.workers > 1)
+            # --threads N (gthread's N threads): at most N requests in the app at
+            # once, the others waiting their turn (the default, 1: no limit).
+            threads = cfg.threads
+            app = WSGIMiddleware(
+                app, multiprocess=cfg.workers > 1, concurrency=threads if threads > 1 else None
+            )
         kwargs: dict[str, Any] = {
             "log_config": None,
             # (uvicorn would guess ASGI 2 for a __call__ that is not async.)
