@@ -421,6 +421,50 @@ def test_real_os_thread_contends_on_a_green_lock(aio: Backend) -> None:
     assert max_gap < 0.1  # green waiters never blocked the loop while the OS thread held it
 
 
+def test_real_os_threads_contend_on_a_green_semaphore(aio: Backend) -> None:
+    """Permits handed over between two OS threads and three green threads: never more than 2 out."""
+    sem = gt.BoundedSemaphore(2)
+    guard = real_threading.Lock()
+    out = [0, 0, 0]  # permits out now, most at once, uses
+
+    def use(pause: Callable[[], object]) -> None:
+        with sem:
+            with guard:
+                out[0] += 1
+                out[1] = max(out[1], out[0])
+                out[2] += 1
+            pause()
+            with guard:
+                out[0] -= 1
+
+    def os_worker() -> None:
+        for _ in range(100):
+            use(lambda: time.sleep(0.0001))
+
+    def main() -> list[int]:
+        os_threads = [real_threading.Thread(target=os_worker) for _ in range(2)]
+        for t in os_threads:
+            t.start()
+
+        def green_worker() -> None:
+            for _ in range(100):
+                use(lambda: gt.Event().wait(0.0001))
+
+        greens = [gt.Thread(target=green_worker) for _ in range(3)]
+        for t in greens:
+            t.start()
+        for t in greens:
+            t.join()
+        for t in os_threads:
+            greenbridge.await_(asyncio.get_running_loop().run_in_executor(None, t.join))
+        return [*out, sem._value]
+
+    # (out now, most out at once, uses, free permits at the end)
+    result, max_gap = run_green(aio, main, heartbeat=True)
+    assert result == [0, 2, 500, 2]
+    assert max_gap < 0.25  # green waiters never blocked the loop while OS threads held permits
+
+
 def test_cancelled_waiter_leaves_the_lock_usable(aio: Backend) -> None:
     async def main() -> bool:
         lock = gt.Lock()

@@ -232,6 +232,8 @@ def _describe(frames: list[FrameType]) -> tuple[str, float | None]:
     )
     sleep_code = _code_of("greenbridge._hub._asyncio", "sleep_worker")
     waiter_wait = _code_of("greenbridge.green._waiter", "Waiter", "wait")
+    # (A lock's and a semaphore's shared wait for their hand-over: not what the user called.)
+    granted = _code_of("greenbridge.green._locks", "_granted")
     await_code = getattr(await_, "__code__", None)
     # The greenbridge frames next to the innermost one; the outermost known
     # wait among them says most (a green lock's wait awaits a Future inside).
@@ -249,8 +251,9 @@ def _describe(frames: list[FrameType]) -> tuple[str, float | None]:
             found = _describe_sleep(frame.f_locals)
         elif code is waiter_wait:
             locs = frame.f_locals
-            what = "green " + (_name(run[i + 1]) if i + 1 < len(run) else "waiter")
-            if i + 2 < len(run) < len(frames):
+            callers = [f for f in run[i + 1 :] if f.f_code is not granted]
+            what = "green " + (_name(callers[0]) if callers else "waiter")
+            if len(callers) > 1 and len(run) < len(frames):
                 # The green call the user's code made: Event.wait for its Condition.wait.
                 # (When no frame of the user's is left, a green thread's target is
                 # the primitive itself: its stack shows it.)
