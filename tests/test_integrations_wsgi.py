@@ -691,6 +691,33 @@ def test_a_place_handed_to_a_cancelled_waiter_goes_to_the_next() -> None:
     assert asyncio.run(main()) == (["c"], 1)
 
 
+def test_a_waiter_cancelled_just_before_a_place_is_given_back_leaves_like_asyncio_s() -> None:
+    """Cancelled, then (before it runs) a place is given back: as with asyncio.Semaphore."""
+    from greenbridge.integrations.wsgi import _make_gate
+
+    async def scenario(native: bool) -> tuple[str, bool, int]:
+        loop = asyncio.get_running_loop()
+        gate = _make_gate(1)
+        sem = asyncio.Semaphore(1)
+        assert gate is not None
+        await (sem.acquire() if native else gate.enter(loop))
+        waiter = asyncio.ensure_future(sem.acquire() if native else gate.enter(loop))
+        await asyncio.sleep(0)  # it waits
+        waiter.cancel()
+        if native:
+            sem.release()
+        else:
+            gate.leave()  # (the cancelled waiter has not run since)
+        result = (await asyncio.gather(waiter, return_exceptions=True))[0]
+        # Is the place free for the next comer, with nobody left queued?
+        free = not sem.locked() if native else (gate.free == 1 and not gate.waiting)
+        return type(result).__name__, free, 0 if native else len(gate.waiting)
+
+    native = asyncio.run(scenario(True))
+    assert native == ("CancelledError", True, 0)
+    assert asyncio.run(scenario(False)) == native
+
+
 @pytest.mark.parametrize(
     ("value", "error"), [(0, ValueError), (-1, ValueError), (True, TypeError), (2.0, TypeError)]
 )

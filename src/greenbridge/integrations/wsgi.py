@@ -606,10 +606,10 @@ class _Gate:
         try:
             await turn
         except asyncio.CancelledError:
-            if turn.cancelled():
-                self.waiting.remove(turn)
-            else:  # handed a place as it was cancelled: hand it on
+            if not turn.cancelled():  # handed a place as it was cancelled: hand it on
                 self.leave()
+            elif turn in self.waiting:  # (a leave() since may have dropped it already)
+                self.waiting.remove(turn)
             raise
 
     def leave(self) -> None:
