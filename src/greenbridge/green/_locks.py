@@ -408,9 +408,9 @@ class Semaphore:
             n -= 1
         self._value += n
 
-    def _hand_on(self) -> None:
-        with self._mutex:
-            self._add(1)
+    # (Semaphore's release, even for a BoundedSemaphore: a permit handed over
+    # and given back never counts above the bound.)
+    _hand_on = release
 
     def _at_fork_reinit(self) -> None:
         self._mutex = _real_allocate()
