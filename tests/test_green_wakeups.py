@@ -674,9 +674,15 @@ def test_cancelled_again_while_retaking_the_lock(aio: Backend) -> None:
 # Fair hand-over: a released lock or permit goes to the oldest waiter, never to
 # a newcomer that runs first (asyncio's Lock, and its Semaphore since 3.11).
 
-_GREEN_LOCKS = {"Lock": gt.Lock, "Semaphore": gt.Semaphore, "BoundedSemaphore": gt.BoundedSemaphore}
+_GREEN_LOCKS = {
+    "Lock": gt.Lock,
+    "RLock": gt.RLock,
+    "Semaphore": gt.Semaphore,
+    "BoundedSemaphore": gt.BoundedSemaphore,
+}
 _NATIVE_LOCKS = {
     "Lock": asyncio.Lock,
+    "RLock": asyncio.Lock,  # (asyncio has no reentrant lock)
     "Semaphore": asyncio.Semaphore,
     "BoundedSemaphore": asyncio.BoundedSemaphore,
 }
@@ -714,10 +720,51 @@ async def _newcomer_after_release(green: bool, kind: str) -> list[str]:
     return order
 
 
-@pytest.mark.parametrize("kind", ["Lock", "Semaphore", "BoundedSemaphore"])
+@pytest.mark.parametrize("kind", ["Lock", "RLock", "Semaphore", "BoundedSemaphore"])
 def test_a_released_lock_or_permit_goes_to_the_oldest_waiter(aio: Backend, kind: str) -> None:
     got = aio.run(lambda: _newcomer_after_release(True, kind))
     assert got == ["A", "B", "C", "D"]
-    if kind == "Lock" or sys.version_info >= (3, 11):
+    if kind in ("Lock", "RLock") or sys.version_info >= (3, 11):
         # asyncio's Semaphore let a newcomer overtake the waiters before 3.11 (gh-90155).
         assert aio.run(lambda: _newcomer_after_release(False, kind)) == got
+
+
+async def _handed_then_cancelled(green: bool) -> tuple[list[str], str, bool]:
+    """A and B wait; the holder releases, which hands the lock to A, and A is
+    cancelled before it runs.  Who gets the lock, and is it free at the end?"""
+    order: list[str] = []
+    lock: Any = gt.RLock() if green else asyncio.Lock()
+
+    def green_wait(name: str) -> None:
+        with lock, lock:  # reentrant: B owns it once it runs
+            assert lock._is_owned()
+            order.append(name)
+        assert not lock._is_owned()
+
+    async def native_wait(name: str) -> None:
+        async with lock:
+            order.append(name)
+
+    def start(name: str) -> asyncio.Task[Any]:
+        if green:
+            return greenbridge.spawn(green_wait, name)
+        return asyncio.ensure_future(native_wait(name))
+
+    if green:
+        assert lock.acquire(blocking=False)
+    else:
+        await lock.acquire()
+    a = start("A")
+    await _settle()
+    b = start("B")
+    await _settle()
+    lock.release()  # handed to A
+    a.cancel()  # before A runs
+    results = await asyncio.wait_for(asyncio.gather(a, b, return_exceptions=True), 5)
+    return order, type(results[0]).__name__, lock.locked()
+
+
+def test_an_rlock_handed_to_a_cancelled_waiter_goes_on_to_the_next(aio: Backend) -> None:
+    native = aio.run(lambda: _handed_then_cancelled(False))
+    assert native == (["B"], "CancelledError", False)
+    assert aio.run(lambda: _handed_then_cancelled(True)) == native

@@ -63,7 +63,13 @@ def get_ident() -> int:
         thread = current.thread
         if thread is not None:  # a green Thread (greenbridge._bare)
             return id(thread)
-    loop = asyncio_loop()
+        # The worker's loop, as the hub caches it: a call never changes loops,
+        # and asyncio_loop() makes a getpid() system call before Python 3.12.
+        loop = current.loop
+        if loop is None:
+            loop = current.loop = asyncio_loop()
+    else:
+        loop = asyncio_loop()
     # current_task(), inlined for asyncio (green locks ask for their owner).
     task = _current_task(loop) if loop is not None else current_task()
     if task is not None:

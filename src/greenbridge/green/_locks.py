@@ -50,8 +50,8 @@ def _qualname(obj: object) -> str:
     return f"{module}.{cls.__qualname__}"
 
 
-def _granted(owner: Lock | Semaphore, waiter: Waiter, timeout: float | None) -> bool:
-    """Wait for ``owner`` (a Lock or Semaphore) to hand ``waiter`` what it queued for.
+def _granted(owner: Lock | RLock | Semaphore, waiter: Waiter, timeout: float | None) -> bool:
+    """Wait for ``owner`` (a Lock, RLock or Semaphore) to hand ``waiter`` what it queued for.
 
     Returns True once handed it, False if ``timeout`` passed first.  A caller
     interrupted (cancelled) after it was handed the lock or the permit passes it
@@ -138,10 +138,21 @@ class Lock:
 
 
 class RLock:
-    """A green reentrant lock: the owner is the green thread (see :func:`get_ident`)."""
+    """A green reentrant lock: the owner is the green thread (see :func:`get_ident`).
+
+    Its own state, as `Lock` keeps it (a tiny real mutex, a ``locked`` flag and
+    the queue of waiters), rather than a `Lock` inside: a re-entry never takes
+    the mutex, and a first acquire or a last release takes it once.  A release
+    hands the lock straight to the oldest waiter, which becomes the owner when
+    it runs.
+    """
+
+    __slots__ = ("_mutex", "_locked", "_waiters", "_owner", "_count", "__weakref__")
 
     def __init__(self) -> None:
-        self._block = Lock()
+        self._mutex = _real_allocate()
+        self._locked = False  # held, or handed to a waiter that has not run yet
+        self._waiters: collections.deque[Waiter] = collections.deque()
         self._owner: int | None = None
         self._count = 0
 
@@ -150,16 +161,42 @@ class RLock:
         if timeout != -1:  # checked even for the owner, as the stdlib does
             check_timeout(blocking, timeout)
         me = get_ident()
-        if self._owner == me:
+        if self._owner == me:  # (only this green thread makes it ``me``)
             self._count += 1
             return True
-        if self._block.acquire(blocking, timeout):
+        with self._mutex:
+            if not self._locked:
+                self._locked = True
+                self._owner = me
+                self._count = 1
+                return True
+        if self._take(blocking, timeout):
             self._owner = me
             self._count = 1
             return True
         return False
 
     __enter__ = acquire
+
+    def _take(self, blocking: bool = True, timeout: float = -1) -> bool:
+        """Take the lock itself (no owner, no count), waiting in line if it is held."""
+        with self._mutex:
+            if not self._locked:
+                self._locked = True
+                return True
+            if not blocking or timeout == 0:
+                return False
+            waiter = Waiter()
+            self._waiters.append(waiter)
+        return _granted(self, waiter, None if timeout == -1 else timeout)
+
+    def _hand_on(self) -> None:
+        """Let the lock go: to the oldest waiter if there is one, else free."""
+        with self._mutex:
+            if self._waiters:
+                self._waiters.popleft().wake()  # stays locked: now the waiter's
+            else:
+                self._locked = False
 
     def release(self) -> None:
         """Drop one recursion level; release the lock at the last one."""
@@ -168,14 +205,14 @@ class RLock:
         self._count -= 1
         if not self._count:
             self._owner = None
-            self._block.release()
+            self._hand_on()
 
     def __exit__(self, *exc: object) -> None:
         self.release()
 
     def locked(self) -> bool:
         """Whether any green thread holds the lock."""
-        return self._block.locked()
+        return self._locked
 
     def _is_owned(self) -> bool:
         return self._owner == get_ident()
@@ -189,21 +226,23 @@ class RLock:
         state = (self._count, self._owner)
         self._count = 0
         self._owner = None
-        self._block.release()
+        self._hand_on()
         return state
 
     def _acquire_restore(self, state: tuple[int, int | None]) -> None:
-        self._block.acquire()
+        self._take()
         self._count, self._owner = state
 
     def _at_fork_reinit(self) -> None:
-        self._block._at_fork_reinit()
+        self._mutex = _real_allocate()
+        self._locked = False
+        self._waiters.clear()
         self._owner = None
         self._count = 0
 
     def __repr__(self) -> str:
         owner = self._owner
-        state = "locked" if owner is not None else "unlocked"
+        state = "locked" if self._locked else "unlocked"
         return (
             f"<{state} {_qualname(self)} object "
             f"owner={owner!r} count={self._count} at {id(self):#x}>"
