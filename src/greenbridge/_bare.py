@@ -54,7 +54,8 @@ from ._trampoline import (
     Signal,
     Worker,
     live_workers,
-    pooled_worker,
+    new_worker,
+    thread_pools,
 )
 from ._where import asyncio_loop
 
@@ -230,16 +231,23 @@ def _begin_all(guard: _Guard) -> None:
     batch = guard.starting
     guard.starting = []
     here = getcurrent()
+    pools = thread_pools()
     for index, (run, fn, args, context) in enumerate(batch):
         try:
-            worker = pooled_worker()
+            # A worker of the pool for this depth, where it starts if it is new.
+            pool = pools[pools.depth[0]]
+            worker = pool.pop() if pool else new_worker(pool)
             if worker.parent is not here:
                 worker.parent = here
             worker.gr_context = context
             worker.thread = run
             worker.drv = run
             worker.loop = guard.loop
-            msg = worker.switch(fn, args, NO_KWARGS)
+            if worker:  # parked in its pool: it waits for a call
+                msg = worker.switch(fn, args, NO_KWARGS)
+            else:  # new: it starts with its call (see greenbridge._trampoline._worker_main)
+                worker.value = (fn, args, NO_KWARGS)
+                msg = worker.switch()
             if msg is PARK:  # run._handle(), inlined for the common case
                 run.parked = True
             else:

@@ -71,7 +71,7 @@ __all__ = [
     "launch",
     "live_workers",
     "parked_workers",
-    "pooled_worker",
+    "new_worker",
     "serve_parking",
     "step",
     "stubborn",
@@ -126,7 +126,7 @@ class Worker(BridgeGreenlet):
     worker finds its driver explicitly and never by walking an unknown
     parent chain.
 
-    Made by `_new_worker` only, which sets every field (a Python
+    Made by `new_worker` only, which sets every field (a Python
     ``__init__`` would cost a frame and a ``super()`` call per worker):
 
     - ``home``: the pool it parks in, the one for the recursion depth it was
@@ -134,7 +134,8 @@ class Worker(BridgeGreenlet):
     - ``value``: the outcome of the current call, taken (and cleared) by the
       driver;
     - ``free``: idle steppers (see `_stepper`), each with the box it reports
-      into;
+      into; None until the worker first steps an awaitable (a green thread
+      that only waits through the hub never does);
     - ``drv``: while parked (see `greenbridge._park.park`), the `Pending`
       whose task waits for it; for a green thread with no task, its run
       (`greenbridge._bare.Run`);
@@ -174,7 +175,7 @@ class Worker(BridgeGreenlet):
 
     home: _Bucket
     value: Any
-    free: list[tuple[types.GeneratorType[Any, Any, None], list[Any]]]
+    free: list[tuple[types.GeneratorType[Any, Any, None], list[Any]]] | None
     drv: Pending | Any
     pending: weakref.ref[Pending] | None
     inherited: BaseException | None
@@ -344,6 +345,7 @@ class _ThreadState(threading.local):
         global _DEPTH_OFFSET, _depth_probed
         # Every live worker of this thread (see _unwind_dead_loops).
         self.workers: _LiveWorkers | None = None
+        self.discard: Callable[[weakref.ref[Worker]], None] | None = None  # workers.discard
         if not _depth_probed:
             try:
                 _DEPTH_OFFSET = _find_depth_offset()
@@ -365,8 +367,12 @@ class _ThreadState(threading.local):
 _state = _ThreadState()
 
 
-def thread_pools() -> dict[int, Any]:
-    """This thread's pools of parked workers, by recursion depth (for tests)."""
+def thread_pools() -> _Pools:
+    """This thread's pools of parked workers, by recursion depth.
+
+    ``pools[pools.depth[0]]`` is the pool for the caller's depth (for
+    `greenbridge._bare`, which starts its workers itself, and for tests).
+    """
     return _state.pools
 
 
@@ -377,14 +383,22 @@ def _worker_main() -> Any:
     driver with ``FINISHED`` or ``FAILED``; the driver takes it and clears
     it, so a parked worker's frame holds no reference to the last call.
 
-    A worker is started with no arguments and waits for its first call like
-    for any other: greenlet holds the arguments of a greenlet's first switch
-    (they are ``run``'s arguments) until the greenlet ends, which would keep
-    the first call's arguments alive for the worker's whole life.
+    A worker is started with no arguments: greenlet holds the arguments of a
+    greenlet's first switch (they are ``run``'s arguments) until the greenlet
+    ends, which would keep the first call's arguments alive for the worker's
+    whole life.  Its first call waits in ``me.value`` instead (set by whoever
+    starts it: `launch`, `greenbridge._bare`), which it empties, so a new
+    worker costs one switch into it, as a pooled one does.
     """
     me: Worker = getcurrent()  # type: ignore[assignment]  # (no cast(): a call)
     pool = me.home  # a greenlet never leaves its thread, nor does its pool
-    fn, args, kwargs = me.parent.switch()  # type: ignore[union-attr]
+    first = me.value
+    if first is None:
+        fn, args, kwargs = me.parent.switch()  # type: ignore[union-attr]
+    else:
+        me.value = None
+        fn, args, kwargs = first
+        first = None
     while True:
         try:
             # A plain call with positional arguments runs in this C-level eval
@@ -472,12 +486,12 @@ def call_handling(
         return result
 
 
-def _new_worker(pool: _Bucket) -> Worker:
-    """A worker that parks in ``pool``."""
+def new_worker(pool: _Bucket) -> Worker:
+    """A worker that parks in ``pool``, not started yet (it starts with its first call)."""
     worker = Worker(_worker_main)
     worker.home = pool
     worker.value = None
-    worker.free = []
+    worker.free = None
     worker.drv = None
     worker.pending = None
     worker.inherited = None
@@ -487,9 +501,11 @@ def _new_worker(pool: _Bucket) -> Worker:
     workers = _state.workers
     if workers is None:
         workers = _state.workers = _LiveWorkers()
+        # One bound method for every reference's callback, not one per worker.
+        _state.discard = workers.discard
         _watch_dead_loops()
         _thread_workers.append(weakref.ref(workers))  # once per thread: see live_workers
-    workers.add(_ref(worker, workers.discard))
+    workers.add(_ref(worker, _state.discard))
     return worker
 
 
@@ -554,21 +570,6 @@ def parked_workers() -> list[Worker]:
     return [worker for pool in _state.pools.values() for worker in pool]
 
 
-def pooled_worker() -> Worker:
-    """A started worker waiting for a call, from the pool of the caller's depth.
-
-    For `greenbridge._bare`, which drives the worker itself: set its
-    ``parent`` and ``gr_context``, then switch ``(fn, args, kwargs)`` into it.
-    """
-    pools = _state.pools
-    pool = pools[pools.depth[0]]
-    if pool:
-        return pool.pop()  # type: ignore[no-any-return]  # (no cast(): a call)
-    worker = _new_worker(pool)
-    worker.switch()  # start it here, at the caller's depth: it waits for a call
-    return worker
-
-
 def launch(
     fn: Callable[..., Any],
     args: tuple[Any, ...],
@@ -583,11 +584,8 @@ def launch(
     """
     pools = _state.pools
     pool = pools[pools.depth[0]]
-    if pool:
-        worker = pool.pop()
-    else:
-        worker = _new_worker(pool)
-        worker.switch()  # start it here, at the caller's depth: it waits for a call
+    # A new worker starts with its call, here at the caller's depth (see _worker_main).
+    worker = pool.pop() if pool else new_worker(pool)
     here = getcurrent()
     if worker.parent is not here:
         worker.parent = here
@@ -595,11 +593,14 @@ def launch(
     # code is seen by the awaiting coroutine, as for a plain function call.
     worker.gr_context = here.gr_context if context is None else context
     handled = handled_exception()
-    if handled is None:
-        msg = worker.switch(fn, args, kwargs)
-    else:
-        msg = worker.switch(call_handling, (handled, fn, args, kwargs), NO_KWARGS)
+    if handled is not None:
+        fn, args, kwargs = call_handling, (handled, fn, args, kwargs), NO_KWARGS
         del handled
+    if worker:  # parked in its pool: it waits for a call
+        msg = worker.switch(fn, args, kwargs)
+    else:  # new: it starts with its call (see _worker_main)
+        worker.value = (fn, args, kwargs)
+        msg = worker.switch()
     if msg is FINISHED:
         worker.gr_context = None
         value = worker.value
@@ -934,6 +935,8 @@ def step(it: Any, worker: Worker) -> Any:
     # (portals) and ones made by code that runs between our bytecodes in this
     # greenlet (a finalizer, a signal handler) each get their own.
     free = worker.free
+    if free is None:
+        free = worker.free = []
     pair = free.pop() if free else _new_pair()
     stepper, box = pair
     try:
