@@ -234,9 +234,11 @@ def share_turn() -> None:
     last_turn[0] = _monotonic()
 
 
-def sleep(seconds: Any) -> None:
+def sleep(seconds: Any, /) -> None:
     """Sleep ``seconds``: suspend this greenlet only, or block with no loop running.
 
+    This is the green ``time.sleep`` itself (`greenbridge.green.time` exports
+    it under its own name: no wrapper frame per call).
     ``sleep(0)`` gives the event loop one turn, so other tasks can run.
     Raises ``ValueError`` for a negative or NaN duration, as ``time.sleep``.
     """
