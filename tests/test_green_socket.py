@@ -677,3 +677,106 @@ def test_pure_python_socketpair_makes_green_sockets(aio: Backend) -> None:
             return isinstance(a, gsocket.socket), greenbridge.await_(task)
 
     assert run_sync(aio, body) == (True, b"hi")
+
+
+def _reads_after_a_send(mod: Any) -> list[Any]:
+    """Reads right after a send (which wait before they try, green): what each one gives."""
+
+    def outcome(fn: Callable[[], Any]) -> Any:
+        try:
+            return fn()
+        except OSError as exc:
+            return (type(exc).__name__, exc.errno)
+
+    out: list[Any] = []
+    a, b = mod.socketpair()
+    with a, b:
+        a.sendall(b"ping")
+        out.append(b.recv(4))
+        b.sendall(b"pong")
+        out.append(a.recv(4))  # the answer is there already
+        a.sendall(b"x")
+        out.append(a.recv(0))  # zero bytes: at once
+        out.append(b.recv(1))
+        a.send(b"y")
+        out.append(outcome(lambda: a.recv(1, mod.MSG_DONTWAIT)))
+        out.append(b.recv(1))
+        a.settimeout(0.05)
+        a.sendall(b"z")
+        out.append(outcome(lambda: a.recv(1)))  # nothing comes: the timeout
+        out.append(b.recv(1))
+        a.settimeout(None)
+        b.sendall(b"abc")
+        a.sendall(b"q")
+        buf = bytearray(3)
+        out.append((a.recv_into(buf), bytes(buf)))
+        out.append(b.recv(1))
+        a.sendall(b"w")
+        a.close()
+        out.append(outcome(lambda: a.recv(1)))  # closed: at once
+    return out
+
+
+def test_a_read_right_after_a_send_behaves_as_natively(backend: Backend) -> None:
+    native = _reads_after_a_send(std_socket)
+    assert native[:4] == [b"ping", b"pong", b"", b"x"]
+    assert native[4] == ("BlockingIOError", errno.EAGAIN)
+    assert native[6][0] == "TimeoutError"
+    assert native[8] == (3, b"abc")
+    assert native[10] == ("OSError", errno.EBADF)
+    assert run_sync(backend, lambda: _reads_after_a_send(gsocket)) == native
+
+
+def test_a_read_right_after_a_send_waits_for_the_answer(backend: Backend) -> None:
+    """Request, then answer: each read waits for its answer; the loop runs meanwhile."""
+    a, b = gsocket.socketpair()
+
+    def serve() -> int:
+        with b:
+            for _ in range(20):
+                request = b.recv(16)
+                gtime.sleep(0.005)
+                b.sendall(request.upper())
+        return 20
+
+    def ask() -> list[bytes]:
+        with a:
+            answers = []
+            for i in range(20):
+                a.sendall(b"req%d" % i)
+                answers.append(a.recv(16))
+        return answers
+
+    served, answers, gap = gather_sync(backend, [serve, ask])
+    assert served == 20
+    assert answers == [b"REQ%d" % i for i in range(20)]
+    assert gap < 0.5
+
+
+def test_reads_after_a_send_learn_whether_to_wait_first(aio: Backend) -> None:
+    """A socket whose answers come late waits before it reads; one whose answers are there
+    already tries first (each read after a send that waits first saves a failed recv)."""
+    from greenbridge.green.socket import _WAIT_FIRST
+
+    a, b = gsocket.socketpair()
+
+    def answer_late() -> None:
+        gtime.sleep(0.01)
+        b.sendall(b"late")
+
+    def main() -> list[int]:
+        states = []
+        with a, b:
+            a.sendall(b"q")
+            b.sendall(b"there")
+            assert a.recv(5) == b"there"  # tried first: the answer was there
+            states.append(a._gb_waits)
+            for _ in range(2):
+                a.sendall(b"q")
+                greenbridge.spawn(answer_late)
+                assert a.recv(4) == b"late"  # found nothing the first time
+                states.append(a._gb_waits)
+            assert b.recv(3) == b"qqq"
+        return states
+
+    assert run_sync(aio, main) == [0, _WAIT_FIRST, _WAIT_FIRST - 1]

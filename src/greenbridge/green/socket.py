@@ -98,10 +98,81 @@ def _name_method(method: Any, op: Any) -> Any:
     return method
 
 
+#: After a read that followed a send found nothing there, how many reads after
+#: a send wait before they try; the next one tries first again (see `_read_after_send`).
+_WAIT_FIRST = 15
+
+
+def _read_after_send(sock: socket, op: Any, args: tuple[Any, ...], flags: int, size: Any) -> Any:
+    """``op(sock, *args)``, a read right after a send on ``sock``: wait first, or try first.
+
+    In a request/response exchange, the answer to what was just sent is
+    often not there yet when the sender reads: trying first then costs a
+    ``recv`` that fails with EAGAIN, a system call per exchange, before the
+    wait.  When the peer is quicker than the code between the send and the
+    read, the answer is there and trying first costs nothing.  So each
+    socket learns which it is: a read after a send that finds nothing makes
+    the next `_WAIT_FIRST` ones wait for the socket to be readable before
+    they read, and then one tries first again; one that finds the answer
+    there makes them try first.  (A wait for data that was there already
+    ends at the loop's next poll.)  Only reads that may wait (a blocking
+    socket or one with a timeout, without ``MSG_DONTWAIT``) of at least one
+    byte, on an open socket, ever wait first.
+    """
+    sock._gb_sent = False
+    waits = sock._gb_waits
+    if (
+        waits
+        and type(size) is int
+        and size > 0
+        and not flags & _DONTWAIT
+        and sock._gb_timeout != 0.0
+        and _fileno(sock) >= 0
+    ):
+        sock._gb_waits = waits - 1
+        return sock._retry(op, True, args)
+    try:
+        result = op(sock, *args)
+    except BlockingIOError:
+        if sock._gb_timeout == 0.0 or flags & _DONTWAIT:
+            raise
+        sock._gb_waits = _WAIT_FIRST
+    else:
+        sock._gb_waits = 0
+        return result
+    return sock._retry(op, True, args)  # (outside the except: not chained to it)
+
+
+def _nbytes(buffer: Any) -> Any:
+    """The size of ``buffer`` in bytes, or None when it has none (C raises then)."""
+    try:
+        with memoryview(buffer) as view:
+            return view.nbytes
+    except TypeError:
+        return None
+
+
 def _with_flags(op: Any, readable: bool) -> Any:
     """``recv``, ``recvfrom``, ``send``: ``(bufsize or data, flags=0, /)``."""
+    if not readable:
+
+        def send(self: socket, arg: Any, flags: int = 0, /) -> Any:
+            try:
+                sent = op(self, arg, flags)
+                self._gb_sent = True
+                return sent
+            except BlockingIOError:
+                if self._gb_timeout == 0.0 or flags & _DONTWAIT:
+                    raise
+            sent = self._retry(op, False, (arg, flags))  # (not chained to BlockingIOError)
+            self._gb_sent = True
+            return sent
+
+        return _name_method(send, op)
 
     def method(self: socket, arg: Any, flags: int = 0, /) -> Any:
+        if self._gb_sent:
+            return _read_after_send(self, op, (arg, flags), flags, arg)
         try:
             return op(self, arg, flags)
         except BlockingIOError:
@@ -124,6 +195,9 @@ def _into(op: Any) -> Any:
     """``recv_into``, ``recvfrom_into``: ``(buffer, nbytes=0, flags=0)``."""
 
     def method(self: socket, buffer: Any, nbytes: int = 0, flags: int = 0) -> Any:
+        if self._gb_sent:
+            size = nbytes or (_nbytes(buffer) if self._gb_waits else 0)
+            return _read_after_send(self, op, (buffer, nbytes, flags), flags, size)
         try:
             return op(self, buffer, nbytes, flags)
         except BlockingIOError:
@@ -159,12 +233,17 @@ def _with_args(op: Any, readable: bool) -> Any:
 class socket(_std.socket):  # noqa: N801 - the stdlib's name
     """A green ``socket.socket``: the stdlib class with cooperative blocking methods."""
 
-    __slots__ = ("_gb_timeout",)
+    # _gb_timeout: the timeout as the user set it (the fd itself is non-blocking);
+    # _gb_sent: whether a send came last, and _gb_waits how many reads after a
+    # send wait before they try (see `_read_after_send`).
+    __slots__ = ("_gb_timeout", "_gb_sent", "_gb_waits")
 
     def __init__(
         self, family: int = -1, type: int = -1, proto: int = -1, fileno: Any = None
     ) -> None:
         super().__init__(family, type, proto, fileno)
+        self._gb_sent = False
+        self._gb_waits = 0
         self._gb_timeout: float | None = _c_gettimeout(self)
         _c_settimeout(self, 0.0)
 
@@ -263,6 +342,7 @@ class socket(_std.socket):  # noqa: N801 - the stdlib's name
             if self._gb_timeout == 0.0 or flags & _DONTWAIT:
                 raise
             sent = 0
+        self._gb_sent = True
         if type(data) is bytes and sent == len(data):
             return  # all sent at once: the common case
         with memoryview(data) as view, view.cast("B") as bytes_view:
