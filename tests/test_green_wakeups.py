@@ -688,14 +688,18 @@ _NATIVE_LOCKS = {
 }
 
 
-async def _newcomer_after_release(green: bool, kind: str) -> list[str]:
-    """A, B, C wait; D starts, the holder releases; D runs first. Who gets it when?"""
-    order: list[str] = []
-    obj: Any = (_GREEN_LOCKS if green else _NATIVE_LOCKS)[kind]()
+def _starter(green: bool, obj: Any, order: list[str]) -> Callable[[str], asyncio.Task[Any]]:
+    """``start(name)``: a task (green, or a native coroutine) that takes ``obj`` and records
+    ``name``; a green one takes a reentrant lock twice."""
 
     def green_wait(name: str) -> None:
         with obj:
+            if isinstance(obj, gt.RLock):
+                with obj:  # reentrant: the owner once it runs
+                    assert obj._is_owned()
             order.append(name)
+        if isinstance(obj, gt.RLock):
+            assert not obj._is_owned()
 
     async def native_wait(name: str) -> None:
         async with obj:
@@ -706,6 +710,14 @@ async def _newcomer_after_release(green: bool, kind: str) -> list[str]:
             return greenbridge.spawn(green_wait, name)
         return asyncio.ensure_future(native_wait(name))
 
+    return start
+
+
+async def _newcomer_after_release(green: bool, kind: str) -> list[str]:
+    """A, B, C wait; D starts, the holder releases; D runs first. Who gets it when?"""
+    order: list[str] = []
+    obj: Any = (_GREEN_LOCKS if green else _NATIVE_LOCKS)[kind]()
+    start = _starter(green, obj, order)
     if green:
         assert obj.acquire(blocking=False)
     else:
@@ -734,22 +746,7 @@ async def _handed_then_cancelled(green: bool) -> tuple[list[str], str, bool]:
     cancelled before it runs.  Who gets the lock, and is it free at the end?"""
     order: list[str] = []
     lock: Any = gt.RLock() if green else asyncio.Lock()
-
-    def green_wait(name: str) -> None:
-        with lock, lock:  # reentrant: B owns it once it runs
-            assert lock._is_owned()
-            order.append(name)
-        assert not lock._is_owned()
-
-    async def native_wait(name: str) -> None:
-        async with lock:
-            order.append(name)
-
-    def start(name: str) -> asyncio.Task[Any]:
-        if green:
-            return greenbridge.spawn(green_wait, name)
-        return asyncio.ensure_future(native_wait(name))
-
+    start = _starter(green, lock, order)
     if green:
         assert lock.acquire(blocking=False)
     else:

@@ -76,6 +76,20 @@ def _granted(owner: Lock | RLock | Semaphore, waiter: Waiter, timeout: float | N
         return False
 
 
+def _take(owner: Lock | RLock, blocking: bool, timeout: float) -> bool:
+    """Take ``owner``'s lock (for an RLock: the lock itself, no owner, no count), or
+    wait in line for it as ``blocking`` and ``timeout`` allow."""
+    with owner._mutex:
+        if not owner._locked:
+            owner._locked = True
+            return True
+        if not blocking or timeout == 0:
+            return False
+        waiter = Waiter()
+        owner._waiters.append(waiter)
+    return _granted(owner, waiter, None if timeout == -1 else timeout)
+
+
 class Lock:
     """A green ``threading.Lock``: FIFO hand-off, usable by green and real threads alike."""
 
@@ -90,16 +104,11 @@ class Lock:
         """Acquire the lock; wait at most ``timeout`` seconds (-1: forever) if ``blocking``."""
         if timeout != -1:  # -1 is valid whether blocking or not
             check_timeout(blocking, timeout)
-        mutex = self._mutex
-        with mutex:
+        with self._mutex:
             if not self._locked:
                 self._locked = True
                 return True
-            if not blocking or timeout == 0:
-                return False
-            waiter = Waiter()
-            self._waiters.append(waiter)
-        return _granted(self, waiter, None if timeout == -1 else timeout)
+        return _take(self, blocking, timeout)
 
     def release(self) -> None:
         """Release the lock, handing it to the oldest waiter if there is one."""
@@ -170,25 +179,13 @@ class RLock:
                 self._owner = me
                 self._count = 1
                 return True
-        if self._take(blocking, timeout):
+        if _take(self, blocking, timeout):
             self._owner = me
             self._count = 1
             return True
         return False
 
     __enter__ = acquire
-
-    def _take(self, blocking: bool = True, timeout: float = -1) -> bool:
-        """Take the lock itself (no owner, no count), waiting in line if it is held."""
-        with self._mutex:
-            if not self._locked:
-                self._locked = True
-                return True
-            if not blocking or timeout == 0:
-                return False
-            waiter = Waiter()
-            self._waiters.append(waiter)
-        return _granted(self, waiter, None if timeout == -1 else timeout)
 
     def _hand_on(self) -> None:
         """Let the lock go: to the oldest waiter if there is one, else free."""
@@ -230,7 +227,7 @@ class RLock:
         return state
 
     def _acquire_restore(self, state: tuple[int, int | None]) -> None:
-        self._take()
+        _take(self, True, -1)
         self._count, self._owner = state
 
     def _at_fork_reinit(self) -> None:
