@@ -232,8 +232,12 @@ def _describe(frames: list[FrameType]) -> tuple[str, float | None]:
     )
     sleep_code = _code_of("greenbridge._hub._asyncio", "sleep_worker")
     waiter_wait = _code_of("greenbridge.green._waiter", "Waiter", "wait")
-    # (A lock's and a semaphore's shared wait for their hand-over: not what the user called.)
-    granted = _code_of("greenbridge.green._locks", "_granted")
+    # (The locks' and semaphores' shared helpers for taking and waiting for their
+    # hand-over: not what the user called.)
+    helpers = (
+        _code_of("greenbridge.green._locks", "_granted"),
+        _code_of("greenbridge.green._locks", "_take"),
+    )
     await_code = getattr(await_, "__code__", None)
     # The greenbridge frames next to the innermost one; the outermost known
     # wait among them says most (a green lock's wait awaits a Future inside).
@@ -251,7 +255,7 @@ def _describe(frames: list[FrameType]) -> tuple[str, float | None]:
             found = _describe_sleep(frame.f_locals)
         elif code is waiter_wait:
             locs = frame.f_locals
-            callers = [f for f in run[i + 1 :] if f.f_code is not granted]
+            callers = [f for f in run[i + 1 :] if f.f_code not in helpers]
             what = "green " + (_name(callers[0]) if callers else "waiter")
             if len(callers) > 1 and len(run) < len(frames):
                 # The green call the user's code made: Event.wait for its Condition.wait.
