@@ -679,8 +679,9 @@ def test_pure_python_socketpair_makes_green_sockets(aio: Backend) -> None:
     assert run_sync(aio, body) == (True, b"hi")
 
 
-def _reads_after_a_send(mod: Any) -> list[Any]:
-    """Reads right after a send (which wait before they try, green): what each one gives."""
+def _reads_after_a_send(mod: Any, prime: Callable[[Any], None]) -> list[Any]:
+    """Reads right after a send: what each one gives.  ``prime(sock)`` before each
+    read puts a green socket in the mode where such a read waits before it tries."""
 
     def outcome(fn: Callable[[], Any]) -> Any:
         try:
@@ -694,37 +695,49 @@ def _reads_after_a_send(mod: Any) -> list[Any]:
         a.sendall(b"ping")
         out.append(b.recv(4))
         b.sendall(b"pong")
+        prime(a)
         out.append(a.recv(4))  # the answer is there already
         a.sendall(b"x")
+        prime(a)
         out.append(a.recv(0))  # zero bytes: at once
         out.append(b.recv(1))
         a.send(b"y")
+        prime(a)
         out.append(outcome(lambda: a.recv(1, mod.MSG_DONTWAIT)))
         out.append(b.recv(1))
         a.settimeout(0.05)
         a.sendall(b"z")
+        prime(a)
         out.append(outcome(lambda: a.recv(1)))  # nothing comes: the timeout
         out.append(b.recv(1))
         a.settimeout(None)
         b.sendall(b"abc")
         a.sendall(b"q")
         buf = bytearray(3)
+        prime(a)
         out.append((a.recv_into(buf), bytes(buf)))
         out.append(b.recv(1))
         a.sendall(b"w")
         a.close()
+        prime(a)
         out.append(outcome(lambda: a.recv(1)))  # closed: at once
     return out
 
 
 def test_a_read_right_after_a_send_behaves_as_natively(backend: Backend) -> None:
-    native = _reads_after_a_send(std_socket)
+    from greenbridge.green.socket import _WAIT_FIRST
+
+    def wait_first(sock: Any) -> None:
+        sock._gb_waits = _WAIT_FIRST
+
+    native = _reads_after_a_send(std_socket, lambda sock: None)
     assert native[:4] == [b"ping", b"pong", b"", b"x"]
     assert native[4] == ("BlockingIOError", errno.EAGAIN)
     assert native[6][0] == std_socket.timeout.__name__  # (TimeoutError from 3.10)
     assert native[8] == (3, b"abc")
     assert native[10] == ("OSError", errno.EBADF)
-    assert run_sync(backend, lambda: _reads_after_a_send(gsocket)) == native
+    assert run_sync(backend, lambda: _reads_after_a_send(gsocket, lambda sock: None)) == native
+    assert run_sync(backend, lambda: _reads_after_a_send(gsocket, wait_first)) == native
 
 
 def test_a_read_right_after_a_send_waits_for_the_answer(backend: Backend) -> None:
