@@ -408,8 +408,11 @@ def _check_between_waves(st: Stats) -> int:
     """No worker greenlet outside the pool; return how many uvloop timers are pending.
 
     Between waves nothing of the last wave is referenced any more, so every
-    live `_Worker` must be parked in a pool.  uvloop's loop keeps
-    each pending TimerHandle alive (cancelled ones may linger a little).
+    live `_Worker` must be parked in a pool.  uvloop's loop keeps each pending
+    TimerHandle alive through its open libuv timer.  Cancelled handles, and
+    handles that fired in the loop iteration still running (their libuv timer
+    is closed, but freed only at the end of the iteration), may linger a
+    little: they are not pending.
     """
     gc.collect()
     workers = timers = 0
@@ -418,11 +421,17 @@ def _check_between_waves(st: Stats) -> int:
         if cls is _trampoline.Worker and not o.dead:
             workers += 1
         elif cls.__name__ == "TimerHandle" and cls.__module__ == "uvloop.loop":
-            timers += not o.cancelled()
+            timers += not o.cancelled() and _uv_timer_open(o)
     pool = len(_trampoline.parked_workers())  # every per-depth pool of this thread
     if workers != pool:
         st.problems.append(f"between waves: {workers} live worker greenlets, {pool} in the pools")
     return timers
+
+
+def _uv_timer_open(handle: object) -> bool:
+    """Whether uvloop still holds `handle`'s libuv timer open (the handle is still due)."""
+    refs = gc.get_referrers(handle)
+    return any(type(r).__name__ == "UVTimer" and "closed=False" in repr(r) for r in refs)
 
 
 def _uv_polls() -> int:
