@@ -264,22 +264,25 @@ def registrations(loop: Any) -> list[tuple[int, str, Any]]:
     """(fd, "reader"/"writer", callback) registered on an open loop, but its self-pipe.
 
     Both what the loop's selector watches (asyncio) and greenbridge's own
-    registry (the only registrations visible on a uvloop loop).
+    registry (the only registrations visible on a uvloop loop, and those in
+    the hub's own epoll on asyncio's, whose descriptor is left out).
     """
     found: dict[tuple[int, str], Any] = {}
     selector = getattr(loop, "_selector", None)
+    registry = _hub._asyncio.registries.get(loop)
     if selector is not None:
         ssock = getattr(loop, "_ssock", None)
-        own = ssock.fileno() if ssock is not None else -1
+        own = {ssock.fileno() if ssock is not None else -1}
+        if registry is not None and registry.epoll is not None:
+            own.add(registry.epoll.fileno())  # the hub's own epoll: its fds are below
         for fd, key in list(selector.get_map().items()):
-            if fd == own:
+            if fd in own:
                 continue
             reader, writer = key.data
             if key.events & selectors.EVENT_READ:
                 found[(fd, "reader")] = reader
             if key.events & selectors.EVENT_WRITE:
                 found[(fd, "writer")] = writer
-    registry = _hub._asyncio.registries.get(loop)
     if registry is not None:
         for fd, watch in list(registry.readers.items()):
             found.setdefault((fd, "reader"), watch)

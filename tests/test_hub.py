@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import errno
 import gc
+import os
+import select
 import socket
 import time
 import weakref
@@ -16,7 +18,7 @@ import greenbridge
 import greenbridge.green.socket
 from greenbridge import _hub
 
-from .helpers import Backend, registered_fds
+from .helpers import Backend, registered_fds, registrations
 
 
 def test_wait_readable_suspends_only_the_caller(backend: Backend) -> None:
@@ -459,3 +461,261 @@ def test_a_pooled_worker_waits_on_the_loop_of_each_call() -> None:
     second = asyncio.run(main())
     assert first[1] == second[1] == b"x"
     assert first[0] == second[0]  # the same pooled worker served both calls
+
+
+# ---------------------------------------------------------------------------
+# the hub's own epoll (asyncio's selector loop, many descriptors)
+
+needs_epoll = pytest.mark.skipif(not hasattr(select, "epoll"), reason="epoll is Linux's")
+
+
+def _epoll_watches(epfd: int) -> int:
+    """How many descriptors the kernel says the epoll ``epfd`` watches."""
+    with open(f"/proc/self/fdinfo/{epfd}") as info:
+        return sum(line.startswith("tfd:") for line in info)
+
+
+def _echo_pairs(pairs: int, rounds: int, make: Any, spawn: Any) -> list[list[bytes]]:
+    """``pairs`` echo exchanges at once; what each client got (spawn runs a thread)."""
+
+    def server(s: socket.socket) -> None:
+        while data := s.recv(64):
+            s.sendall(data)
+
+    def client(s: socket.socket, n: int) -> list[bytes]:
+        got = []
+        for i in range(rounds):
+            s.sendall(b"%d:%d" % (n, i))
+            got.append(s.recv(64))
+        s.shutdown(socket.SHUT_WR)
+        return got
+
+    socks = [make() for _ in range(pairs)]
+    try:
+        servers = [spawn(server, b) for _a, b in socks]
+        clients = [spawn(client, a, n) for n, (a, _b) in enumerate(socks)]
+        results = [join() for join in clients]
+        for join in servers:
+            join()
+        return results
+    finally:
+        for pair in socks:
+            for s in pair:
+                s.close()
+
+
+@needs_epoll
+def test_many_green_sockets_wait_through_one_epoll_and_leave_nothing() -> None:
+    # With INNER_AT descriptors or more registered on asyncio's selector loop,
+    # new waits go into the hub's own epoll, which alone is registered with the
+    # loop.  The exchange gives what OS threads on blocking sockets give, and
+    # once it is over the epoll is closed and nothing stays registered.
+    import threading
+
+    from greenbridge.green import socket as gsocket
+
+    pairs, rounds = _hub._asyncio.INNER_AT + 4, 20
+
+    def thread_spawn(fn: Any, *args: Any) -> Any:
+        out: list[Any] = []
+        t = threading.Thread(target=lambda: out.append(fn(*args)))
+        t.start()
+        return lambda: (t.join(), out[0] if out else None)[1]
+
+    native = _echo_pairs(pairs, rounds, socket.socketpair, thread_spawn)
+
+    seen: list[tuple[int, int, bool]] = []
+
+    async def main() -> list[list[bytes]]:
+        loop = asyncio.get_running_loop()
+        reg = _hub._asyncio.registry(loop)
+        fds_before = len(os.listdir("/proc/self/fd"))
+
+        async def watch() -> None:
+            while True:
+                await asyncio.sleep(0.001)
+                if reg.epoll is not None:
+                    epfd = reg.epoll.fileno()
+                    in_loop = epfd in loop._selector.get_map()  # type: ignore[attr-defined]
+                    seen.append((reg.inner, _epoll_watches(epfd), in_loop))
+
+        watcher = asyncio.ensure_future(watch())
+
+        def green_spawn(fn: Any, *args: Any) -> Any:
+            task = greenbridge.spawn(fn, *args)
+            return lambda: greenbridge.await_(task)
+
+        try:
+            got = await greenbridge.async_(_echo_pairs)(
+                pairs, rounds, gsocket.socketpair, green_spawn
+            )
+        finally:
+            watcher.cancel()
+        assert reg.epoll is None and reg.inner == 0
+        assert registrations(loop) == []
+        assert len(os.listdir("/proc/self/fd")) == fds_before  # the epoll is closed
+        return got  # type: ignore[no-any-return]
+
+    assert asyncio.run(main()) == native
+    # The epoll was in use, registered with the loop, with the kernel's
+    # registrations matching the hub's count of them.
+    assert seen, "the exchange never used the hub's epoll"
+    assert all(in_loop for _n, _k, in_loop in seen)
+    assert any(inner > 0 and inner == kernel for inner, kernel, _in in seen), seen
+
+
+@needs_epoll
+def test_waits_in_the_hub_epoll_behave_as_waits_on_the_loop(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Every wait through the hub's epoll (INNER_AT = 0): a read and a write
+    # waiting on one socket at once, a timeout, a cancellation, a close,
+    # a hang-up, and a descriptor epoll refuses: each as through the loop.
+    from greenbridge.green import socket as gsocket
+
+    inner: list[int] = []  # the waits in the hub's epoll while both wait
+
+    def scenario() -> list[Any]:
+        out: list[Any] = []
+        a, b = gsocket.socketpair()
+        with a, b:
+            a.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+            big = b"y" * (1 << 20)
+            reader = greenbridge.spawn(a.recv, 8)  # waits to read...
+            writer = greenbridge.spawn(a.sendall, big)  # ...and to write, on one fd
+            _hub.sleep(0.01)
+            inner.append(_hub._asyncio.registry(asyncio.get_running_loop()).inner)
+            received = 0
+            while received < len(big):
+                received += len(b.recv(1 << 16))
+            b.sendall(b"answer")
+            out.append(greenbridge.await_(reader))
+            out.append(greenbridge.await_(writer))
+            out.append(_hub.wait_readable(a.fileno(), 0.02))  # a timeout
+            task = greenbridge.spawn(_hub.wait_readable, a.fileno())
+            _hub.sleep(0.01)
+            task.cancel()
+            try:
+                greenbridge.await_(task)
+            except asyncio.CancelledError:
+                out.append("cancelled")
+            task = greenbridge.spawn(_hub.wait_readable, a.fileno())
+            _hub.sleep(0.01)
+            _hub.notify_closing(a.fileno())
+            try:
+                greenbridge.await_(task)
+            except OSError as exc:
+                out.append(errno.errorcode[exc.errno])
+            task = greenbridge.spawn(b.recv, 8)
+            _hub.sleep(0.01)
+            a.close()  # hang-up: the peer reads the end
+            out.append(greenbridge.await_(task))
+        with open(__file__, "rb") as f:  # epoll refuses regular files
+            try:
+                _hub.wait_readable(f.fileno(), 0.01)
+            except OSError as exc:
+                out.append(type(exc).__name__)
+            else:
+                out.append("waited")
+        return out
+
+    async def main() -> list[Any]:
+        loop = asyncio.get_running_loop()
+        out = await greenbridge.async_(scenario)()
+        out.append(registrations(loop))
+        reg = _hub._asyncio.registry(loop)
+        out.append((reg.epoll, reg.inner))
+        return out  # type: ignore[no-any-return]
+
+    on_loop = asyncio.run(main())
+    monkeypatch.setattr(_hub._asyncio, "INNER_AT", 0)
+    assert asyncio.run(main()) == on_loop
+    assert inner == [0, 2]  # on the loop, then both in the hub's epoll
+    assert on_loop[:7] == [b"answer", None, False, "cancelled", "EBADF", b"", "PermissionError"]
+
+
+@pytest.mark.parametrize("inner_ends", ["first", "last"])
+@needs_epoll
+def test_the_hub_epoll_closes_when_few_waits_are_left(
+    monkeypatch: pytest.MonkeyPatch, inner_ends: str
+) -> None:
+    # INNER_AT = 4: four waits go on the loop, the fifth into the hub's epoll.
+    # Below two waits (half of INNER_AT) the epoll is closed, and a wait still
+    # in it goes back to the loop, where it is woken as any other.
+    monkeypatch.setattr(_hub._asyncio, "INNER_AT", 4)
+    pairs = [socket.socketpair() for _ in range(5)]
+
+    async def main() -> list[tuple[bool, int]]:
+        loop = asyncio.get_running_loop()
+        reg = _hub._asyncio.registry(loop)
+        fds = len(os.listdir("/proc/self/fd"))
+        states = []
+        tasks = []
+        for a, _b in pairs:
+            tasks.append(greenbridge.spawn(_hub.wait_readable, a.fileno(), 5))
+            await asyncio.sleep(0.01)
+        states.append((reg.epoll is not None, reg.inner))
+        order = list(zip(pairs, tasks))
+        if inner_ends == "first":
+            order.reverse()
+        for (_a, b), task in order:
+            b.send(b"x")
+            assert await task is True
+            states.append((reg.epoll is not None, reg.inner))
+        assert registrations(loop) == []
+        assert len(os.listdir("/proc/self/fd")) == fds  # the epoll is closed
+        return states
+
+    try:
+        states = asyncio.run(main())
+    finally:
+        for pair in pairs:
+            for s in pair:
+                s.close()
+    if inner_ends == "first":
+        # 4 left, 3, 2 (the epoll stays, empty), 1: closed.
+        assert states == [(True, 1), (True, 0), (True, 0), (True, 0), (False, 0), (False, 0)]
+    else:
+        # The per-loop waits end first: at 1 left, the fifth goes back to the loop.
+        assert states == [(True, 1), (True, 1), (True, 1), (True, 1), (False, 0), (False, 0)]
+
+
+@needs_epoll
+def test_a_report_for_nobody_in_the_hub_epoll_drops_that_registration(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A descriptor left in the hub's epoll with no wait on it (its watch gone
+    # from the registry without unregistering: not something the hub does)
+    # is unregistered at its first report, instead of being reported again
+    # at every turn of the loop (the epoll is level-triggered).
+    monkeypatch.setattr(_hub._asyncio, "INNER_AT", 0)
+    a, b = socket.socketpair()
+    c, d = socket.socketpair()
+
+    async def main() -> list[int]:
+        loop = asyncio.get_running_loop()
+        reg = _hub._asyncio.registry(loop)
+        other = greenbridge.spawn(_hub.wait_readable, c.fileno(), 5)
+        task = greenbridge.spawn(_hub.wait_readable, a.fileno(), 5)
+        await asyncio.sleep(0.01)
+        epfd = reg.epoll.fileno()
+        counts = [_epoll_watches(epfd)]
+        watch = reg.readers.pop(a.fileno())
+        b.send(b"x")
+        await asyncio.sleep(0.01)
+        counts.append(_epoll_watches(epfd))
+        reg.readers[a.fileno()] = watch  # (put back, so that the wait ends cleanly)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        d.send(b"x")
+        assert await other is True
+        assert reg.epoll is None and reg.inner == 0
+        assert registrations(loop) == []
+        return counts
+
+    try:
+        assert asyncio.run(main()) == [2, 1]
+    finally:
+        for s in (a, b, c, d):
+            s.close()

@@ -17,10 +17,13 @@ from __future__ import annotations
 
 import asyncio
 import asyncio.selector_events
+import contextlib
+import contextvars
 import errno
 import heapq
 import math
 import os
+import select
 import time as _time
 import weakref
 from collections.abc import Iterable
@@ -63,7 +66,16 @@ __all__ = [
 #: may run in one turn of an asyncio loop before the rest of the ready
 #: descriptors wait for the next turn (see `_time_turns`).
 TURN_SLICE = 0.02
+#: How many descriptors must be registered on an asyncio selector loop before
+#: new registrations go into the hub's own epoll (see `Registry.register_inner`);
+#: below half as many, its registrations go back to the loop and it is closed.
+INNER_AT = 16
 _monotonic = _time.monotonic
+_epoll = getattr(select, "epoll", None)
+_EPOLLIN = getattr(select, "EPOLLIN", 1)
+_EPOLLOUT = getattr(select, "EPOLLOUT", 4)
+_NOT_EPOLLOUT = ~_EPOLLOUT
+_NOT_EPOLLIN = ~_EPOLLIN
 
 
 class Wait:
@@ -125,7 +137,17 @@ class Watch:
     same number (a green socket also calls :func:`notify_closing`).
     """
 
-    __slots__ = ("loop", "reg", "table", "fd", "readable", "owner", "waiters", "skipped")
+    __slots__ = (
+        "loop",
+        "reg",
+        "table",
+        "fd",
+        "readable",
+        "owner",
+        "waiters",
+        "skipped",
+        "inner",
+    )
 
     def __init__(
         self,
@@ -145,6 +167,9 @@ class Watch:
         # True when fire() passed a readiness report on (see Registry.turn_end):
         # the descriptor was ready, so a timeout of a waiter here reports ready.
         self.skipped = False
+        # Registered in the registry's own epoll (see Registry.epoll), not
+        # with the loop's add_reader/add_writer.
+        self.inner = False
 
     def fire(self) -> None:
         reg = self.reg
@@ -209,6 +234,11 @@ class Watch:
     def drop(self) -> None:
         if self.table.get(self.fd) is self:
             del self.table[self.fd]
+            if self.inner:
+                self.reg.inner_drop(self)
+                return
+        elif self.inner:
+            return  # (dropped already)
         try:
             if self.readable:
                 self.loop.remove_reader(self.fd)
@@ -216,6 +246,8 @@ class Watch:
                 self.loop.remove_writer(self.fd)
         except (OSError, ValueError):  # the fd was closed under us
             pass
+        if self.reg.epoll is not None:  # (its last registration left while this one stayed)
+            self.reg.settle_inner()
 
 
 #: How far ahead of the loop's clock a deadline counts as due, as asyncio's
@@ -403,6 +435,9 @@ class Registry:
         "queued",
         "turn_end",
         "timers",
+        "epoll",
+        "inner",
+        "loop",
     )
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -427,6 +462,14 @@ class Registry:
         self.turn_end = math.inf
         if self.direct:
             _time_turns(loop, self)
+        # Once many descriptors wait here (`INNER_AT`), the new registrations
+        # go into an epoll of our own, which alone is registered with the loop
+        # (see `register_inner`); ``inner`` counts them.  None: not in use.
+        # (Half as many, and they go back to the loop: `settle_inner`.)
+        self.epoll: Any = None
+        self.inner = 0
+        # (For the epoll's own registration; a registry holds no loop otherwise.)
+        self.loop: weakref.ref[asyncio.AbstractEventLoop] | None = None
 
     def fire_queued(self) -> None:
         """Fire the watches `Watch.queue` queued (uvloop), in turn."""
@@ -435,6 +478,108 @@ class Registry:
         for watch in queued:
             watch.fire()
 
+    def register_inner(self, loop: asyncio.AbstractEventLoop, watch: Watch) -> bool:
+        """Register ``watch`` in our own epoll; False where that cannot be done.
+
+        asyncio's selector loop reports each ready descriptor through Python
+        code: a selector key looked up, a ``Handle`` queued and run, a
+        Context entered.  With many descriptors ready in one poll, most of a
+        green round trip's instructions outside the green thread went there.
+        Our epoll is registered with the loop once; its reader callback
+        (`poll_inner`) polls it and fires the ready watches itself.  With few
+        descriptors the second poll costs more than it saves (counted with
+        callgrind: see docs/green-io.md), hence `INNER_AT`.
+        """
+        epoll = self.epoll
+        if epoll is None:
+            if _epoll is None or not self.direct:
+                return False
+            epoll = self.epoll = _epoll()
+            self.loop = weakref.ref(loop)
+            # (A fresh Context: the callback's Handle keeps no green thread's.)
+            contextvars.Context().run(loop.add_reader, epoll.fileno(), self.poll_inner)
+        fd = watch.fd
+        other = (self.writers if watch.readable else self.readers).get(fd)
+        mask = _EPOLLIN if watch.readable else _EPOLLOUT
+        try:
+            if other is not None and other.inner:
+                epoll.modify(fd, _EPOLLIN | _EPOLLOUT)
+            else:
+                epoll.register(fd, mask)
+        except (OSError, ValueError):  # the loop's own registration says why, or copes
+            if not self.inner:
+                self.close_inner()
+            return False
+        watch.inner = True
+        self.inner += 1
+        return True
+
+    def inner_drop(self, watch: Watch) -> None:
+        """Unregister ``watch`` (gone from its table) from our epoll."""
+        watch.inner = False
+        self.inner -= 1
+        fd = watch.fd
+        epoll = self.epoll
+        other = (self.writers if watch.readable else self.readers).get(fd)
+        try:
+            if other is not None and other.inner:
+                epoll.modify(fd, _EPOLLOUT if watch.readable else _EPOLLIN)
+            else:
+                epoll.unregister(fd)
+        except (OSError, ValueError):  # the fd was closed under us
+            pass
+        self.settle_inner()
+
+    def settle_inner(self) -> None:
+        """Stop using our epoll once few descriptors wait here (fewer than half `INNER_AT`)."""
+        total = len(self.readers) + len(self.writers)
+        if not total or 2 * total < INNER_AT:
+            self.close_inner()
+
+    def close_inner(self) -> None:
+        """Close our epoll; the watches still in it go back to the loop's own registrations."""
+        epoll, ref = self.epoll, self.loop
+        self.epoll = self.loop = None
+        loop = None if ref is None else ref()
+        if loop is not None and loop.is_closed():
+            loop = None
+        try:
+            if self.inner:
+                for table in (self.readers, self.writers):
+                    for watch in table.values():
+                        if watch.inner:
+                            _back_to_loop(loop, watch)
+            if loop is not None:
+                loop.remove_reader(epoll.fileno())
+        finally:
+            self.inner = 0
+            epoll.close()
+
+    def poll_inner(self) -> None:
+        """Our epoll is ready: fire the watches of the descriptors it reports."""
+        epoll = self.epoll
+        if epoll is None:  # pragma: no cover - closed by a callback of this turn
+            return
+        readers, writers = self.readers, self.writers
+        for fd, events in epoll.poll(0):
+            # As the selectors module: an error or hang-up wakes both directions.
+            stale = True
+            if events & _NOT_EPOLLOUT:
+                watch = readers.get(fd)
+                if watch is not None and watch.inner:
+                    stale = False
+                    watch.fire()
+            if events & _NOT_EPOLLIN:
+                watch = writers.get(fd)
+                if watch is not None and watch.inner:
+                    stale = False
+                    watch.fire()
+            if stale and self.epoll is epoll:
+                # Nobody waits on it here (its watch left without telling us):
+                # a level-triggered report would come back at every turn.
+                with contextlib.suppress(OSError):
+                    epoll.unregister(fd)
+
     def sweep(self) -> None:
         """Drop the watches kept by the last fire() that nobody waits on again."""
         idle = self.idle
@@ -442,6 +587,20 @@ class Registry:
         for watch in idle:
             if not watch.waiters and watch.table.get(watch.fd) is watch:
                 watch.drop()
+
+
+def _back_to_loop(loop: asyncio.AbstractEventLoop | None, watch: Watch) -> None:
+    """Register with ``loop`` itself a watch that was in the registry's epoll (None: closed)."""
+    watch.inner = False
+    if loop is None:
+        return
+    try:
+        if watch.readable:
+            loop.add_reader(watch.fd, watch.fire)
+        else:
+            loop.add_writer(watch.fd, watch.fire)
+    except (OSError, ValueError):  # closed under us: a stale registration, as on the loop
+        pass
 
 
 def _time_turns(loop: asyncio.AbstractEventLoop, reg: Registry) -> None:
@@ -522,7 +681,15 @@ def _register(
     try:
         # (Where callbacks may not switch, see Registry.direct: fire() at the
         # loop's next turn, through call_soon.)
-        if reg.direct:
+        if reg.epoll is not None or (
+            reg.direct and len(reg.readers) + len(reg.writers) >= INNER_AT
+        ):
+            if not reg.register_inner(loop, watch):
+                if readable:
+                    loop.add_reader(fd, watch.fire)
+                else:
+                    loop.add_writer(fd, watch.fire)
+        elif reg.direct:
             if readable:
                 loop.add_reader(fd, watch.fire)
             else:
