@@ -7,14 +7,24 @@ warm-up, ``callgrind_control -i on`` switches counting on for ``--requests``
 requests from ``--clients`` keep-alive connections, then off.  Counted: the
 server's own user-space instructions, not the kernel's work (which is most
 of what a thread pool adds: the benchmarks' CPU per request shows that).
-gunicorn forks its workers, which callgrind_control cannot reach: only
-single-process uvicorn servers are here.
+gunicorn forks its workers, which callgrind_control cannot reach: its
+targets are counted another way.  The whole server (master and worker) runs
+under callgrind from its start, twice, serving ``--requests`` and three
+times as many; the difference of the two totals, divided by the difference
+of the requests, is the cost of a request (start-up and shutdown cancel
+out, to about 1 %).
 
 Targets (the apps of bench_web_wsgi.py, bench_web_starlette.py and bench_django.py):
   wsgi-hello, wsgi-upstream, wsgi-db   Flask through WSGIMiddleware
   fastapi-green-<route>, fastapi-stock-<route>
                                        route: upstream, noop (def), async-noop; the
                                        FastAPI app installed (green) or not (stock)
+  gunicorn-green-<route>, gunicorn-gevent-<route>
+                                       the Flask app of bench_web_wsgi.py under
+                                       gunicorn (one worker): greenbridge's Worker or
+                                       gunicorn's gevent worker (--gevent-python: a
+                                       venv with gevent, as for bench_web_wsgi.py);
+                                       route: hello, upstream
   django-green-<db>, django-stock-<db> examples/django_app's view (its query waits
                                        50 ms) under greenbridge's get_asgi_application()
                                        or Django's own (without the benchmark's probe);
@@ -81,6 +91,50 @@ async def drive(port: int, path: str, requests: int, clients: int) -> None:
     await asyncio.gather(*(client(n) for n in range(clients)))
 
 
+def gunicorn_count(
+    target: str, requests: int, clients: int, env: dict[str, str], gevent_python: str | None
+) -> float:
+    """Instructions per request of a gunicorn server: whole runs, by difference."""
+    _kind, mode, route = target.split("-", 2)
+    if mode == "gevent":
+        if not gevent_python:
+            raise SystemExit(f"{target} needs --gevent-python")
+        python, worker, extra = gevent_python, "gevent", {"GB_BENCH_MODE": "gevent"}
+    else:
+        python, worker = sys.executable, "greenbridge.integrations.gunicorn.Worker"
+        extra = {"GB_BENCH_MODE": "green"}
+    totals = []
+    for n in (requests, 3 * requests):
+        port = free_port()
+        args = [python, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", "1"]
+        args += ["--log-level", "warning", "--keep-alive", "30", "-k", worker, "web_wsgi_app:app"]
+        with tempfile.TemporaryDirectory() as out:
+            valgrind = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}/callgrind.%p"]
+            proc = subprocess.Popen(
+                [*valgrind, *args],
+                env=dict(env, **extra),
+                cwd=HERE,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            try:
+                wait_for_port(port, proc, timeout=300)
+                asyncio.run(drive(port, f"/{route}/{{i}}", n, clients))
+            finally:
+                proc.terminate()
+                proc.wait(300)
+            totals.append(_totals(out))
+    return (totals[1] - totals[0]) / (2 * requests)
+
+
+def _totals(out: str) -> int:
+    total = 0
+    for name in glob.glob(f"{out}/callgrind.*"):
+        with open(name) as f:
+            total += sum(int(line.split()[1]) for line in f if line.startswith("totals:"))
+    return total
+
+
 def callgrind_control(*args: str) -> None:
     subprocess.run(["callgrind_control", *args], check=True, capture_output=True)
 
@@ -109,10 +163,7 @@ def count(target: str, requests: int, clients: int, loop: str, env: dict[str, st
         finally:
             proc.terminate()
             proc.wait(120)
-        total = 0
-        for name in glob.glob(f"{out}/callgrind.*"):
-            with open(name) as f:
-                total += sum(int(line.split()[1]) for line in f if line.startswith("totals:"))
+        total = _totals(out)
     return total / requests
 
 
@@ -124,6 +175,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=1000)
     parser.add_argument("--clients", type=int, default=20)
     parser.add_argument("--loop", choices=["asyncio", "uvloop"], default="uvloop")
+    parser.add_argument("--gevent-python", help="a venv's python with gevent (gunicorn-gevent-*)")
     args = parser.parse_args()
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(HERE), env.get("PYTHONPATH", "")])
@@ -135,7 +187,12 @@ def main() -> None:
     try:
         wait_for_port(up_port, upstream)
         for target in args.targets:
-            per_request = count(target, args.requests, args.clients, args.loop, env)
+            if target.startswith("gunicorn-"):
+                per_request = gunicorn_count(
+                    target, args.requests, args.clients, env, args.gevent_python
+                )
+            else:
+                per_request = count(target, args.requests, args.clients, args.loop, env)
             print(f"{target:28s} {per_request / 1000:9.1f} k instructions per request", flush=True)
     finally:
         upstream.terminate()

@@ -13,14 +13,22 @@ imports cancel out::
 
 Variants (the interpreter must have what the variant imports):
 
-* ``green LOOP N``: two green threads (``greenbridge.spawn``) exchanging 64
-  bytes over a green socketpair, ``recv``/``sendall``; LOOP is ``asyncio`` or
-  ``uvloop``;
-* ``floor LOOP N``: the least the same exchange can cost on that loop with a
-  greenlet per side: two bare greenlets, the reader registered once for good,
-  its callback switching straight into the greenlet (on uvloop through
+* ``green LOOP N [PAIRS]``: two green threads (``greenbridge.spawn``)
+  exchanging 64 bytes over a green socketpair, ``recv``/``sendall``; LOOP is
+  ``asyncio`` or ``uvloop``; with ``PAIRS``, that many pairs at once (``N``
+  round trips in all);
+* ``floor LOOP N [PAIRS]``: the least the same exchange can cost on that loop
+  with a greenlet per side: two bare greenlets, the reader registered once for
+  good, its callback switching straight into the greenlet (on uvloop through
   ``call_soon``, as the hub must); no timeouts, signals, cancellation, task;
-* ``gevent N``: the same exchange on gevent's sockets and greenlets;
+  with ``PAIRS``, that many socketpairs exchange at once (``N`` round trips
+  in all), so that one poll reports many descriptors;
+* ``floor-epoll N [PAIRS]``: the floor of another design on asyncio's
+  selector loop: the descriptors registered in one ``select.epoll`` of our
+  own, which alone is registered with the loop; its reader callback polls it
+  and switches into each greenlet whose descriptor is ready (no selector key,
+  no ``Handle`` per readiness report, one more ``epoll_wait`` per turn);
+* ``gevent N [PAIRS]``: the same exchange on gevent's sockets and greenlets;
 * ``requests KIND URL N``: ``N`` GETs of ``URL`` on one ``requests.Session``
   (keep-alive); KIND is ``green`` (``patch_blocking()``, one green thread on
   asyncio), ``plain`` (the stdlib's blocking sockets, no loop: the floor),
@@ -47,7 +55,7 @@ def _loop(name: str) -> Any:
     return asyncio.new_event_loop()
 
 
-def green(loop_name: str, n: int) -> None:
+def green(loop_name: str, n: int, pairs: int = 1) -> None:
     import greenbridge
     from greenbridge.green import socket as gsocket
 
@@ -63,27 +71,37 @@ def green(loop_name: str, n: int) -> None:
             recv(64)
 
     async def main() -> None:
-        a, b = gsocket.socketpair()
-        with a, b:
-            srv = greenbridge.spawn(server, b)
-            await greenbridge.spawn(client, a, WARM)
-            await greenbridge.spawn(client, a, n)
+        socks = [gsocket.socketpair() for _ in range(pairs)]
+        servers = [greenbridge.spawn(server, b) for _a, b in socks]
+        for rounds in (WARM, n):
+            for task in [greenbridge.spawn(client, a, rounds // pairs) for a, _b in socks]:
+                await task
+        for a, _b in socks:
             a.shutdown(gsocket.SHUT_WR)
-            await srv
+        for task in servers:
+            await task
+        for pair in socks:
+            for s in pair:
+                s.close()
 
     _loop(loop_name).run_until_complete(main())
 
 
-def floor(loop_name: str, n: int) -> None:
+def floor(loop_name: str, n: int, pairs: int = 1, inner: bool = False) -> None:
+    """The floor variants: ``pairs`` socketpairs, ``n`` round trips in all.
+
+    ``inner``: the descriptors are registered in one ``select.epoll`` of our
+    own, and only that is registered with the (asyncio) loop.
+    """
+    import select
     import socket
 
     from greenlet import getcurrent, greenlet
 
     loop = _loop(loop_name)
     hub = getcurrent()
-    a, b = socket.socketpair()
-    a.setblocking(False)
-    b.setblocking(False)
+    socks = [socket.socketpair() for _ in range(pairs)]
+    left = [pairs]
 
     def recv(s: socket.socket) -> bytes:
         while True:
@@ -92,54 +110,75 @@ def floor(loop_name: str, n: int) -> None:
             except BlockingIOError:
                 hub.switch()  # until the reader callback switches back
 
-    def server() -> None:
+    def server(b: socket.socket) -> None:
         while data := recv(b):
             b.send(data)
 
-    def client() -> None:
-        for _ in range(WARM + n):
+    def client(a: socket.socket, rounds: int) -> None:
+        for _ in range(rounds):
             a.send(MSG)
             recv(a)
-        loop.stop()
+        left[0] -= 1
+        if not left[0]:
+            loop.stop()
 
-    gs, gc = greenlet(server), greenlet(client)
-    if loop_name == "uvloop":  # no switch inside uvloop's poll: see greenbridge._hub._asyncio
-        loop.add_reader(b.fileno(), loop.call_soon, gs.switch)
-        loop.add_reader(a.fileno(), loop.call_soon, gc.switch)
-    else:
-        loop.add_reader(b.fileno(), gs.switch)
-        loop.add_reader(a.fileno(), gc.switch)
-    loop.call_soon(gs.switch)
-    loop.call_soon(gc.switch)
+    epoll = select.epoll() if inner else None
+    waiting: dict[int, Any] = {}
+    if epoll is not None:
+        poll = epoll.poll
+
+        def ready() -> None:
+            for fd, _events in poll(0, 1024):
+                waiting[fd]()
+
+        loop.add_reader(epoll.fileno(), ready)
+    for a, b in socks:
+        a.setblocking(False)
+        b.setblocking(False)
+        for s, g in ((b, greenlet(server)), (a, greenlet(client))):
+            if epoll is not None:
+                epoll.register(s.fileno(), select.EPOLLIN)
+                waiting[s.fileno()] = g.switch
+            elif loop_name == "uvloop":  # no switch inside uvloop's poll: see _hub._asyncio
+                loop.add_reader(s.fileno(), loop.call_soon, g.switch)
+            else:
+                loop.add_reader(s.fileno(), g.switch)
+            loop.call_soon(g.switch, s, *(() if s is b else ((WARM + n) // pairs,)))
     loop.run_forever()
-    for s in (a, b):
-        loop.remove_reader(s.fileno())
-        s.close()
+    for pair in socks:
+        for s in pair:
+            if epoll is None:
+                loop.remove_reader(s.fileno())
+            s.close()
+    if epoll is not None:
+        loop.remove_reader(epoll.fileno())
+        epoll.close()
     loop.close()
 
 
-def gevent_echo(n: int) -> None:
+def gevent_echo(n: int, pairs: int = 1) -> None:
     import gevent
     from gevent import socket as gs
 
-    a, b = gs.socketpair()
-
-    def server() -> None:
+    def server(b: Any) -> None:
         while data := b.recv(64):
             b.sendall(data)
 
-    def client(rounds: int) -> None:
+    def client(a: Any, rounds: int) -> None:
         for _ in range(rounds):
             a.sendall(MSG)
             a.recv(64)
 
-    srv = gevent.spawn(server)
-    gevent.spawn(client, WARM).join()
-    gevent.spawn(client, n).join()
-    a.shutdown(gs.SHUT_WR)
-    srv.join()
-    a.close()
-    b.close()
+    socks = [gs.socketpair() for _ in range(pairs)]
+    servers = [gevent.spawn(server, b) for _a, b in socks]
+    for rounds in (WARM, n):
+        gevent.joinall([gevent.spawn(client, a, rounds // pairs) for a, _b in socks])
+    for a, _b in socks:
+        a.shutdown(gs.SHUT_WR)
+    gevent.joinall(servers)
+    for pair in socks:
+        for s in pair:
+            s.close()
 
 
 def requests_gets(kind: str, url: str, n: int) -> None:
@@ -183,11 +222,14 @@ def requests_gets(kind: str, url: str, n: int) -> None:
 def main() -> None:
     args = sys.argv[1:]
     if args[0] == "green":
-        green(args[1], int(args[2]))
-    elif args[0] == "floor":
-        floor(args[1], int(args[2]))
+        green(args[1], int(args[2]), int(args[3]) if len(args) > 3 else 1)
+    elif args[0] in ("floor", "floor-epoll"):
+        # floor LOOP N [PAIRS], floor-epoll N [PAIRS]
+        inner = args[0] == "floor-epoll"
+        rest = args[1:] if not inner else ["asyncio", *args[1:]]
+        floor(rest[0], int(rest[1]), int(rest[2]) if len(rest) > 2 else 1, inner)
     elif args[0] == "gevent":
-        gevent_echo(int(args[1]))
+        gevent_echo(int(args[1]), int(args[2]) if len(args) > 2 else 1)
     elif args[0] == "requests":
         requests_gets(args[1], args[2], int(args[3]))
     else:
