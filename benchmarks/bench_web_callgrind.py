@@ -109,14 +109,7 @@ def gunicorn_count(
         args = [python, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", "1"]
         args += ["--log-level", "warning", "--keep-alive", "30", "-k", worker, "web_wsgi_app:app"]
         with tempfile.TemporaryDirectory() as out:
-            valgrind = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}/callgrind.%p"]
-            proc = subprocess.Popen(
-                [*valgrind, *args],
-                env=dict(env, **extra),
-                cwd=HERE,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
+            proc = _under_callgrind(args, out, dict(env, **extra), at_start=True)
             try:
                 wait_for_port(port, proc, timeout=300)
                 asyncio.run(drive(port, f"/{route}/{{i}}", n, clients))
@@ -125,6 +118,22 @@ def gunicorn_count(
                 proc.wait(300)
             totals.append(_totals(out))
     return (totals[1] - totals[0]) / (2 * requests)
+
+
+def _under_callgrind(
+    args: list[str], out: str, env: dict[str, str], at_start: bool
+) -> subprocess.Popen[bytes]:
+    """Start ``args`` under callgrind, its counts written in the directory ``out``."""
+    valgrind = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}/callgrind.%p"]
+    if not at_start:
+        valgrind.append("--instr-atstart=no")
+    return subprocess.Popen(
+        [*valgrind, *args],
+        env=env,
+        cwd=HERE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
 
 
 def _totals(out: str) -> int:
@@ -144,15 +153,7 @@ def count(target: str, requests: int, clients: int, loop: str, env: dict[str, st
     port = free_port()
     args, extra, path = server(target, port, loop)
     with tempfile.TemporaryDirectory() as out:
-        valgrind = ["valgrind", "--tool=callgrind", "--instr-atstart=no"]
-        valgrind.append(f"--callgrind-out-file={out}/callgrind.%p")
-        proc = subprocess.Popen(
-            [*valgrind, *args],
-            env=dict(env, **extra),
-            cwd=HERE,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        proc = _under_callgrind(args, out, dict(env, **extra), at_start=False)
         try:
             wait_for_port(port, proc, timeout=300)
             asyncio.run(drive(port, path, 200, clients))  # warm-up
