@@ -481,6 +481,9 @@ class Registry:
     def register_inner(self, loop: asyncio.AbstractEventLoop, watch: Watch) -> bool:
         """Register ``watch`` in our own epoll; False where that cannot be done.
 
+        Only where callbacks may switch (`direct`): the epoll's callback
+        fires the watches on the spot.
+
         asyncio's selector loop reports each ready descriptor through Python
         code: a selector key looked up, a ``Handle`` queued and run, a
         Context entered.  With many descriptors ready in one poll, most of a
@@ -492,7 +495,7 @@ class Registry:
         """
         epoll = self.epoll
         if epoll is None:
-            if _epoll is None or not self.direct:
+            if _epoll is None:  # (not Linux)
                 return False
             epoll = self.epoll = _epoll()
             self.loop = weakref.ref(loop)
@@ -589,18 +592,20 @@ class Registry:
                 watch.drop()
 
 
+def _on_loop(loop: asyncio.AbstractEventLoop, watch: Watch) -> None:
+    """Register ``watch`` with ``loop`` itself, its callback firing it on the spot."""
+    if watch.readable:
+        loop.add_reader(watch.fd, watch.fire)
+    else:
+        loop.add_writer(watch.fd, watch.fire)
+
+
 def _back_to_loop(loop: asyncio.AbstractEventLoop | None, watch: Watch) -> None:
     """Register with ``loop`` itself a watch that was in the registry's epoll (None: closed)."""
     watch.inner = False
-    if loop is None:
-        return
-    try:
-        if watch.readable:
-            loop.add_reader(watch.fd, watch.fire)
-        else:
-            loop.add_writer(watch.fd, watch.fire)
-    except (OSError, ValueError):  # closed under us: a stale registration, as on the loop
-        pass
+    if loop is not None:
+        with contextlib.suppress(OSError, ValueError):  # closed under us: as on the loop
+            _on_loop(loop, watch)
 
 
 def _time_turns(loop: asyncio.AbstractEventLoop, reg: Registry) -> None:
@@ -681,19 +686,10 @@ def _register(
     try:
         # (Where callbacks may not switch, see Registry.direct: fire() at the
         # loop's next turn, through call_soon.)
-        if reg.epoll is not None or (
-            reg.direct and len(reg.readers) + len(reg.writers) >= INNER_AT
-        ):
-            if not reg.register_inner(loop, watch):
-                if readable:
-                    loop.add_reader(fd, watch.fire)
-                else:
-                    loop.add_writer(fd, watch.fire)
-        elif reg.direct:
-            if readable:
-                loop.add_reader(fd, watch.fire)
-            else:
-                loop.add_writer(fd, watch.fire)
+        if reg.direct:
+            many = reg.epoll is not None or len(reg.readers) + len(reg.writers) >= INNER_AT
+            if not (many and reg.register_inner(loop, watch)):
+                _on_loop(loop, watch)
         elif readable:
             loop.add_reader(fd, watch.queue)
         else:
